@@ -1,0 +1,485 @@
+//! [`ClientCredentials`]: the OAuth 2.0 client credentials grant (RFC 6749 §4.4) against any
+//! token endpoint. Every rule about the wire format lives here; caching is [`TokenCache`]'s.
+
+mod request;
+mod response;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Uri;
+use http_body::Body;
+use tower::Service;
+use zeroize::Zeroizing;
+
+pub use request::AuthStyle;
+use request::{urlencode, RequestTemplate};
+use response::{decode, DecodeContext};
+
+use crate::error::BoxError;
+use crate::source::{TokenFuture, TokenSource};
+use crate::transport::{self, HttpClient, TokenRequest};
+use crate::{AccessToken, CachePolicy, Error, TokenCache};
+
+/// A token source for the client credentials grant, with its cache built in.
+///
+/// [`token`](TokenSource::token) answers from the cache and fetches only when needed (see
+/// [`CachePolicy`]); clones share the cache, so build one per credential set and clone it
+/// wherever it is needed.
+///
+/// ```no_run
+/// use tower_oauth2::{AuthStyle, ClientCredentials, TokenSource};
+///
+/// # async fn demo() -> Result<(), tower_oauth2::Error> {
+/// let credentials = ClientCredentials::builder()
+///     .token_url("https://tenant.example.com/oauth/token")
+///     .client_id("my-client")
+///     .client_secret(std::env::var("CLIENT_SECRET").unwrap_or_default())
+///     .auth_style(AuthStyle::Form)
+///     .audience("https://api.example.com")
+///     .scope("read:things")
+///     .build()?;
+///
+/// let token = credentials.token().await?;
+/// println!("expires at {:?}", token.expires_at());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ClientCredentials {
+    endpoint: Arc<Endpoint>,
+    cache: TokenCache,
+}
+
+impl ClientCredentials {
+    /// Start configuring a client.
+    pub fn builder() -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder::default()
+    }
+
+    /// Fetch a new token from the endpoint now, bypassing (and not updating) the cache.
+    pub async fn fetch(&self) -> Result<AccessToken, Error> {
+        self.endpoint.fetch().await
+    }
+}
+
+impl TokenSource for ClientCredentials {
+    fn token(&self) -> TokenFuture<'_> {
+        self.cache.token()
+    }
+
+    fn cache(&self) -> Option<TokenCache> {
+        Some(self.cache.clone())
+    }
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.endpoint, f)
+    }
+}
+
+/// The uncached fetch: one token request per call.
+struct Endpoint {
+    template: RequestTemplate,
+    http: HttpClient,
+    timeout: Duration,
+    body_limit: usize,
+    default_lifetime: Duration,
+    /// Every form of a credential we send, so that no error can echo one back.
+    redact: Vec<Zeroizing<String>>,
+}
+
+impl Endpoint {
+    async fn fetch(&self) -> Result<AccessToken, Error> {
+        let started = Instant::now();
+        let host = self.template.url.host().unwrap_or_default();
+        let request = self.template.encode()?;
+        let exchange = transport::send(&self.http, request, self.body_limit);
+        let (parts, body) = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                tracing::warn!(target: "tower_oauth2::fetch", host, %error, "token request failed");
+                return Err(error);
+            }
+            Err(_elapsed) => {
+                tracing::warn!(target: "tower_oauth2::fetch", host, timeout = ?self.timeout, "token request timed out");
+                return Err(Error::timeout(self.timeout));
+            }
+        };
+        let redact: Vec<&str> = self.redact.iter().map(|s| s.as_str()).collect();
+        let context = DecodeContext {
+            default_lifetime: self.default_lifetime,
+            redact: &redact,
+        };
+        let result = match body {
+            Ok(body) => decode(parts.status, &parts.headers, &body, &context),
+            Err(transport::BodyTooLarge) if parts.status.is_success() => {
+                Err(Error::invalid_response(format!(
+                    "the response body is larger than the limit of {} bytes",
+                    self.body_limit
+                )))
+            }
+            Err(transport::BodyTooLarge) => decode(
+                parts.status,
+                &parts.headers,
+                b"[body over the size limit]",
+                &context,
+            ),
+        };
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(token) => tracing::debug!(
+                target: "tower_oauth2::fetch",
+                host,
+                status = parts.status.as_u16(),
+                ?elapsed,
+                expires_in = ?token.expires_at().map(|at| at.saturating_duration_since(crate::token::now())),
+                "token issued"
+            ),
+            Err(error) => tracing::warn!(
+                target: "tower_oauth2::fetch",
+                host,
+                status = parts.status.as_u16(),
+                ?elapsed,
+                %error,
+                "token request rejected"
+            ),
+        }
+        result
+    }
+}
+
+impl TokenSource for Endpoint {
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(self.fetch())
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let params: Vec<&str> = self
+            .template
+            .params
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        f.debug_struct("ClientCredentials")
+            .field("token_url", &self.template.url)
+            .field("client_id", &self.template.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("auth_style", &self.template.auth_style)
+            .field("grant_type", &self.template.grant_type)
+            .field("params", &params)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`ClientCredentials`]. Mistakes are reported by [`build`](Self::build).
+#[must_use]
+pub struct ClientCredentialsBuilder {
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Zeroizing<String>,
+    auth_style: AuthStyle,
+    basic_urlencode: bool,
+    scopes: Vec<String>,
+    audience: Option<String>,
+    params: Vec<(String, String)>,
+    default_lifetime: Duration,
+    timeout: Duration,
+    body_limit: usize,
+    allow_insecure_http: bool,
+    root_certificates: Vec<Vec<u8>>,
+    http: Option<HttpClient>,
+    policy: CachePolicy,
+}
+
+impl Default for ClientCredentialsBuilder {
+    fn default() -> Self {
+        ClientCredentialsBuilder {
+            token_url: None,
+            client_id: None,
+            client_secret: Zeroizing::new(String::new()),
+            auth_style: AuthStyle::Basic,
+            basic_urlencode: true,
+            scopes: Vec::new(),
+            audience: None,
+            params: Vec::new(),
+            default_lifetime: ClientCredentialsBuilder::DEFAULT_LIFETIME,
+            timeout: ClientCredentialsBuilder::DEFAULT_TIMEOUT,
+            body_limit: ClientCredentialsBuilder::DEFAULT_BODY_LIMIT,
+            allow_insecure_http: false,
+            root_certificates: Vec::new(),
+            http: None,
+            policy: CachePolicy::default(),
+        }
+    }
+}
+
+impl fmt::Debug for ClientCredentialsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentialsBuilder")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("auth_style", &self.auth_style)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCredentialsBuilder {
+    /// Lifetime assumed when a response has no `expires_in`: one hour.
+    pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+    /// Time allowed for a whole token request, response body included: 10 seconds.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Largest response body read: 1 MiB.
+    pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+    /// The token endpoint. Must be `https`, except for loopback hosts (see
+    /// [`allow_insecure_http`](Self::allow_insecure_http)).
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.token_url = Some(url.into());
+        self
+    }
+
+    /// The client identifier.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// The client secret. Kept zeroized-on-drop and never printed.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Zeroizing::new(secret.into());
+        self
+    }
+
+    /// How the client authenticates: [`AuthStyle::Basic`] (default), `Form` or `Json`.
+    pub fn auth_style(mut self, style: AuthStyle) -> Self {
+        self.auth_style = style;
+        self
+    }
+
+    /// With [`AuthStyle::Basic`], whether id and secret are form-urlencoded before base64, as
+    /// RFC 6749 §2.3.1 requires (default `true`). Set `false` for servers that do not decode.
+    pub fn basic_auth_urlencode(mut self, urlencode: bool) -> Self {
+        self.basic_urlencode = urlencode;
+        self
+    }
+
+    /// Ask for a scope. Repeatable; scopes are sent space-joined as one `scope` parameter.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// The `audience` parameter (the API identifier, as Auth0 and others need).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Any extra parameter, e.g. `resource` (RFC 8707). `grant_type` overrides the grant type.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Lifetime assumed when a response has no `expires_in` (default
+    /// [`DEFAULT_LIFETIME`](Self::DEFAULT_LIFETIME)).
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.default_lifetime = lifetime;
+        self
+    }
+
+    /// Time allowed for a whole token request (default [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT)).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Largest response body read (default [`DEFAULT_BODY_LIMIT`](Self::DEFAULT_BODY_LIMIT)).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Allow `http://` token URLs on hosts that are not loopback. The client secret then
+    /// crosses the network in clear text: only for trusted networks.
+    pub fn allow_insecure_http(mut self) -> Self {
+        self.allow_insecure_http = true;
+        self
+    }
+
+    /// Trust this root certificate (PEM, one or more) besides the system's, for private
+    /// identity providers. Repeatable. Ignored when a custom [`http_client`](Self::http_client)
+    /// is set.
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(pem.into());
+        self
+    }
+
+    /// Use your own HTTP client for the token endpoint (a proxy, custom TLS, a test double):
+    /// any cloneable tower service taking [`TokenRequest`]. It must not follow redirects.
+    pub fn http_client<S, B>(mut self, client: S) -> Self
+    where
+        S: Service<TokenRequest, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.http = Some(transport::boxed(client));
+        self
+    }
+
+    /// Timing rules of the built-in cache.
+    pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Check the configuration and build the client.
+    pub fn build(self) -> Result<ClientCredentials, Error> {
+        let url = self.checked_url()?;
+        let client_id = match self.client_id {
+            Some(id) if !id.is_empty() => id,
+            _ => return Err(Error::config("client_id is required: call .client_id(..)")),
+        };
+        let mut grant_type = "client_credentials".to_owned();
+        let mut params = Vec::new();
+        if !self.scopes.is_empty() {
+            params.push(("scope".to_owned(), self.scopes.join(" ")));
+        }
+        if let Some(audience) = self.audience {
+            params.push(("audience".to_owned(), audience));
+        }
+        for (name, value) in self.params {
+            if name == "grant_type" {
+                grant_type = value;
+                continue;
+            }
+            if name.is_empty() {
+                return Err(Error::config("param: the parameter name is empty"));
+            }
+            if name == "client_id" || name == "client_secret" {
+                return Err(Error::config(format!(
+                    "param {name:?} clashes with client authentication: use .client_id/.client_secret \
+                     and .auth_style instead"
+                )));
+            }
+            if params.iter().any(|(existing, _)| *existing == name) {
+                let hint = match name.as_str() {
+                    "scope" => " (.scope(..) already sets it)",
+                    "audience" => " (.audience(..) already sets it)",
+                    _ => "",
+                };
+                return Err(Error::config(format!(
+                    "param {name:?} is given twice{hint}"
+                )));
+            }
+            params.push((name, value));
+        }
+        let http = match self.http {
+            Some(http) => http,
+            None => transport::default_client(&self.root_certificates)?,
+        };
+        let template = RequestTemplate {
+            url,
+            client_id,
+            client_secret: self.client_secret,
+            auth_style: self.auth_style,
+            basic_urlencode: self.basic_urlencode,
+            grant_type,
+            params,
+        };
+        let redact = secrets_sent(&template);
+        let endpoint = Arc::new(Endpoint {
+            template,
+            http,
+            timeout: self.timeout,
+            body_limit: self.body_limit,
+            default_lifetime: self.default_lifetime,
+            redact,
+        });
+        let cache = TokenCache::with_policy(endpoint.clone(), self.policy);
+        Ok(ClientCredentials { endpoint, cache })
+    }
+
+    fn checked_url(&self) -> Result<Uri, Error> {
+        let Some(raw) = &self.token_url else {
+            return Err(Error::config("token_url is required: call .token_url(..)"));
+        };
+        let url: Uri = raw
+            .parse()
+            .map_err(|e| Error::config(format!("token_url {raw:?} is not a valid URL: {e}")))?;
+        let host = url.host().ok_or_else(|| {
+            Error::config(format!(
+                "token_url {raw:?} has no host: give an absolute URL like https://host/oauth/token"
+            ))
+        })?;
+        match url.scheme_str() {
+            Some("https") => {
+                if cfg!(not(feature = "rustls")) && self.http.is_none() {
+                    return Err(Error::config(
+                        "https token URLs need the `rustls` feature or your own .http_client(..)",
+                    ));
+                }
+            }
+            Some("http") if self.allow_insecure_http || is_loopback(host) => {}
+            Some("http") => {
+                return Err(Error::config(format!(
+                    "token_url {raw:?} is plain http to a non-loopback host, which would send the \
+                     client secret in clear text: use https, or .allow_insecure_http() on a \
+                     trusted network"
+                )))
+            }
+            _ => {
+                return Err(Error::config(format!(
+                    "token_url {raw:?} must start with https:// (or http:// for loopback)"
+                )))
+            }
+        }
+        Ok(url)
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Every form in which a credential leaves this process.
+fn secrets_sent(template: &RequestTemplate) -> Vec<Zeroizing<String>> {
+    let mut secrets = Vec::new();
+    let secret = template.client_secret.as_str();
+    if !secret.is_empty() {
+        secrets.push(Zeroizing::new(secret.to_owned()));
+        secrets.push(urlencode(secret));
+        if let Ok(json) = serde_json::to_string(secret) {
+            secrets.push(Zeroizing::new(json.trim_matches('"').to_owned()));
+        }
+    }
+    if template.auth_style == AuthStyle::Basic {
+        secrets.push(template.basic_credentials());
+    }
+    for (name, value) in &template.params {
+        let name = name.to_ascii_lowercase();
+        let sensitive = ["assertion", "secret", "password", "token"]
+            .iter()
+            .any(|word| name.contains(word));
+        if sensitive && !value.is_empty() {
+            secrets.push(Zeroizing::new(value.clone()));
+            secrets.push(urlencode(value));
+        }
+    }
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    secrets.dedup();
+    secrets
+}

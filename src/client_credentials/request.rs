@@ -1,0 +1,134 @@
+//! Encoding the token request: client authentication (Basic / form / JSON) and parameters.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{Method, Uri};
+use http_body_util::Full;
+use zeroize::Zeroizing;
+
+use crate::transport::TokenRequest;
+use crate::Error;
+
+/// How the client authenticates to the token endpoint.
+///
+/// Never more than one method is used in a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthStyle {
+    /// `Authorization: Basic base64(id ":" secret)`, with id and secret form-urlencoded first
+    /// as RFC 6749 §2.3.1 requires; parameters in an `application/x-www-form-urlencoded` body.
+    /// The default, and what RFC 6749 says every server must support.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the `application/x-www-form-urlencoded` body.
+    Form,
+    /// `client_id`, `client_secret` and parameters in an `application/json` body.
+    Json,
+}
+
+/// Everything needed to build one token request; built once, encoded per fetch.
+pub(crate) struct RequestTemplate {
+    pub(crate) url: Uri,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Zeroizing<String>,
+    pub(crate) auth_style: AuthStyle,
+    pub(crate) basic_urlencode: bool,
+    pub(crate) grant_type: String,
+    /// `scope`, `audience` and extra parameters, in the order they go on the wire.
+    pub(crate) params: Vec<(String, String)>,
+}
+
+const USER_AGENT_VALUE: &str = concat!("tower-oauth2/", env!("CARGO_PKG_VERSION"));
+
+impl RequestTemplate {
+    pub(crate) fn encode(&self) -> Result<TokenRequest, Error> {
+        let (content_type, body) = match self.auth_style {
+            AuthStyle::Basic => ("application/x-www-form-urlencoded", self.form_body(false)),
+            AuthStyle::Form => ("application/x-www-form-urlencoded", self.form_body(true)),
+            AuthStyle::Json => ("application/json", self.json_body()?),
+        };
+        let mut request = http::Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, HeaderValue::from_static(content_type))
+            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
+            .body(Full::new(Bytes::from(body.to_vec())))
+            .map_err(|e| Error::config(format!("cannot build the token request: {e}")))?;
+        if self.auth_style == AuthStyle::Basic {
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, self.basic_header()?);
+        }
+        Ok(request)
+    }
+
+    /// The base64 credentials of the Basic header, as the endpoint will see them.
+    pub(crate) fn basic_credentials(&self) -> Zeroizing<String> {
+        let joined = if self.basic_urlencode {
+            Zeroizing::new(format!(
+                "{}:{}",
+                urlencode(&self.client_id).as_str(),
+                urlencode(&self.client_secret).as_str()
+            ))
+        } else {
+            Zeroizing::new(format!(
+                "{}:{}",
+                self.client_id,
+                self.client_secret.as_str()
+            ))
+        };
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(joined.as_bytes()))
+    }
+
+    fn basic_header(&self) -> Result<HeaderValue, Error> {
+        let value = Zeroizing::new(format!("Basic {}", self.basic_credentials().as_str()));
+        let mut header = HeaderValue::from_str(&value)
+            .map_err(|_| Error::config("client credentials cannot form a Basic header"))?;
+        header.set_sensitive(true);
+        Ok(header)
+    }
+
+    fn form_body(&self, with_credentials: bool) -> Zeroizing<Vec<u8>> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", &self.grant_type);
+        if with_credentials {
+            form.append_pair("client_id", &self.client_id);
+            if !self.client_secret.is_empty() {
+                form.append_pair("client_secret", &self.client_secret);
+            }
+        }
+        for (name, value) in &self.params {
+            form.append_pair(name, value);
+        }
+        Zeroizing::new(form.finish().into_bytes())
+    }
+
+    fn json_body(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let mut object = serde_json::Map::new();
+        let mut put = |name: &str, value: &str| {
+            object.insert(name.to_owned(), serde_json::Value::String(value.to_owned()));
+        };
+        put("grant_type", &self.grant_type);
+        put("client_id", &self.client_id);
+        if !self.client_secret.is_empty() {
+            put("client_secret", &self.client_secret);
+        }
+        for (name, value) in &self.params {
+            put(name, value);
+        }
+        let body = serde_json::to_vec(&object)
+            .map_err(|e| Error::config(format!("cannot encode the JSON body: {e}")));
+        // The map holds a copy of the secret; scrub it before it is freed.
+        if let Some(serde_json::Value::String(secret)) = object.get_mut("client_secret") {
+            zeroize::Zeroize::zeroize(secret);
+        }
+        body.map(Zeroizing::new)
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 §2.3.1, Appendix B).
+pub(crate) fn urlencode(value: &str) -> Zeroizing<String> {
+    Zeroizing::new(form_urlencoded::byte_serialize(value.as_bytes()).collect())
+}

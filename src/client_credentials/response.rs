@@ -1,0 +1,237 @@
+//! Decoding the token endpoint's answer: a token, an RFC 6749 §5.2 error, or a clear reason
+//! why neither. Pure: status, headers and body in; no I/O, so it can be fuzzed.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value};
+
+use crate::error::OAuthError;
+use crate::token::{expiry_from_now, MAX_LIFETIME};
+use crate::{AccessToken, Error};
+
+/// How long an excerpt of a failing body may be, in characters.
+const EXCERPT_CHARS: usize = 200;
+/// How much of a failing body is looked at for an excerpt (redaction needs some slack).
+const EXCERPT_WINDOW: usize = 4096;
+
+/// What decoding needs besides the response.
+pub(crate) struct DecodeContext<'a> {
+    /// Lifetime of a token whose response has no `expires_in`.
+    pub(crate) default_lifetime: Duration,
+    /// Strings we sent that must never be echoed back into an error.
+    pub(crate) redact: &'a [&'a str],
+}
+
+/// Turn a complete response into a token or a typed error.
+pub(crate) fn decode(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    context: &DecodeContext<'_>,
+) -> Result<AccessToken, Error> {
+    if status.is_redirection() {
+        let location = headers
+            .get(LOCATION)
+            .map(|location| excerpt(location.as_bytes(), context.redact));
+        let note = format!(
+            "the token endpoint answered with a redirect{}; redirects are never followed, so \
+             that credentials only go where configured: set the final token URL",
+            location.map(|l| format!(" to {l:?}")).unwrap_or_default()
+        );
+        return Err(Error::rejected(status, None, None, None, Some(note)));
+    }
+    let fields = parse_fields(headers, body);
+    let oauth = fields
+        .as_ref()
+        .and_then(|fields| oauth_error(fields, context.redact));
+    if !status.is_success() {
+        let excerpt = (oauth.is_none() && !body.is_empty()).then(|| excerpt(body, context.redact));
+        return Err(Error::rejected(
+            status,
+            oauth,
+            excerpt,
+            retry_after(headers),
+            None,
+        ));
+    }
+    if let Some(oauth) = oauth {
+        return Err(Error::rejected(status, Some(oauth), None, None, None));
+    }
+    let Some(fields) = fields else {
+        return Err(Error::invalid_response(format!(
+            "the body is neither a JSON object nor a form: {:?}",
+            excerpt(body, context.redact)
+        )));
+    };
+    let secret = access_token(&fields)?;
+    check_token_type(&fields)?;
+    let lifetime = expires_in(&fields)?.unwrap_or(context.default_lifetime);
+    let mut token = AccessToken::new(secret).with_expires_at(Some(expiry_from_now(lifetime)));
+    if let Some(Value::String(scope)) = fields.get("scope") {
+        token = token.with_scope(scope.clone());
+    }
+    Ok(token)
+}
+
+/// The body as a map of fields: JSON, or a form when the server says it sent one.
+fn parse_fields(headers: &HeaderMap, body: &[u8]) -> Option<Map<String, Value>> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase());
+    let says_form = matches!(
+        content_type.as_deref(),
+        Some("application/x-www-form-urlencoded" | "text/plain")
+    );
+    let looks_like_json = body.trim_ascii_start().starts_with(b"{");
+    if says_form && !looks_like_json {
+        let fields: Map<String, Value> = form_urlencoded::parse(body)
+            .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
+            .collect();
+        return (!fields.is_empty()).then_some(fields);
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(fields)) => Some(fields),
+        _ => None,
+    }
+}
+
+fn oauth_error(fields: &Map<String, Value>, redact: &[&str]) -> Option<OAuthError> {
+    let Some(Value::String(code)) = fields.get("error") else {
+        return None;
+    };
+    let text = |name: &str| match fields.get(name) {
+        Some(Value::String(text)) => Some(excerpt(text.as_bytes(), redact)),
+        _ => None,
+    };
+    Some(OAuthError {
+        code: excerpt(code.as_bytes(), redact),
+        description: text("error_description"),
+        uri: text("error_uri"),
+    })
+}
+
+fn access_token(fields: &Map<String, Value>) -> Result<String, Error> {
+    match fields.get("access_token") {
+        None | Some(Value::Null) => {
+            Err(Error::invalid_response("the response has no access_token"))
+        }
+        Some(Value::String(token)) if token.is_empty() => {
+            Err(Error::invalid_response("the access_token is empty"))
+        }
+        // RFC 6750 b64token is a subset of visible ASCII; anything else cannot be sent safely.
+        Some(Value::String(token)) if !token.bytes().all(|b| b.is_ascii_graphic()) => {
+            Err(Error::invalid_response(
+                "the access_token contains characters not allowed in an HTTP header",
+            ))
+        }
+        Some(Value::String(token)) => Ok(token.clone()),
+        Some(other) => Err(Error::invalid_response(format!(
+            "the access_token is a {}, not a string",
+            json_type(other)
+        ))),
+    }
+}
+
+/// `token_type` must say Bearer, in any case. Absent is taken as Bearer, as most clients do.
+fn check_token_type(fields: &Map<String, Value>) -> Result<(), Error> {
+    match fields.get("token_type") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => Ok(()),
+        Some(Value::String(kind)) => Err(Error::invalid_response(format!(
+            "token_type {:?} is not supported: only Bearer tokens can be sent",
+            excerpt(kind.as_bytes(), &[])
+        ))),
+        Some(other) => Err(Error::invalid_response(format!(
+            "token_type is a {}, not a string",
+            json_type(other)
+        ))),
+    }
+}
+
+/// `expires_in` in seconds: an integer or a string of digits; `None` when absent or null.
+/// Huge values are clamped to [`MAX_LIFETIME`].
+fn expires_in(fields: &Map<String, Value>) -> Result<Option<Duration>, Error> {
+    let seconds = match fields.get("expires_in") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(number)) => {
+            if let Some(seconds) = number.as_u64() {
+                seconds
+            } else if number.as_i64().is_some() {
+                return Err(Error::invalid_response(format!(
+                    "expires_in is negative: {number}"
+                )));
+            } else {
+                return Err(Error::invalid_response(format!(
+                    "expires_in is not a whole number of seconds: {number}"
+                )));
+            }
+        }
+        Some(Value::String(digits))
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            digits.bytes().fold(0u64, |total, digit| {
+                total
+                    .saturating_mul(10)
+                    .saturating_add(u64::from(digit - b'0'))
+            })
+        }
+        Some(Value::String(text)) => {
+            return Err(Error::invalid_response(format!(
+                "expires_in is not a number of seconds: {:?}",
+                excerpt(text.as_bytes(), &[])
+            )))
+        }
+        Some(other) => {
+            return Err(Error::invalid_response(format!(
+                "expires_in is a {}, not a number",
+                json_type(other)
+            )))
+        }
+    };
+    Ok(Some(Duration::from_secs(seconds).min(MAX_LIFETIME)))
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds).min(MAX_LIFETIME));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A short, printable, redacted excerpt of untrusted bytes.
+pub(crate) fn excerpt(bytes: &[u8], redact: &[&str]) -> String {
+    let window = &bytes[..bytes.len().min(EXCERPT_WINDOW)];
+    let mut text = String::from_utf8_lossy(window).into_owned();
+    for secret in redact.iter().filter(|secret| !secret.is_empty()) {
+        if text.contains(secret) {
+            text = text.replace(secret, "[redacted]");
+        }
+    }
+    let mut out: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(EXCERPT_CHARS).is_some() || bytes.len() > window.len() {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,281 @@
+//! [`Error`]: every way getting a token can fail, and the RFC 6749 §5.2 error body.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// A type-erased error, as tower uses.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, broadly. Match on it to decide what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The token endpoint answered with a non-success status, or with an RFC 6749 §5.2
+    /// error body. [`Error::status`] and [`Error::oauth_error`] tell more.
+    Rejected,
+    /// The token endpoint could not be reached or the connection failed.
+    Transport,
+    /// The token endpoint did not answer within the fetch timeout.
+    Timeout,
+    /// The token endpoint answered 2xx, but not with a usable token.
+    InvalidResponse,
+    /// The builder was given something it cannot use. Fix the configuration.
+    Config,
+    /// A custom [`TokenSource`](crate::TokenSource) failed.
+    Other,
+}
+
+/// The RFC 6749 §5.2 error body: `error`, `error_description`, `error_uri`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub(crate) code: String,
+    pub(crate) description: Option<String>,
+    pub(crate) uri: Option<String>,
+}
+
+impl OAuthError {
+    /// The `error` code, e.g. `invalid_client`.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The `error_description`, if the server sent one.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The `error_uri`, if the server sent one.
+    pub fn uri(&self) -> Option<&str> {
+        self.uri.as_deref()
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.code)?;
+        if let Some(description) = &self.description {
+            write!(f, ": {description}")?;
+        }
+        if let Some(uri) = &self.uri {
+            write!(f, " (see {uri})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why no token could be had.
+///
+/// Cheap to clone (one reference count), so every caller waiting on one failed fetch gets the
+/// same error. It never contains a client secret or a token: bodies from the endpoint are cut to
+/// a short printable excerpt with anything we sent redacted.
+///
+/// ```
+/// # async fn demo(source: tower_oauth2::ClientCredentials) {
+/// use tower_oauth2::{ErrorKind, TokenSource};
+///
+/// match source.token().await {
+///     Ok(token) => println!("token expires at {:?}", token.expires_at()),
+///     Err(err) if err.kind() == ErrorKind::Rejected && err.status().map(|s| s.as_u16()) == Some(403) => {
+///         eprintln!("credentials are valid but not allowed: {err}");
+///     }
+///     Err(err) if err.is_transient() => eprintln!("try again later: {err}"),
+///     Err(err) => eprintln!("fix the configuration: {err}"),
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    status: Option<StatusCode>,
+    oauth: Option<OAuthError>,
+    excerpt: Option<String>,
+    retry_after: Option<Duration>,
+    transient: bool,
+    source: Option<BoxError>,
+}
+
+impl Error {
+    fn build(kind: ErrorKind, message: String) -> Inner {
+        Inner {
+            kind,
+            message,
+            status: None,
+            oauth: None,
+            excerpt: None,
+            retry_after: None,
+            transient: matches!(kind, ErrorKind::Transport | ErrorKind::Timeout),
+            source: None,
+        }
+    }
+
+    fn from_inner(inner: Inner) -> Self {
+        Error {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// A configuration mistake; `message` says what to fix.
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::from_inner(Self::build(ErrorKind::Config, message.into()))
+    }
+
+    /// The endpoint answered 2xx with something that is not a usable token.
+    pub(crate) fn invalid_response(message: impl Into<String>) -> Self {
+        Self::from_inner(Self::build(ErrorKind::InvalidResponse, message.into()))
+    }
+
+    pub(crate) fn transport(source: impl Into<BoxError>) -> Self {
+        let mut inner = Self::build(
+            ErrorKind::Transport,
+            "could not reach the token endpoint".into(),
+        );
+        inner.source = Some(source.into());
+        Self::from_inner(inner)
+    }
+
+    pub(crate) fn timeout(after: Duration) -> Self {
+        Self::from_inner(Self::build(
+            ErrorKind::Timeout,
+            format!("the token endpoint did not answer within {after:?}"),
+        ))
+    }
+
+    /// The endpoint said no. `excerpt` must already be bounded, printable and redacted.
+    pub(crate) fn rejected(
+        status: StatusCode,
+        oauth: Option<OAuthError>,
+        excerpt: Option<String>,
+        retry_after: Option<Duration>,
+        note: Option<String>,
+    ) -> Self {
+        let transient = status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || oauth
+                .as_ref()
+                .is_some_and(|o| o.code == "temporarily_unavailable");
+        let message = note.unwrap_or_else(|| "the token endpoint rejected the request".into());
+        Self::from_inner(Inner {
+            status: Some(status),
+            oauth,
+            excerpt,
+            retry_after,
+            transient,
+            ..Self::build(ErrorKind::Rejected, message)
+        })
+    }
+
+    /// An error from a custom [`TokenSource`](crate::TokenSource).
+    ///
+    /// `transient` decides whether callers should expect a retry to help; the cache backs off
+    /// either way.
+    ///
+    /// ```
+    /// let err = tower_oauth2::Error::custom(true, "vault sealed");
+    /// assert!(err.is_transient());
+    /// assert_eq!(err.kind(), tower_oauth2::ErrorKind::Other);
+    /// ```
+    pub fn custom(transient: bool, source: impl Into<BoxError>) -> Self {
+        let mut inner = Self::build(ErrorKind::Other, "the token source failed".into());
+        inner.transient = transient;
+        inner.source = Some(source.into());
+        Self::from_inner(inner)
+    }
+
+    /// What went wrong, broadly.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The HTTP status the token endpoint answered with, for [`ErrorKind::Rejected`].
+    ///
+    /// `401` means the endpoint did not accept the client credentials; `403` means it accepted
+    /// them but the client may not have this token. Retrying helps neither.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.inner.status
+    }
+
+    /// The RFC 6749 §5.2 error body, when the endpoint sent one.
+    pub fn oauth_error(&self) -> Option<&OAuthError> {
+        self.inner.oauth.as_ref()
+    }
+
+    /// A short printable excerpt of a failing body that was not an RFC 6749 error
+    /// (an HTML error page, say). Bounded, and anything we sent is redacted.
+    pub fn body_excerpt(&self) -> Option<&str> {
+        self.inner.excerpt.as_deref()
+    }
+
+    /// How long the endpoint asked us to wait (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
+    }
+
+    /// Whether trying again later may help: true for 5xx, 408, 429, `temporarily_unavailable`,
+    /// connection failures and timeouts; false for 400/401/403, invalid responses and
+    /// configuration mistakes.
+    pub fn is_transient(&self) -> bool {
+        self.inner.transient
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        let mut out = f.debug_struct("Error");
+        out.field("kind", &inner.kind)
+            .field("message", &inner.message);
+        if let Some(status) = inner.status {
+            out.field("status", &status);
+        }
+        if let Some(oauth) = &inner.oauth {
+            out.field("oauth_error", oauth);
+        }
+        if let Some(excerpt) = &inner.excerpt {
+            out.field("body_excerpt", excerpt);
+        }
+        if let Some(retry_after) = inner.retry_after {
+            out.field("retry_after", &retry_after);
+        }
+        if let Some(source) = &inner.source {
+            out.field("source", source);
+        }
+        out.field("transient", &inner.transient).finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.write_str(&inner.message)?;
+        if let Some(status) = inner.status {
+            write!(f, ": HTTP {status}")?;
+        }
+        if let Some(oauth) = &inner.oauth {
+            write!(f, ": {oauth}")?;
+        } else if let Some(excerpt) = &inner.excerpt {
+            write!(f, ": body {excerpt:?}")?;
+        }
+        if let Some(source) = &inner.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,136 @@
+//! [`BearerAuthLayer`] and [`BearerAuth`]: put `Authorization: Bearer …` on every request.
+
+use std::task::{Context, Poll};
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::BoxError;
+use crate::future::ResponseFuture;
+use crate::{TokenCache, TokenSource};
+
+/// A [`Layer`] that authenticates every request with a bearer token from a [`TokenSource`].
+///
+/// Clones share one [`TokenCache`]: a thousand concurrent requests cost the identity provider
+/// one token request. Works in `tower::ServiceBuilder` in front of a tonic `Channel`, a
+/// hyper-util `Client`, or any `Service<http::Request<B>>`.
+///
+/// ```no_run
+/// use tower::ServiceBuilder;
+/// use tower_oauth2::{BearerAuthLayer, ClientCredentials};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let credentials = ClientCredentials::builder()
+///     .token_url("https://idp.example.com/oauth/token")
+///     .client_id("my-service")
+///     .client_secret("…")
+///     .build()?;
+///
+/// let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
+/// let channel = ServiceBuilder::new()
+///     .layer(BearerAuthLayer::new(credentials))
+///     .service(channel);
+/// // let mut client = my_proto::my_service_client::MyServiceClient::new(channel);
+/// # let _ = channel;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// - A request that already has an `Authorization` header is passed on untouched.
+/// - When no token can be had, the call fails with a [`BoxError`] that downcasts to
+///   [`crate::Error`].
+/// - A response with status `401`, or with `grpc-status: 16` (UNAUTHENTICATED) in its headers,
+///   drops the token that request carried from the cache, so the next request fetches a new
+///   one. To replay such a request once, see [`RetryOnUnauthorized`](crate::RetryOnUnauthorized).
+#[derive(Clone, Debug)]
+pub struct BearerAuthLayer {
+    cache: TokenCache,
+}
+
+impl BearerAuthLayer {
+    /// A layer getting tokens from `source`. A source with its own cache (like
+    /// [`ClientCredentials`](crate::ClientCredentials) or a [`TokenCache`]) shares it; any other
+    /// source gets a new [`TokenCache`] with the default policy.
+    pub fn new(source: impl TokenSource) -> Self {
+        let cache = match source.cache() {
+            Some(cache) => cache,
+            None => TokenCache::new(source),
+        };
+        BearerAuthLayer { cache }
+    }
+
+    /// The cache this layer reads tokens from.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+}
+
+impl<S> Layer<S> for BearerAuthLayer {
+    type Service = BearerAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerAuth {
+            inner,
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+/// The service [`BearerAuthLayer`] makes: adds the bearer token, then calls `S`.
+#[derive(Clone, Debug)]
+pub struct BearerAuth<S> {
+    inner: S,
+    cache: TokenCache,
+}
+
+impl<S> BearerAuth<S> {
+    /// Wrap `inner`, with tokens from `source` (see [`BearerAuthLayer::new`]).
+    pub fn new(inner: S, source: impl TokenSource) -> Self {
+        BearerAuthLayer::new(source).layer(inner)
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BearerAuth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if request.headers().contains_key(AUTHORIZATION) {
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        if let Some((header, generation)) = self.cache.fresh_header() {
+            request.headers_mut().insert(AUTHORIZATION, header);
+            return ResponseFuture::sent(self.inner.call(request), &self.cache, generation);
+        }
+        // `poll_ready` readied `self.inner`; take that one along and leave a clone behind.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::waiting(self.cache.clone(), ready, request)
+    }
+}

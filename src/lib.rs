@@ -1,0 +1,64 @@
+//! OAuth 2.0 bearer tokens for any Tower client, obtained, cached and renewed by themselves.
+//!
+//! Put [`BearerAuthLayer`] in front of a tonic channel, a hyper-util client or any
+//! `tower::Service<http::Request<B>>`, give it a [`TokenSource`] such as [`ClientCredentials`]
+//! (RFC 6749 §4.4), and every request carries `Authorization: Bearer …`. Tokens are fetched
+//! once, shared by every clone, refreshed in the background before they expire, and a thousand
+//! concurrent requests cost the identity provider one token request.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_oauth2::{BearerAuthLayer, StaticToken};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! // In production the source is a `ClientCredentials`; see its docs and the README.
+//! let source = StaticToken::new("token-from-your-provider");
+//!
+//! let api = service_fn(|request: http::Request<String>| async move {
+//!     let auth = request.headers()[http::header::AUTHORIZATION].to_str().unwrap().to_owned();
+//!     Ok::<_, Infallible>(http::Response::new(auth))
+//! });
+//! let client = ServiceBuilder::new()
+//!     .layer(BearerAuthLayer::new(source))
+//!     .service(api);
+//!
+//! let response = client.oneshot(http::Request::new(String::new())).await?;
+//! assert_eq!(response.body(), "Bearer token-from-your-provider");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `rustls` (default): the built-in token-endpoint client speaks HTTPS with rustls.
+//! - `tonic`: `From<Error> for tonic::Status` and [`grpc_status`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod cache;
+mod client_credentials;
+mod error;
+mod future;
+#[cfg(feature = "tonic")]
+mod grpc;
+mod layer;
+mod policy;
+mod retry;
+mod source;
+mod token;
+mod transport;
+
+pub use cache::TokenCache;
+pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuilder};
+pub use error::{BoxError, Error, ErrorKind, OAuthError};
+pub use future::ResponseFuture;
+#[cfg(feature = "tonic")]
+pub use grpc::grpc_status;
+pub use layer::{BearerAuth, BearerAuthLayer};
+pub use policy::CachePolicy;
+pub use retry::RetryOnUnauthorized;
+pub use source::{from_fn, FnSource, StaticToken, TokenFuture, TokenSource};
+pub use token::AccessToken;
+pub use transport::TokenRequest;

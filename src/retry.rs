@@ -1,0 +1,71 @@
+//! [`RetryOnUnauthorized`]: replay a request once after the server rejected its token.
+
+use std::future::{ready, Ready};
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use tower::retry::Policy;
+
+use crate::future::rejects_token;
+
+/// A [`tower::retry::Policy`] that replays a request once when the response says its token was
+/// rejected (HTTP 401, or gRPC UNAUTHENTICATED in the headers).
+///
+/// [`BearerAuth`](crate::BearerAuth) has already dropped the rejected token by then, so the
+/// replay carries a fresh one. Only requests whose body is `Clone` can be replayed; streaming
+/// bodies cannot, and this policy never tries. Requests that carried their own `Authorization`
+/// header are not replayed. Put the retry layer *outside* the bearer layer:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use tower::{service_fn, ServiceBuilder};
+/// use tower::retry::RetryLayer;
+/// use tower_oauth2::{BearerAuthLayer, RetryOnUnauthorized, StaticToken};
+///
+/// let service = ServiceBuilder::new()
+///     .layer(RetryLayer::new(RetryOnUnauthorized::default()))
+///     .layer(BearerAuthLayer::new(StaticToken::new("t")))
+///     .service(service_fn(|_req: http::Request<Full<Bytes>>| async {
+///         Ok::<_, std::convert::Infallible>(http::Response::new(()))
+///     }));
+/// # let _ = service;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RetryOnUnauthorized {
+    retried: bool,
+}
+
+impl<ReqBody, ResBody, E> Policy<Request<ReqBody>, Response<ResBody>, E> for RetryOnUnauthorized
+where
+    ReqBody: Clone,
+{
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        _request: &mut Request<ReqBody>,
+        result: &mut Result<Response<ResBody>, E>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(response) if !self.retried && rejects_token(response) => {
+                self.retried = true;
+                Some(ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &Request<ReqBody>) -> Option<Request<ReqBody>> {
+        if self.retried || request.headers().contains_key(AUTHORIZATION) {
+            return None;
+        }
+        let mut clone = Request::new(request.body().clone());
+        *clone.method_mut() = request.method().clone();
+        *clone.uri_mut() = request.uri().clone();
+        *clone.version_mut() = request.version();
+        *clone.headers_mut() = request.headers().clone();
+        *clone.extensions_mut() = request.extensions().clone();
+        Some(clone)
+    }
+}

@@ -1,0 +1,130 @@
+//! [`AccessToken`]: the secret, its type, scope and expiry, with a `Debug` that never shows the secret.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+/// The longest lifetime a token is believed to have. Larger `expires_in` values are clamped to
+/// it, so no expiry arithmetic can overflow whatever an endpoint sends.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// An OAuth 2.0 access token as issued by a token endpoint.
+///
+/// Cloning is cheap (one reference count). The secret is zeroized when the last clone is
+/// dropped, and `Debug` prints `[redacted]` in its place.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_oauth2::AccessToken;
+///
+/// let token = AccessToken::new("s3cr3t").with_lifetime(Duration::from_secs(3600));
+/// assert_eq!(token.secret(), "s3cr3t");
+/// assert_eq!(token.token_type(), "Bearer");
+/// assert!(!format!("{token:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone)]
+pub struct AccessToken {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    secret: Zeroizing<String>,
+    expires_at: Option<Instant>,
+    scope: Option<String>,
+}
+
+impl AccessToken {
+    /// A bearer token that never expires (until a server rejects it).
+    pub fn new(secret: impl Into<String>) -> Self {
+        AccessToken {
+            inner: Arc::new(Inner {
+                secret: Zeroizing::new(secret.into()),
+                expires_at: None,
+                scope: None,
+            }),
+        }
+    }
+
+    /// The same token, expiring `lifetime` from now (clamped to ten years).
+    ///
+    /// "Now" is tokio's clock, so tests that pause time see consistent expiries.
+    pub fn with_lifetime(self, lifetime: Duration) -> Self {
+        let expires_at = expiry_from_now(lifetime);
+        self.map(|inner| inner.expires_at = Some(expires_at))
+    }
+
+    /// The same token, expiring at `expires_at` (`None`: never).
+    pub fn with_expires_at(self, expires_at: Option<Instant>) -> Self {
+        self.map(|inner| inner.expires_at = expires_at)
+    }
+
+    /// The same token, carrying the scope the server granted.
+    pub fn with_scope(self, scope: impl Into<String>) -> Self {
+        let scope = scope.into();
+        self.map(|inner| inner.scope = Some(scope))
+    }
+
+    fn map(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => Inner {
+                secret: shared.secret.clone(),
+                expires_at: shared.expires_at,
+                scope: shared.scope.clone(),
+            },
+        };
+        change(&mut inner);
+        AccessToken {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The token itself, as sent after `Bearer `. Handle with care: this is a credential.
+    pub fn secret(&self) -> &str {
+        &self.inner.secret
+    }
+
+    /// Always `"Bearer"`: the only type this crate accepts (compared case-insensitively).
+    pub fn token_type(&self) -> &str {
+        "Bearer"
+    }
+
+    /// When the token stops being valid, if the server said (`expires_in`) or a default applied.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.inner.expires_at
+    }
+
+    /// The scope the server granted, if it said.
+    pub fn scope(&self) -> Option<&str> {
+        self.inner.scope.as_deref()
+    }
+
+    /// Whether two handles are clones of the same issued token.
+    pub(crate) fn same_as(&self, other: &AccessToken) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("secret", &"[redacted]")
+            .field("token_type", &self.token_type())
+            .field("expires_at", &self.inner.expires_at)
+            .field("scope", &self.inner.scope)
+            .finish()
+    }
+}
+
+/// Tokio's notion of now, so paused test time and real time agree.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+pub(crate) fn expiry_from_now(lifetime: Duration) -> Instant {
+    let now = now();
+    let lifetime = lifetime.min(MAX_LIFETIME);
+    now.checked_add(lifetime).unwrap_or(now)
+}

@@ -1,0 +1,154 @@
+//! The HTTP client that talks to the token endpoint: hyper-util with rustls by default, or any
+//! tower service the user hands in. Bounded reads; redirects are never followed.
+
+use bytes::{Bytes, BytesMut};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::error::BoxError;
+use crate::Error;
+
+/// The request type a custom token-endpoint client must accept.
+pub type TokenRequest = http::Request<Full<Bytes>>;
+
+pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A type-erased, cloneable HTTP client.
+pub(crate) type HttpClient =
+    BoxCloneSyncService<TokenRequest, http::Response<ResponseBody>, BoxError>;
+
+/// Erase a user's client to [`HttpClient`].
+pub(crate) fn boxed<S, B>(client: S) -> HttpClient
+where
+    S: Service<TokenRequest, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(
+        client
+            .map_response(|response: http::Response<B>| {
+                response.map(|body| body.map_err(Into::into).boxed_unsync())
+            })
+            .map_err(Into::into),
+    )
+}
+
+/// Send `request` and read the whole response within `limit` bytes.
+pub(crate) async fn send(
+    client: &HttpClient,
+    request: TokenRequest,
+    limit: usize,
+) -> Result<(http::response::Parts, Result<Bytes, BodyTooLarge>), Error> {
+    let response = client
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(Error::transport)?;
+    let (parts, body) = response.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Ok((parts, Err(BodyTooLarge)));
+    }
+    let body = read_limited(body, limit).await?;
+    Ok((parts, body))
+}
+
+/// The response body was longer than the configured limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyTooLarge;
+
+async fn read_limited(
+    mut body: ResponseBody,
+    limit: usize,
+) -> Result<Result<Bytes, BodyTooLarge>, Error> {
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Error::transport)?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > limit {
+                return Ok(Err(BodyTooLarge));
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(Ok(collected.freeze()))
+}
+
+/// The built-in client: hyper-util's pooled client, HTTP/1.1 and HTTP/2, rustls with the
+/// system's roots plus `extra_roots` (PEM).
+#[cfg(feature = "rustls")]
+pub(crate) fn default_client(extra_roots_pem: &[Vec<u8>]) -> Result<HttpClient, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    for pem in extra_roots_pem {
+        let mut found = 0;
+        for certificate in CertificateDer::pem_slice_iter(pem) {
+            let certificate = certificate.map_err(|e| {
+                Error::config(format!("root_certificate_pem: not a PEM certificate: {e}"))
+            })?;
+            roots.add(certificate).map_err(|e| {
+                Error::config(format!("root_certificate_pem: unusable certificate: {e}"))
+            })?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(Error::config(
+                "root_certificate_pem: no `BEGIN CERTIFICATE` block found",
+            ));
+        }
+    }
+    if added == 0 && extra_roots_pem.is_empty() {
+        tracing::warn!(
+            target: "tower_oauth2::transport",
+            "no system root certificates found; HTTPS token endpoints will fail verification \
+             unless a root certificate is configured"
+        );
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(boxed(hyper_client(connector)))
+}
+
+/// Without the `rustls` feature the built-in client speaks plain HTTP only.
+#[cfg(not(feature = "rustls"))]
+pub(crate) fn default_client(extra_roots_pem: &[Vec<u8>]) -> Result<HttpClient, Error> {
+    if !extra_roots_pem.is_empty() {
+        return Err(Error::config(
+            "root_certificate_pem needs the `rustls` feature (or pass your own http_client)",
+        ));
+    }
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    Ok(boxed(hyper_client(connector)))
+}
+
+fn hyper_client<C>(connector: C) -> hyper_util::client::legacy::Client<C, Full<Bytes>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone,
+{
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build(connector)
+}
