@@ -1,0 +1,21 @@
+mod support;
+
+use support::TokenServer;
+use tower_oauth2::{ClientCredentials, TokenSource};
+
+#[tokio::test]
+async fn fetches_and_caches_a_token() {
+    let server = TokenServer::issuing(3600).await;
+    let credentials = ClientCredentials::builder()
+        .token_url(server.url())
+        .client_id("id")
+        .client_secret("secret")
+        .build()
+        .unwrap();
+    let first = credentials.token().await.unwrap();
+    let second = credentials.token().await.unwrap();
+    assert_eq!(first.secret(), "token-1");
+    assert_eq!(second.secret(), "token-1");
+    assert_eq!(server.hits(), 1);
+    assert_eq!(server.last().basic(), Some(("id".into(), "secret".into())));
+}

@@ -1,0 +1,265 @@
+//! Real servers on loopback for the integration tests: a token endpoint whose behaviour each
+//! test scripts, and a protected API that checks bearer tokens.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub type Body = Full<Bytes>;
+
+/// A request the token server received, fully read.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `application/x-www-form-urlencoded` body as a map.
+    pub fn form(&self) -> HashMap<String, String> {
+        form_urlencoded::parse(&self.body).into_owned().collect()
+    }
+
+    /// The JSON body.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    /// `Authorization: Basic` decoded to `(id, secret)` exactly as sent (not url-decoded).
+    pub fn basic(&self) -> Option<(String, String)> {
+        let value = self.header("authorization")?.strip_prefix("Basic ")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (id, secret) = decoded.split_once(':')?;
+        Some((id.to_owned(), secret.to_owned()))
+    }
+}
+
+/// Serve `handler` over HTTP/1.1 and HTTP/2 on a fresh loopback port until the test ends.
+pub async fn serve<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(request).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A scripted token endpoint. Every request is recorded; the script decides the answer.
+#[derive(Clone)]
+pub struct TokenServer {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    recorded: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl TokenServer {
+    /// Answer every request with `script(request, n)`, `n` counting from 1.
+    pub async fn start<F>(script: F) -> TokenServer
+    where
+        F: Fn(&Recorded, usize) -> Response<Body> + Send + Sync + 'static,
+    {
+        Self::start_async(move |request, n| {
+            let response = script(&request, n);
+            async move { response }
+        })
+        .await
+    }
+
+    /// Like [`start`](Self::start), with an async script (to delay or stall answers).
+    pub async fn start_async<F, Fut>(script: F) -> TokenServer
+    where
+        F: Fn(Recorded, usize) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(script);
+        let addr = {
+            let hits = hits.clone();
+            let recorded = recorded.clone();
+            serve(move |request: Request<Incoming>| {
+                let hits = hits.clone();
+                let recorded = recorded.clone();
+                let script = script.clone();
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let request = Recorded {
+                        method: parts.method,
+                        uri: parts.uri,
+                        headers: parts.headers,
+                        body,
+                    };
+                    recorded.lock().unwrap().push(request.clone());
+                    let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+                    script(request, n).await
+                }
+            })
+            .await
+        };
+        TokenServer {
+            addr,
+            hits,
+            recorded,
+        }
+    }
+
+    /// A well-behaved endpoint issuing `token-1`, `token-2`, … valid for `expires_in` seconds.
+    pub async fn issuing(expires_in: u64) -> TokenServer {
+        Self::start(move |_, n| {
+            json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "access_token": format!("token-{n}"),
+                    "token_type": "Bearer",
+                    "expires_in": expires_in,
+                }),
+            )
+        })
+        .await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/oauth/token", self.addr)
+    }
+
+    /// How many token requests arrived.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.recorded.lock().unwrap().clone()
+    }
+
+    /// The last request received.
+    pub fn last(&self) -> Recorded {
+        self.requests()
+            .pop()
+            .expect("the token server received a request")
+    }
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    raw(status, "application/json", value.to_string())
+}
+
+/// A response with any content type and body.
+pub fn raw(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if !content_type.is_empty() {
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            content_type.parse().expect("content type"),
+        );
+    }
+    response
+}
+
+/// A protected API: answers 200 with the token it saw when `accepts(token)`, else 401.
+#[derive(Clone)]
+pub struct Api {
+    pub addr: SocketAddr,
+    served: Arc<AtomicUsize>,
+    rejected: Arc<AtomicUsize>,
+}
+
+impl Api {
+    pub async fn start<F>(accepts: F) -> Api
+    where
+        F: Fn(&str) -> bool + Send + Sync + 'static,
+    {
+        let accepts = Arc::new(accepts);
+        let served = Arc::new(AtomicUsize::new(0));
+        let rejected = Arc::new(AtomicUsize::new(0));
+        let addr = {
+            let (served, rejected) = (served.clone(), rejected.clone());
+            serve(move |request: Request<Incoming>| {
+                let accepts = accepts.clone();
+                let (served, rejected) = (served.clone(), rejected.clone());
+                async move {
+                    let token = request
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .map(str::to_owned);
+                    match token {
+                        Some(token) if accepts(&token) => {
+                            served.fetch_add(1, Ordering::SeqCst);
+                            raw(StatusCode::OK, "text/plain", token)
+                        }
+                        _ => {
+                            rejected.fetch_add(1, Ordering::SeqCst);
+                            raw(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized")
+                        }
+                    }
+                }
+            })
+            .await
+        };
+        Api {
+            addr,
+            served,
+            rejected,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/resource", self.addr)
+    }
+
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    pub fn rejected(&self) -> usize {
+        self.rejected.load(Ordering::SeqCst)
+    }
+}
