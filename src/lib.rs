@@ -62,3 +62,8 @@ pub use retry::RetryOnUnauthorized;
 pub use source::{from_fn, FnSource, StaticToken, TokenFuture, TokenSource};
 pub use token::AccessToken;
 pub use transport::TokenRequest;
+
+/// The README's examples, compiled as doctests so that it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
