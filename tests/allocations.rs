@@ -1,0 +1,110 @@
+//! Invariant 1: with a token cached, a request through the layer allocates nothing.
+//!
+//! A counting global allocator, so this is a count, not a timing.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response};
+use tower::{Layer, Service};
+use tower_oauth2::{AccessToken, BearerAuthLayer, StaticToken, TokenSource};
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// An inner service that does nothing, ready at once.
+#[derive(Clone)]
+struct Noop;
+
+impl<B> Service<Request<B>> for Noop {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<B>) -> Self::Future {
+        ready(Ok(Response::new(())))
+    }
+}
+
+/// A request whose header map already has room, as every request from hyper or tonic does.
+fn request() -> Request<()> {
+    let mut request = Request::new(());
+    *request.headers_mut() = HeaderMap::with_capacity(8);
+    request
+}
+
+fn assert_fast_path_allocates_nothing(source: impl TokenSource) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut service = BearerAuthLayer::new(source).layer(Noop);
+    // Warm up: the first call fetches and caches the token (the slow path allocates).
+    runtime.block_on(async {
+        let mut warm = service.clone();
+        std::future::poll_fn(|cx| Service::<Request<()>>::poll_ready(&mut warm, cx))
+            .await
+            .unwrap();
+        warm.call(request()).await.unwrap();
+    });
+
+    let _entered = runtime.enter();
+    let requests: Vec<_> = (0..1000).map(|_| request()).collect();
+    let mut context = Context::from_waker(Waker::noop());
+    COUNTING.store(true, Ordering::SeqCst);
+    for request in requests {
+        assert!(Service::<Request<()>>::poll_ready(&mut service, &mut context).is_ready());
+        let future = pin!(service.call(request));
+        let Poll::Ready(Ok(response)) = future.poll(&mut context) else {
+            panic!("the fast path completes at once");
+        };
+        drop(response);
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::SeqCst),
+        0,
+        "allocations in 1000 requests"
+    );
+}
+
+#[test]
+fn the_fast_path_allocates_nothing() {
+    assert_fast_path_allocates_nothing(StaticToken::from(
+        AccessToken::new("cached").with_lifetime(Duration::from_secs(3600)),
+    ));
+}
