@@ -13,8 +13,6 @@ use crate::{AccessToken, Error};
 
 /// How long an excerpt of a failing body may be, in characters.
 const EXCERPT_CHARS: usize = 200;
-/// How much of a failing body is looked at for an excerpt (redaction needs some slack).
-const EXCERPT_WINDOW: usize = 4096;
 
 /// What decoding needs besides the response.
 pub(crate) struct DecodeContext<'a> {
@@ -66,8 +64,8 @@ pub(crate) fn decode(
         )));
     };
     let secret = access_token(&fields)?;
-    check_token_type(&fields)?;
-    let lifetime = expires_in(&fields)?.unwrap_or(context.default_lifetime);
+    check_token_type(&fields, context.redact)?;
+    let lifetime = expires_in(&fields, context.redact)?.unwrap_or(context.default_lifetime);
     let mut token = AccessToken::new(secret).with_expires_at(Some(expiry_from_now(lifetime)));
     if let Some(Value::String(scope)) = fields.get("scope") {
         token = token.with_scope(scope.clone());
@@ -137,13 +135,13 @@ fn access_token(fields: &Map<String, Value>) -> Result<String, Error> {
 }
 
 /// `token_type` must say Bearer, in any case. Absent is taken as Bearer, as most clients do.
-fn check_token_type(fields: &Map<String, Value>) -> Result<(), Error> {
+fn check_token_type(fields: &Map<String, Value>, redact: &[&str]) -> Result<(), Error> {
     match fields.get("token_type") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => Ok(()),
         Some(Value::String(kind)) => Err(Error::invalid_response(format!(
             "token_type {:?} is not supported: only Bearer tokens can be sent",
-            excerpt(kind.as_bytes(), &[])
+            excerpt(kind.as_bytes(), redact)
         ))),
         Some(other) => Err(Error::invalid_response(format!(
             "token_type is a {}, not a string",
@@ -154,7 +152,7 @@ fn check_token_type(fields: &Map<String, Value>) -> Result<(), Error> {
 
 /// `expires_in` in seconds: an integer or a string of digits; `None` when absent or null.
 /// Huge values are clamped to [`MAX_LIFETIME`].
-fn expires_in(fields: &Map<String, Value>) -> Result<Option<Duration>, Error> {
+fn expires_in(fields: &Map<String, Value>, redact: &[&str]) -> Result<Option<Duration>, Error> {
     let seconds = match fields.get("expires_in") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(number)) => {
@@ -182,7 +180,7 @@ fn expires_in(fields: &Map<String, Value>) -> Result<Option<Duration>, Error> {
         Some(Value::String(text)) => {
             return Err(Error::invalid_response(format!(
                 "expires_in is not a number of seconds: {:?}",
-                excerpt(text.as_bytes(), &[])
+                excerpt(text.as_bytes(), redact)
             )))
         }
         Some(other) => {
@@ -217,9 +215,11 @@ fn json_type(value: &Value) -> &'static str {
 }
 
 /// A short, printable, redacted excerpt of untrusted bytes.
+///
+/// Redaction runs over all of `bytes` (at most the body limit) before cutting, so no cut can
+/// leave part of a secret behind.
 pub(crate) fn excerpt(bytes: &[u8], redact: &[&str]) -> String {
-    let window = &bytes[..bytes.len().min(EXCERPT_WINDOW)];
-    let mut text = String::from_utf8_lossy(window).into_owned();
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
     for secret in redact.iter().filter(|secret| !secret.is_empty()) {
         if text.contains(secret) {
             text = text.replace(secret, "[redacted]");
@@ -230,7 +230,7 @@ pub(crate) fn excerpt(bytes: &[u8], redact: &[&str]) -> String {
         .take(EXCERPT_CHARS)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if text.chars().nth(EXCERPT_CHARS).is_some() || bytes.len() > window.len() {
+    if text.chars().nth(EXCERPT_CHARS).is_some() {
         out.push('…');
     }
     out
