@@ -1,0 +1,326 @@
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::StatusCode;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Code, Request, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tower::ServiceBuilder;
+use tower_oauth2::{BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind};
+
+use support::{json, TokenServer};
+
+type Client = HealthClient<BearerAuth<Channel>>;
+
+/// What the gRPC server accepts: any `token-N` not revoked. Records every token it saw.
+#[derive(Clone, Default)]
+struct Gate {
+    revoked: Arc<Mutex<HashSet<String>>>,
+    /// `(token, accepted)` for each call that reached the server.
+    seen: Arc<Mutex<Vec<(String, bool)>>>,
+}
+
+impl Gate {
+    fn revoke(&self, token: &str) {
+        self.revoked.lock().unwrap().insert(token.to_owned());
+    }
+
+    fn seen(&self) -> Vec<(String, bool)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn check(&self, request: Request<()>) -> Result<Request<()>, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_owned();
+        let accepted =
+            token.starts_with("token-") && !self.revoked.lock().unwrap().contains(&token);
+        self.seen.lock().unwrap().push((token, accepted));
+        if accepted {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("invalid or revoked token"))
+        }
+    }
+}
+
+/// A tonic server on loopback serving grpc.health.v1 behind `gate`.
+async fn grpc_server(gate: Gate) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let service = InterceptedService::new(health, move |request| gate.check(request));
+    tokio::spawn(
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    addr
+}
+
+fn credentials(server: &TokenServer) -> ClientCredentials {
+    ClientCredentials::builder()
+        .token_url(server.url())
+        .client_id("client")
+        .client_secret("s3cr3t-value")
+        // Every rejection drops the token, so that only the generation check keeps late
+        // rejections of an old token from dropping the new one.
+        .cache_policy(CachePolicy::default().invalidation_interval(Duration::ZERO))
+        .build()
+        .expect("valid credentials")
+}
+
+fn client(addr: SocketAddr, credentials: ClientCredentials) -> Client {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_lazy();
+    HealthClient::new(
+        ServiceBuilder::new()
+            .layer(BearerAuthLayer::new(credentials))
+            .service(channel),
+    )
+}
+
+async fn check(client: &mut Client) -> Result<ServingStatus, Status> {
+    let response = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    Ok(response.into_inner().status())
+}
+
+/// The `tower_oauth2::Error` a failed call carries in its source chain.
+fn token_error(status: &Status) -> Option<&tower_oauth2::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(error) = current {
+        if let Some(ours) = error.downcast_ref::<tower_oauth2::Error>() {
+            return Some(ours);
+        }
+        current = error.source();
+    }
+    None
+}
+
+#[tokio::test]
+async fn calls_carry_the_token_and_share_one_token_request() {
+    let tokens = TokenServer::issuing(3600).await;
+    let gate = Gate::default();
+    let addr = grpc_server(gate.clone()).await;
+    let mut client = client(addr, credentials(&tokens));
+
+    for _ in 0..10 {
+        let status = check(&mut client).await.expect("an authenticated call");
+        assert_eq!(status, ServingStatus::Serving);
+    }
+    assert_eq!(tokens.hits(), 1, "ten calls, one token request");
+    let seen = gate.seen();
+    assert_eq!(seen.len(), 10);
+    assert!(
+        seen.iter().all(|(token, ok)| token == "token-1" && *ok),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_token_fails_one_call_and_the_next_call_refetches_once() {
+    let tokens = TokenServer::issuing(3600).await;
+    let gate = Gate::default();
+    let addr = grpc_server(gate.clone()).await;
+    let mut client = client(addr, credentials(&tokens));
+
+    check(&mut client).await.expect("token-1 is valid");
+    gate.revoke("token-1");
+
+    let status = check(&mut client).await.expect_err("token-1 was revoked");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(tokens.hits(), 1);
+
+    for _ in 0..3 {
+        check(&mut client).await.expect("token-2 is valid");
+    }
+    assert_eq!(tokens.hits(), 2, "exactly one refetch");
+    let seen = gate.seen();
+    assert_eq!(
+        seen.iter()
+            .map(|(token, ok)| (token.as_str(), *ok))
+            .collect::<Vec<_>>(),
+        [
+            ("token-1", true),
+            ("token-1", false),
+            ("token-2", true),
+            ("token-2", true),
+            ("token-2", true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_calls_after_a_revocation_cause_one_refetch() {
+    let tokens = TokenServer::issuing(3600).await;
+    let gate = Gate::default();
+    let addr = grpc_server(gate.clone()).await;
+    let mut client = client(addr, credentials(&tokens));
+
+    check(&mut client).await.expect("token-1 is valid");
+    gate.revoke("token-1");
+
+    let calls = (0..20).map(|_| {
+        let mut client = client.clone();
+        async move { check(&mut client).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+
+    let failures = results
+        .iter()
+        .filter_map(|result| result.as_ref().err())
+        .collect::<Vec<_>>();
+    assert!(
+        !failures.is_empty(),
+        "the revoked token was sent at least once"
+    );
+    for status in &failures {
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    // Every rejected call carried the revoked token; none carried a rejected newer one.
+    let seen = gate.seen();
+    assert_eq!(seen.len(), 21);
+    let rejected = seen.iter().filter(|(_, ok)| !ok).collect::<Vec<_>>();
+    assert_eq!(rejected.len(), failures.len());
+    assert!(
+        rejected.iter().all(|(token, _)| token == "token-1"),
+        "{seen:?}"
+    );
+
+    for _ in 0..5 {
+        check(&mut client).await.expect("token-2 is valid");
+    }
+    assert_eq!(tokens.hits(), 2, "twenty rejections, exactly one refetch");
+    assert!(gate.seen()[21..]
+        .iter()
+        .all(|(token, ok)| token == "token-2" && *ok));
+}
+
+#[tokio::test]
+async fn a_failing_token_endpoint_fails_the_call_before_it_reaches_the_server() {
+    let tokens = TokenServer::start(|_, _| {
+        json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "error": "invalid_client" }),
+        )
+    })
+    .await;
+    let gate = Gate::default();
+    let addr = grpc_server(gate.clone()).await;
+    let mut client = client(addr, credentials(&tokens));
+
+    let status = check(&mut client).await.expect_err("no token, no call");
+    let error = token_error(&status)
+        .unwrap_or_else(|| panic!("a tower_oauth2::Error in the chain of {status:?}"));
+    assert_eq!(error.kind(), ErrorKind::Rejected);
+    assert_eq!(error.status(), Some(StatusCode::UNAUTHORIZED));
+    assert!(gate.seen().is_empty(), "the server was never called");
+    assert_eq!(tokens.hits(), 1);
+}
+
+#[cfg(feature = "tonic")]
+mod grpc_status {
+    use super::*;
+    use support::raw;
+
+    async fn failed_call(tokens: &TokenServer) -> Status {
+        let gate = Gate::default();
+        let addr = grpc_server(gate.clone()).await;
+        let mut client = client(addr, credentials(tokens));
+        let status = check(&mut client).await.expect_err("no token, no call");
+        assert!(gate.seen().is_empty(), "the server was never called");
+        status
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_token_endpoint_maps_to_unavailable() {
+        let tokens = TokenServer::start(|_, _| {
+            raw(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "down for maintenance",
+            )
+        })
+        .await;
+        let status = failed_call(&tokens).await;
+
+        let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
+        assert_eq!(mapped.code(), Code::Unavailable, "{mapped:?}");
+        assert!(token_error(&status).unwrap().is_transient());
+    }
+
+    #[tokio::test]
+    async fn rejected_client_credentials_map_to_unauthenticated() {
+        let tokens = TokenServer::start(|_, _| {
+            json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({ "error": "invalid_client" }),
+            )
+        })
+        .await;
+        let status = failed_call(&tokens).await;
+
+        let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
+        assert_eq!(mapped.code(), Code::Unauthenticated, "{mapped:?}");
+        assert!(
+            !mapped.message().contains("s3cr3t-value"),
+            "no secret in {mapped:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_token_endpoint_maps_to_unavailable() {
+        // A port nothing listens on any more.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let credentials = ClientCredentials::builder()
+            .token_url(format!("http://{addr}/oauth/token"))
+            .client_id("client")
+            .client_secret("s3cr3t-value")
+            .build()
+            .unwrap();
+        let gate = Gate::default();
+        let grpc = grpc_server(gate.clone()).await;
+        let mut client = client(grpc, credentials);
+
+        let status = check(&mut client).await.expect_err("no token, no call");
+        assert_eq!(token_error(&status).unwrap().kind(), ErrorKind::Transport);
+        let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
+        assert_eq!(mapped.code(), Code::Unavailable, "{mapped:?}");
+        assert!(gate.seen().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_server_rejection_is_not_a_token_failure() {
+        let tokens = TokenServer::issuing(3600).await;
+        let gate = Gate::default();
+        let addr = grpc_server(gate.clone()).await;
+        let mut client = client(addr, credentials(&tokens));
+        check(&mut client).await.unwrap();
+        gate.revoke("token-1");
+
+        let status = check(&mut client).await.expect_err("revoked");
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert!(tower_oauth2::grpc_status(&status).is_none());
+    }
+}
