@@ -133,11 +133,18 @@ impl Error {
     }
 
     pub(crate) fn transport(source: impl Into<BoxError>) -> Self {
-        let mut inner = Self::build(
-            ErrorKind::Transport,
-            "could not reach the token endpoint".into(),
-        );
-        inner.source = Some(source.into());
+        let source = source.into();
+        let untrusted = causes(&*source).any(is_certificate_error);
+        let message = if untrusted {
+            "the token endpoint's TLS certificate is not trusted (for a private CA, see \
+             root_certificate_pem)"
+        } else {
+            "could not reach the token endpoint"
+        };
+        let mut inner = Self::build(ErrorKind::Transport, message.into());
+        // Retrying does not make a certificate trusted.
+        inner.transient = !untrusted;
+        inner.source = Some(source);
         Self::from_inner(inner)
     }
 
@@ -265,10 +272,46 @@ impl fmt::Display for Error {
             write!(f, ": body {excerpt:?}")?;
         }
         if let Some(source) = &inner.source {
-            write!(f, ": {source}")?;
+            // The whole chain: "client error (Connect)" alone does not say what went wrong.
+            let mut last = String::new();
+            for cause in causes(&**source) {
+                let text = cause.to_string();
+                if !last.contains(&text) {
+                    write!(f, ": {text}")?;
+                }
+                last = text;
+            }
         }
         Ok(())
     }
+}
+
+/// An error and its causes, looking inside `io::Error`s, whose `source` skips the error they
+/// wrap.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| {
+        match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        }
+    })
+}
+
+#[cfg(feature = "rustls")]
+fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<rustls::Error>(),
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+    )
+}
+
+#[cfg(not(feature = "rustls"))]
+fn is_certificate_error(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
 }
 
 impl std::error::Error for Error {
