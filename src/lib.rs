@@ -63,6 +63,13 @@ pub use source::{from_fn, FnSource, StaticToken, TokenFuture, TokenSource};
 pub use token::AccessToken;
 pub use transport::TokenRequest;
 
+/// The token-response decoder, for the fuzz target in `fuzz/`. Not a public API.
+#[cfg(feature = "__fuzz")]
+#[doc(hidden)]
+pub fn __fuzz_decode(status: u16, content_type: &str, retry_after: &str, body: &[u8]) {
+    client_credentials::fuzz_decode(status, content_type, retry_after, body);
+}
+
 /// The README's examples, compiled as doctests so that it cannot drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -82,6 +82,41 @@ impl fmt::Debug for ClientCredentials {
     }
 }
 
+/// Decode an arbitrary response as if the endpoint had sent it, checking the promises the
+/// decoder makes about untrusted input: no panic, and no secret in what it returns.
+#[cfg(feature = "__fuzz")]
+pub(crate) fn fuzz_decode(status: u16, content_type: &str, retry_after: &str, body: &[u8]) {
+    const SECRET: &str = "fuzz-secret";
+    let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        (http::header::CONTENT_TYPE, content_type),
+        (http::header::RETRY_AFTER, retry_after),
+        (http::header::LOCATION, content_type),
+    ] {
+        if let Ok(value) = http::HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    let context = DecodeContext {
+        default_lifetime: Duration::from_secs(3600),
+        redact: &[SECRET],
+    };
+    match decode(status, &headers, body, &context) {
+        Ok(token) => {
+            assert!(!token.secret().is_empty());
+            assert!(token.secret().bytes().all(|b| b.is_ascii_graphic()));
+        }
+        Err(error) => {
+            let shown = format!("{error} {error:?}");
+            assert!(
+                !shown.contains(SECRET),
+                "an error shows the secret: {shown}"
+            );
+        }
+    }
+}
+
 /// The uncached fetch: one token request per call.
 struct Endpoint {
     template: RequestTemplate,
