@@ -123,7 +123,8 @@ impl CachePolicy {
         };
         let lifetime = stated_expiry.saturating_duration_since(now);
         let margin = self.expiry_margin.min(lifetime / 10);
-        let expires_at = stated_expiry.checked_sub(margin).unwrap_or(now);
+        // A token already past its expiry is expired now, not at some instant before it.
+        let expires_at = stated_expiry.checked_sub(margin).unwrap_or(now).max(now);
         let usable = expires_at.saturating_duration_since(now);
         let ahead = usable
             .mul_f64(self.refresh_fraction)
