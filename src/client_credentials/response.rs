@@ -58,8 +58,12 @@ pub(crate) fn decode(
         return Err(Error::rejected(status, Some(oauth), None, None, None));
     }
     let Some(fields) = fields else {
+        let why = match serde_json::from_slice::<Value>(body) {
+            Ok(value) => format!("a JSON {}, not an object", json_type(&value)),
+            Err(error) => format!("neither a JSON object nor a form ({error})"),
+        };
         return Err(Error::invalid_response(format!(
-            "the body is neither a JSON object nor a form: {:?}",
+            "the body is {why}: {:?}",
             excerpt(body, context.redact)
         )));
     };
@@ -162,6 +166,9 @@ fn expires_in(fields: &Map<String, Value>, redact: &[&str]) -> Result<Option<Dur
                 return Err(Error::invalid_response(format!(
                     "expires_in is negative: {number}"
                 )));
+            } else if number.as_f64().is_some_and(|f| f >= u64::MAX as f64) {
+                // serde_json reads integers past u64 as floats; they are huge, not fractional.
+                u64::MAX
             } else {
                 return Err(Error::invalid_response(format!(
                     "expires_in is not a whole number of seconds: {number}"
@@ -196,7 +203,9 @@ fn expires_in(fields: &Map<String, Value>, redact: &[&str]) -> Result<Option<Dur
 /// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
+    // delta-seconds too large for 64 bits means "longer than anything" (RFC 9111 §1.2.2).
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
         return Some(Duration::from_secs(seconds).min(MAX_LIFETIME));
     }
     let at = httpdate::parse_http_date(value).ok()?;
