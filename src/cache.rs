@@ -1,7 +1,9 @@
 //! [`TokenCache`]: every rule about when a token is fetched. Nothing about HTTP.
 //!
-//! - `current` is a lock-free cell holding the token and its prebuilt header; the per-request
-//!   fast path is one load of it.
+//! - `current` is a lock-free cell holding the token and its prebuilt header. `published`
+//!   mirrors its generation while it needs no clock check, and each thread keeps its own copy
+//!   of the header for that generation: the per-request fast path is one atomic load, a
+//!   thread-local lookup, and a reference count no other thread touches.
 //! - A fetch runs as a *flight*: a spawned task whose result every waiter shares (success and
 //!   failure). A caller that gives up does not cancel it, and at most one runs at a time.
 //! - Each cached token has a *watcher* task that starts the refresh-ahead flight and drops the
@@ -10,6 +12,9 @@
 //! - Failed flights set a backoff deadline; until then, callers with no valid token get the
 //!   last error at once.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
@@ -70,10 +75,90 @@ impl std::fmt::Debug for TokenCache {
 }
 
 struct Inner {
+    /// This cache's key in [`REGISTRY`].
+    id: u64,
     source: Box<dyn TokenSource>,
     policy: CachePolicy,
     current: ArcSwapOption<Entry>,
+    /// The generation of `current` while it is watched (so fresh without a clock check), else
+    /// [`UNPUBLISHED`].
+    published: AtomicU64,
     control: Mutex<Control>,
+}
+
+/// No entry is published for the fast path; generations start at 1.
+const UNPUBLISHED: u64 = 0;
+
+/// Every live cache, by id. A response future reports a rejected token through this instead of
+/// holding a reference to its cache: that reference's counter would be written by every core on
+/// every request, while rejections are rare.
+static REGISTRY: Mutex<BTreeMap<u64, Weak<Inner>>> = Mutex::new(BTreeMap::new());
+static CACHE_IDS: AtomicU64 = AtomicU64::new(1);
+
+fn registry() -> MutexGuard<'static, BTreeMap<u64, Weak<Inner>>> {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The server rejected the token of `generation` that cache `cache` handed out.
+pub(crate) fn report_rejected(cache: u64, generation: u64) {
+    let inner = registry().get(&cache).and_then(Weak::upgrade);
+    if let Some(inner) = inner {
+        inner.invalidate(generation);
+    }
+}
+
+/// Generations are unique across every cache in the process, so a thread's copy of a header
+/// can be found by generation alone.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+/// How many caches' headers a thread keeps copies of; the oldest copy makes way.
+const THREAD_COPIES: usize = 4;
+
+thread_local! {
+    /// This thread's own copies of published headers. Cloning a `HeaderValue` bumps a reference
+    /// count; with one copy shared by all threads, that count's cache line would bounce between
+    /// cores on every request.
+    static HEADER_COPIES: RefCell<[Option<(u64, HeaderValue)>; THREAD_COPIES]> =
+        const { RefCell::new([const { None }; THREAD_COPIES]) };
+}
+
+/// This thread's copy of the header of `generation`, if it has one.
+#[inline]
+fn thread_copy(generation: u64) -> Option<HeaderValue> {
+    HEADER_COPIES
+        .try_with(|copies| {
+            let copies = copies.try_borrow().ok()?;
+            copies
+                .iter()
+                .flatten()
+                .find(|(copied, _)| *copied == generation)
+                .map(|(_, header)| header.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+/// Give this thread its own copy of `header` (one allocation per thread per token).
+fn keep_thread_copy(generation: u64, header: &HeaderValue) {
+    let _ = HEADER_COPIES.try_with(|copies| {
+        let Ok(mut copies) = copies.try_borrow_mut() else {
+            return;
+        };
+        let Ok(mut copy) = HeaderValue::from_bytes(header.as_bytes()) else {
+            return;
+        };
+        copy.set_sensitive(true);
+        // `Bytes` allocates its shared counter on the first clone; take that hit here, not in
+        // the first request that uses the copy.
+        drop(copy.clone());
+        let oldest = copies
+            .iter_mut()
+            .min_by_key(|slot| slot.as_ref().map_or(0, |(copied, _)| *copied))
+            .expect("THREAD_COPIES is not zero");
+        *oldest = Some((generation, copy));
+    });
 }
 
 /// A cached token with everything the fast path needs precomputed.
@@ -108,7 +193,6 @@ struct Control {
     retry_at: Option<Instant>,
     last_error: Option<Error>,
     last_invalidation: Option<Instant>,
-    generation: u64,
     watcher: Option<AbortHandle>,
 }
 
@@ -126,14 +210,22 @@ impl TokenCache {
 
     /// A cache in front of `source`, with the given timing rules.
     pub fn with_policy(source: impl TokenSource, policy: CachePolicy) -> Self {
-        TokenCache {
-            inner: Arc::new(Inner {
-                source: Box::new(source),
-                policy,
-                current: ArcSwapOption::empty(),
-                control: Mutex::new(Control::default()),
-            }),
-        }
+        let id = CACHE_IDS.fetch_add(1, Ordering::Relaxed);
+        let inner = Arc::new(Inner {
+            id,
+            source: Box::new(source),
+            policy,
+            current: ArcSwapOption::empty(),
+            published: AtomicU64::new(UNPUBLISHED),
+            control: Mutex::new(Control::default()),
+        });
+        registry().insert(id, Arc::downgrade(&inner));
+        TokenCache { inner }
+    }
+
+    /// This cache's key for [`report_rejected`].
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// Drop `token` from the cache if it is still the cached one, because a server rejected it.
@@ -152,12 +244,30 @@ impl TokenCache {
     }
 
     /// The fast path: the cached header and its generation, if a fresh token is cached.
-    /// One lock-free load; no clock read while a watcher task keeps the entry honest.
+    /// One atomic load and this thread's copy of the header; the first request on a thread
+    /// after a new token makes that copy from the shared cell.
     #[inline]
     pub(crate) fn fresh_header(&self) -> Option<(HeaderValue, u64)> {
+        let published = self.inner.published.load(Ordering::Acquire);
+        if published != UNPUBLISHED {
+            if let Some(header) = thread_copy(published) {
+                return Some((header, published));
+            }
+        }
+        self.fresh_header_from_cell(published)
+    }
+
+    #[cold]
+    fn fresh_header_from_cell(&self, published: u64) -> Option<(HeaderValue, u64)> {
         let guard = self.inner.current.load();
         let entry = guard.as_ref()?;
-        (entry.watched || entry.is_fresh(now())).then(|| (entry.header.clone(), entry.generation))
+        if !(entry.watched || entry.is_fresh(now())) {
+            return None;
+        }
+        if entry.generation == published {
+            keep_thread_copy(entry.generation, &entry.header);
+        }
+        Some((entry.header.clone(), entry.generation))
     }
 
     /// The slow path: a usable entry, waiting for a flight if there is none.
@@ -183,10 +293,6 @@ impl TokenCache {
             Some(entry) if !entry.is_expired(crate::token::now()) => Ok(entry),
             _ => Err(error),
         })
-    }
-
-    pub(crate) fn invalidate_generation(&self, generation: u64) {
-        self.inner.invalidate(generation);
     }
 }
 
@@ -317,16 +423,21 @@ impl Inner {
         let header = bearer_header(&token)?;
         let plan = self.policy.plan(now, token.expires_at());
         let runtime = Handle::try_current().ok();
-        control.generation += 1;
         let entry = Arc::new(Entry {
             token,
             header,
-            generation: control.generation,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             refresh_at: plan.refresh_at,
             expires_at: plan.expires_at,
             watched: plan.refresh_at.is_none() || runtime.is_some(),
         });
         self.current.store(Some(entry.clone()));
+        let published = if entry.watched {
+            entry.generation
+        } else {
+            UNPUBLISHED
+        };
+        self.published.store(published, Ordering::Release);
         if let Some(previous) = control.watcher.take() {
             previous.abort();
         }
@@ -359,6 +470,7 @@ impl Inner {
             .as_ref()
             .is_some_and(|previous| Arc::ptr_eq(previous, entry))
         {
+            self.unpublish(generation);
             control.last_invalidation = Some(now);
             tracing::info!(
                 target: "tower_oauth2::cache",
@@ -368,6 +480,16 @@ impl Inner {
         }
     }
 
+    /// Take `generation` off the fast path, unless a newer one was published meanwhile.
+    fn unpublish(&self, generation: u64) {
+        let _ = self.published.compare_exchange(
+            generation,
+            UNPUBLISHED,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
     /// Drop `entry` if it is still cached: it has expired.
     fn expire(&self, entry: &Arc<Entry>) {
         let previous = self.current.compare_and_swap(entry, None);
@@ -375,6 +497,7 @@ impl Inner {
             .as_ref()
             .is_some_and(|previous| Arc::ptr_eq(previous, entry))
         {
+            self.unpublish(entry.generation);
             tracing::info!(
                 target: "tower_oauth2::cache",
                 generation = entry.generation,
@@ -386,6 +509,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        registry().remove(&self.id);
         let control = self
             .control
             .get_mut()

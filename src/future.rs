@@ -7,17 +7,19 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures_util::future::BoxFuture;
-use http::header::AUTHORIZATION;
-use http::{Request, Response, StatusCode};
+use http::header::{HeaderName, AUTHORIZATION};
+use http::{Request, Response, StatusCode, Version};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::cache::Entry;
+use crate::cache::{report_rejected, Entry};
 use crate::error::BoxError;
 use crate::{Error, TokenCache};
 
 /// gRPC status code 16, UNAUTHENTICATED, as it appears in a `grpc-status` header.
 const GRPC_UNAUTHENTICATED: &[u8] = b"16";
+/// Parsed once: looking a header up by `&str` would parse the name on every response.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 pin_project! {
     /// The response future of [`BearerAuth`](crate::BearerAuth).
@@ -36,20 +38,35 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        /// Slow path: no fresh token yet.
+        /// Slow path: no fresh token yet. Boxed, so the fast path's future stays small.
         Waiting {
-            token: BoxFuture<'static, Result<Arc<Entry>, Error>>,
-            cache: TokenCache,
-            service: Option<S>,
-            request: Option<Request<ReqBody>>,
+            waiting: Option<Box<Waiting<S, ReqBody>>>,
         },
         /// The inner service has the request; `watch` says which token to drop on a 401.
         Called {
             #[pin]
             future: S::Future,
-            watch: Option<(TokenCache, u64)>,
+            watch: Option<Watch>,
         },
     }
+}
+
+/// Which cache handed out the token a request carries, and which token it was. Plain numbers,
+/// so that the fast path writes no shared reference count.
+#[derive(Clone, Copy)]
+struct Watch {
+    cache: u64,
+    generation: u64,
+    /// gRPC runs only over HTTP/2; other responses need no `grpc-status` lookup.
+    http2: bool,
+}
+
+/// What the slow path holds while the token is on its way.
+struct Waiting<S, ReqBody> {
+    token: BoxFuture<'static, Result<Arc<Entry>, Error>>,
+    cache: TokenCache,
+    service: S,
+    request: Request<ReqBody>,
 }
 
 impl<S, ReqBody> ResponseFuture<S, ReqBody>
@@ -65,11 +82,20 @@ where
         }
     }
 
-    pub(crate) fn sent(future: S::Future, cache: &TokenCache, generation: u64) -> Self {
+    pub(crate) fn sent(
+        future: S::Future,
+        cache: &TokenCache,
+        generation: u64,
+        version: Version,
+    ) -> Self {
         ResponseFuture {
             state: State::Called {
                 future,
-                watch: Some((cache.clone(), generation)),
+                watch: Some(Watch {
+                    cache: cache.id(),
+                    generation,
+                    http2: version == Version::HTTP_2,
+                }),
             },
         }
     }
@@ -78,10 +104,12 @@ where
         let waiting_on = cache.clone();
         ResponseFuture {
             state: State::Waiting {
-                token: Box::pin(async move { waiting_on.entry().await }),
-                cache,
-                service: Some(service),
-                request: Some(request),
+                waiting: Some(Box::new(Waiting {
+                    token: Box::pin(async move { waiting_on.entry().await }),
+                    cache,
+                    service,
+                    request,
+                })),
             },
         }
     }
@@ -98,29 +126,44 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::Waiting {
-                    token,
-                    cache,
-                    service,
-                    request,
-                } => {
-                    let entry = ready!(token.as_mut().poll(cx))?;
-                    let (Some(mut service), Some(mut request)) = (service.take(), request.take())
-                    else {
-                        unreachable!("a waiting ResponseFuture is resumed only once");
+                StateProj::Waiting { waiting } => {
+                    let pending = waiting
+                        .as_mut()
+                        .expect("a ResponseFuture is not polled after it completes");
+                    let entry = ready!(pending.token.as_mut().poll(cx))?;
+                    let Some(pending) = waiting.take() else {
+                        unreachable!("checked above");
                     };
+                    let Waiting {
+                        cache,
+                        mut service,
+                        mut request,
+                        ..
+                    } = *pending;
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, entry.header.clone());
+                    let http2 = request.version() == Version::HTTP_2;
                     let future = service.call(request);
-                    let watch = Some((cache.clone(), entry.generation));
-                    state.set(State::Called { future, watch });
+                    state.set(State::Called {
+                        future,
+                        watch: Some(Watch {
+                            cache: cache.id(),
+                            generation: entry.generation,
+                            http2,
+                        }),
+                    });
                 }
                 StateProj::Called { future, watch } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if let Some((cache, generation)) = watch.take() {
-                        if rejects_token(&response) {
-                            cache.invalidate_generation(generation);
+                    if let Some(Watch {
+                        cache,
+                        generation,
+                        http2,
+                    }) = watch.take()
+                    {
+                        if rejects_token(&response, http2) {
+                            report_rejected(cache, generation);
                         }
                     }
                     return Poll::Ready(Ok(response));
@@ -130,11 +173,15 @@ where
     }
 }
 
-/// HTTP 401, or a gRPC trailers-only UNAUTHENTICATED.
-pub(crate) fn rejects_token<B>(response: &Response<B>) -> bool {
-    response.status() == StatusCode::UNAUTHORIZED
-        || response
+/// HTTP 401, or a gRPC trailers-only UNAUTHENTICATED (looked for only over HTTP/2).
+pub(crate) fn rejects_token<B>(response: &Response<B>, http2: bool) -> bool {
+    match response.status() {
+        StatusCode::UNAUTHORIZED => true,
+        // gRPC answers every call with 200; its status travels in headers or trailers.
+        StatusCode::OK if http2 => response
             .headers()
-            .get("grpc-status")
-            .is_some_and(|status| status.as_bytes() == GRPC_UNAUTHENTICATED)
+            .get(GRPC_STATUS)
+            .is_some_and(|status| status.as_bytes() == GRPC_UNAUTHENTICATED),
+        _ => false,
+    }
 }

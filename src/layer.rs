@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll};
 
-use http::header::AUTHORIZATION;
+use http::header::{Entry, AUTHORIZATION};
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -121,12 +121,19 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        if request.headers().contains_key(AUTHORIZATION) {
+        // One hash lookup decides both "does the caller set its own?" and where ours goes.
+        let Entry::Vacant(slot) = request.headers_mut().entry(AUTHORIZATION) else {
             return ResponseFuture::passthrough(self.inner.call(request));
-        }
+        };
         if let Some((header, generation)) = self.cache.fresh_header() {
-            request.headers_mut().insert(AUTHORIZATION, header);
-            return ResponseFuture::sent(self.inner.call(request), &self.cache, generation);
+            slot.insert(header);
+            let version = request.version();
+            return ResponseFuture::sent(
+                self.inner.call(request),
+                &self.cache,
+                generation,
+                version,
+            );
         }
         // `poll_ready` readied `self.inner`; take that one along and leave a clone behind.
         let clone = self.inner.clone();

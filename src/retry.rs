@@ -44,11 +44,12 @@ where
 
     fn retry(
         &mut self,
-        _request: &mut Request<ReqBody>,
+        request: &mut Request<ReqBody>,
         result: &mut Result<Response<ResBody>, E>,
     ) -> Option<Self::Future> {
+        let http2 = request.version() == http::Version::HTTP_2;
         match result {
-            Ok(response) if !self.retried && rejects_token(response) => {
+            Ok(response) if !self.retried && rejects_token(response, http2) => {
                 self.retried = true;
                 Some(ready(()))
             }
