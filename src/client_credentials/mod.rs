@@ -224,7 +224,8 @@ pub struct ClientCredentialsBuilder {
     basic_urlencode: bool,
     scopes: Vec<String>,
     audience: Option<String>,
-    params: Vec<(String, String)>,
+    /// Values may be credentials (an assertion, say): zeroized on drop like the secret.
+    params: Vec<(String, Zeroizing<String>)>,
     default_lifetime: Duration,
     timeout: Duration,
     body_limit: usize,
@@ -321,7 +322,7 @@ impl ClientCredentialsBuilder {
 
     /// Any extra parameter, e.g. `resource` (RFC 8707). `grant_type` overrides the grant type.
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.params.push((name.into(), value.into()));
+        self.params.push((name.into(), Zeroizing::new(value.into())));
         self
     }
 
@@ -389,14 +390,14 @@ impl ClientCredentialsBuilder {
         let mut grant_type = "client_credentials".to_owned();
         let mut params = Vec::new();
         if !self.scopes.is_empty() {
-            params.push(("scope".to_owned(), self.scopes.join(" ")));
+            params.push(("scope".to_owned(), Zeroizing::new(self.scopes.join(" "))));
         }
         if let Some(audience) = self.audience {
-            params.push(("audience".to_owned(), audience));
+            params.push(("audience".to_owned(), Zeroizing::new(audience)));
         }
         for (name, value) in self.params {
             if name == "grant_type" {
-                grant_type = value;
+                grant_type = value.to_string();
                 continue;
             }
             if name.is_empty() {
@@ -510,7 +511,7 @@ fn secrets_sent(template: &RequestTemplate) -> Vec<Zeroizing<String>> {
             .iter()
             .any(|word| name.contains(word));
         if sensitive && !value.is_empty() {
-            secrets.push(Zeroizing::new(value.clone()));
+            secrets.push(value.clone());
             secrets.push(urlencode(value));
         }
     }

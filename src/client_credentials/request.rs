@@ -36,7 +36,7 @@ pub(crate) struct RequestTemplate {
     pub(crate) basic_urlencode: bool,
     pub(crate) grant_type: String,
     /// `scope`, `audience` and extra parameters, in the order they go on the wire.
-    pub(crate) params: Vec<(String, String)>,
+    pub(crate) params: Vec<(String, Zeroizing<String>)>,
 }
 
 const USER_AGENT_VALUE: &str = concat!("tower-oauth2/", env!("CARGO_PKG_VERSION"));
