@@ -465,12 +465,7 @@ impl Inner {
                 return;
             }
         }
-        let previous = self.current.compare_and_swap(&*current, None);
-        if previous
-            .as_ref()
-            .is_some_and(|previous| Arc::ptr_eq(previous, entry))
-        {
-            self.unpublish(generation);
+        if self.take_if_current(entry) {
             control.last_invalidation = Some(now);
             tracing::info!(
                 target: "tower_oauth2::cache",
@@ -490,14 +485,21 @@ impl Inner {
         );
     }
 
+    /// Remove `entry` from the cache and the fast path, if it is still the cached one.
+    fn take_if_current(&self, entry: &Arc<Entry>) -> bool {
+        let previous = self.current.compare_and_swap(entry, None);
+        let taken = previous
+            .as_ref()
+            .is_some_and(|previous| Arc::ptr_eq(previous, entry));
+        if taken {
+            self.unpublish(entry.generation);
+        }
+        taken
+    }
+
     /// Drop `entry` if it is still cached: it has expired.
     fn expire(&self, entry: &Arc<Entry>) {
-        let previous = self.current.compare_and_swap(entry, None);
-        if previous
-            .as_ref()
-            .is_some_and(|previous| Arc::ptr_eq(previous, entry))
-        {
-            self.unpublish(entry.generation);
+        if self.take_if_current(entry) {
             tracing::info!(
                 target: "tower_oauth2::cache",
                 generation = entry.generation,

@@ -29,17 +29,6 @@ fn credentials_with(server: &TokenServer, policy: CachePolicy) -> ClientCredenti
         .expect("valid configuration")
 }
 
-/// Under paused time the runtime jumps to the next timer whenever it is idle, including while a
-/// loopback exchange is in flight. A 1 ms ticker bounds each jump, so virtual time moves as it
-/// would in reality and no fetch timeout fires spuriously.
-fn ticker() -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-}
-
 /// The token an inner service received, as `token-N`.
 fn bearer_of<B>(request: &Request<B>) -> String {
     request.headers()[http::header::AUTHORIZATION]
@@ -131,7 +120,7 @@ async fn issuing_with_ledger(
 async fn continuous_load_across_three_lifetimes_refreshes_ahead_without_making_callers_wait() {
     const LIFETIME: u64 = 60;
     const FETCH_TAKES: Duration = Duration::from_millis(500);
-    let _ticker = ticker();
+    let _ticker = support::ticker();
     let (server, ledger) = issuing_with_ledger(LIFETIME, FETCH_TAKES).await;
     let upstream = {
         let ledger = ledger.clone();
@@ -192,7 +181,7 @@ async fn continuous_load_across_three_lifetimes_refreshes_ahead_without_making_c
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_token_server_is_called_no_more_often_than_the_backoff_schedule() {
-    let _ticker = ticker();
+    let _ticker = support::ticker();
     let outage_ends = Instant::now() + Duration::from_secs(60);
     let server = TokenServer::start(move |_, n| {
         if Instant::now() < outage_ends {
@@ -238,7 +227,7 @@ async fn a_failing_token_server_is_called_no_more_often_than_the_backoff_schedul
 
 #[tokio::test(start_paused = true)]
 async fn a_token_server_down_while_the_token_is_valid_fails_no_call() {
-    let _ticker = ticker();
+    let _ticker = support::ticker();
     let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = {
         let down = down.clone();
@@ -424,7 +413,7 @@ async fn callers_waiting_on_a_failed_fetch_share_its_error_and_the_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn tokens_living_one_second_do_not_cause_a_refresh_loop() {
-    let _ticker = ticker();
+    let _ticker = support::ticker();
     let server = TokenServer::issuing(1).await;
     let service = BearerAuthLayer::new(credentials(&server)).layer_service(echo());
     let end = Instant::now() + Duration::from_secs(10);

@@ -1295,16 +1295,6 @@ async fn a_303_and_a_308_are_not_followed() {
 // At the layer
 // ---------------------------------------------------------------------------------------------
 
-/// Under paused time the runtime jumps to the next timer whenever it is idle, including while a
-/// loopback exchange is in flight. A 1 ms ticker bounds each jump.
-fn ticker() -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    })
-}
-
 /// An inner service that echoes the `Authorization` header it received.
 fn echo() -> impl Service<
     Request<()>,
@@ -1341,7 +1331,7 @@ async fn outage_across_the_refresh<S>(
         + 'static,
     S::Future: Send,
 {
-    let ticking = ticker();
+    let ticking = support::ticker();
     let fetched = tokio::time::Instant::now();
     let first = service.clone().oneshot(Request::new(())).await.unwrap();
     assert_eq!(first.body(), "Bearer token-1");
@@ -1352,7 +1342,7 @@ async fn outage_across_the_refresh<S>(
     // to just before it with no I/O in flight, then run the outage from 3280 s to 3310 s.
     tokio::time::sleep_until(fetched + Duration::from_secs(3280)).await;
     assert_eq!(hits(), 1, "no refresh before the outage");
-    let _ticker = ticker();
+    let _ticker = support::ticker();
     down.store(true, Ordering::SeqCst);
     let recovery = fetched + Duration::from_secs(3310);
     let end = fetched + Duration::from_secs(3370);

@@ -184,6 +184,17 @@ impl TokenServer {
     }
 }
 
+/// Under paused time the runtime jumps to the next timer whenever it is idle, including while a
+/// loopback exchange is in flight. A 1 ms ticker bounds each jump, so virtual time moves as it
+/// would in reality and no fetch timeout fires spuriously. Keep the handle alive for the test.
+pub fn ticker() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+}
+
 /// A JSON response.
 pub fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     raw(status, "application/json", value.to_string())
