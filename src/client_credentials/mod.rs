@@ -322,7 +322,8 @@ impl ClientCredentialsBuilder {
 
     /// Any extra parameter, e.g. `resource` (RFC 8707). `grant_type` overrides the grant type.
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.params.push((name.into(), Zeroizing::new(value.into())));
+        self.params
+            .push((name.into(), Zeroizing::new(value.into())));
         self
     }
 
