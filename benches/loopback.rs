@@ -210,7 +210,7 @@ fn hyper_round_trip(c: &mut Criterion, runtime: &Runtime) {
     group.bench_function("no_layer", |b| {
         b.iter_custom(|iters| {
             let began = Instant::now();
-            runtime.block_on(round_trips(plain.clone(), &url, iters));
+            runtime.block_on(round_trips(plain.clone(), url, iters));
             began.elapsed()
         })
     });
@@ -219,7 +219,7 @@ fn hyper_round_trip(c: &mut Criterion, runtime: &Runtime) {
             let began = Instant::now();
             runtime.block_on(round_trips(
                 strip_authorization(layered.clone()),
-                &url,
+                url,
                 iters,
             ));
             began.elapsed()
