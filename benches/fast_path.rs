@@ -219,63 +219,59 @@ fn hand_rolled() -> MutexCache<Noop> {
     }
 }
 
-/// `iters` requests on each of 2 threads, each thread awaiting its calls one after another in
-/// one task, as a caller does; the time per request of one thread. Requests are built before
-/// the clock starts, in chunks, as in the single-thread rows: building them costs both sides
-/// the same and would only dilute the difference. (So would a `block_on` per call.)
-fn run_awaiting<S>(iters: u64, service: &S) -> Duration
+/// A server's runtime: 2 worker threads.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap()
+}
+
+/// `2 × iters` requests from 16 tasks on a 2-worker runtime, each task awaiting its calls one
+/// after another, as a server's handlers do; the time per request of one worker.
+fn run_awaiting<S>(runtime: &tokio::runtime::Runtime, iters: u64, service: &S) -> Duration
 where
     S: Service<Request<()>, Response = Answer> + Clone + Send + 'static,
     S::Error: std::fmt::Debug,
     S::Future: Send,
 {
-    const THREADS: usize = 2;
-    const CHUNK: u64 = 50_000;
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let chunk = left.min(CHUNK);
-        left -= chunk;
-        let start = Arc::new(Barrier::new(THREADS + 1));
-        let workers: Vec<_> = (0..THREADS)
+    const TASKS: u64 = 16;
+    let per_task = (2 * iters).div_ceil(TASKS);
+    runtime.block_on(async {
+        let began = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
             .map(|_| {
                 let mut service = service.clone();
-                let start = start.clone();
-                std::thread::spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .build()
-                        .unwrap();
-                    // Built on the thread that frees them, as a server's requests are.
-                    let requests: Vec<_> = (0..chunk).map(|_| request()).collect();
-                    start.wait();
-                    runtime.block_on(async {
-                        for request in requests {
-                            service.ready().await.unwrap();
-                            service.call(request).await.unwrap();
-                        }
-                    })
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        service.ready().await.unwrap();
+                        service.call(request()).await.unwrap();
+                    }
                 })
             })
             .collect();
-        start.wait();
-        let began = Instant::now();
-        for worker in workers {
-            worker.join().unwrap();
+        for task in tasks {
+            task.await.unwrap();
         }
-        total += began.elapsed();
-    }
-    total
+        began.elapsed()
+    })
 }
 
 fn versus_mutex(c: &mut Criterion) {
     let mut group = c.benchmark_group("two_threads");
     let hand_rolled = hand_rolled();
     let bearer = cached_layer();
+    let runtime = two_workers();
     group.bench_function("mutex_cache", |b| {
-        b.iter_custom(|iters| run_awaiting(iters, &hand_rolled))
+        b.iter_custom(|iters| run_awaiting(&runtime, iters, &hand_rolled))
     });
     group.bench_function("bearer_auth", |b| {
-        b.iter_custom(|iters| run_awaiting(iters, &bearer))
+        b.iter_custom(|iters| run_awaiting(&runtime, iters, &bearer))
+    });
+    // What the harness itself costs (tasks, building and dropping requests): the floor.
+    let floor = floor();
+    group.bench_function("set_request_header", |b| {
+        b.iter_custom(|iters| run_awaiting(&runtime, iters, &floor))
     });
     group.finish();
 }
@@ -287,14 +283,15 @@ fn paired_speedup_over_mutex() -> f64 {
     const REQUESTS: u64 = 50_000;
     let hand_rolled = hand_rolled();
     let bearer = cached_layer();
+    let runtime = two_workers();
     let mut ratios: Vec<f64> = (0..ROUNDS)
         .map(|round| {
             let (mutex_time, bearer_time) = if round % 2 == 0 {
-                let mutex_time = run_awaiting(REQUESTS, &hand_rolled);
-                (mutex_time, run_awaiting(REQUESTS, &bearer))
+                let mutex_time = run_awaiting(&runtime, REQUESTS, &hand_rolled);
+                (mutex_time, run_awaiting(&runtime, REQUESTS, &bearer))
             } else {
-                let bearer_time = run_awaiting(REQUESTS, &bearer);
-                (run_awaiting(REQUESTS, &hand_rolled), bearer_time)
+                let bearer_time = run_awaiting(&runtime, REQUESTS, &bearer);
+                (run_awaiting(&runtime, REQUESTS, &hand_rolled), bearer_time)
             };
             mutex_time.as_secs_f64() / bearer_time.as_secs_f64()
         })
@@ -431,6 +428,15 @@ fn main() {
     if let Some(ratio) = support::ratio("two_threads", "mutex_cache", "bearer_auth") {
         rows.push(Row {
             name: "  the same from criterion's two medians (for reference)",
+            ratio,
+            unit: "x",
+            goal: "-",
+            met: true,
+        });
+    }
+    if let Some(ratio) = support::ratio("two_threads", "bearer_auth", "set_request_header") {
+        rows.push(Row {
+            name: "  in that harness, the fast path vs the floor (for reference)",
             ratio,
             unit: "x",
             goal: "-",
