@@ -126,34 +126,6 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::Waiting { waiting } => {
-                    let pending = waiting
-                        .as_mut()
-                        .expect("a ResponseFuture is not polled after it completes");
-                    let entry = ready!(pending.token.as_mut().poll(cx))?;
-                    let Some(pending) = waiting.take() else {
-                        unreachable!("checked above");
-                    };
-                    let Waiting {
-                        cache,
-                        mut service,
-                        mut request,
-                        ..
-                    } = *pending;
-                    request
-                        .headers_mut()
-                        .insert(AUTHORIZATION, entry.header.clone());
-                    let http2 = request.version() == Version::HTTP_2;
-                    let future = service.call(request);
-                    state.set(State::Called {
-                        future,
-                        watch: Some(Watch {
-                            cache: cache.id(),
-                            generation: entry.generation,
-                            http2,
-                        }),
-                    });
-                }
                 StateProj::Called { future, watch } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     if let Some(Watch {
@@ -168,9 +140,53 @@ where
                     }
                     return Poll::Ready(Ok(response));
                 }
+                StateProj::Waiting { .. } => ready!(poll_waiting(state.as_mut(), cx))?,
             }
         }
     }
+}
+
+/// The slow path's step: once the token is here, send the request and move to `Called`.
+/// Out of line, so that the fast path's `poll` stays small.
+#[cold]
+#[inline(never)]
+fn poll_waiting<S, ReqBody>(
+    mut state: Pin<&mut State<S, ReqBody>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Error>>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let StateProj::Waiting { waiting } = state.as_mut().project() else {
+        return Poll::Ready(Ok(()));
+    };
+    let pending = waiting
+        .as_mut()
+        .expect("a ResponseFuture is not polled after it completes");
+    let entry = ready!(pending.token.as_mut().poll(cx))?;
+    let Some(pending) = waiting.take() else {
+        unreachable!("checked above");
+    };
+    let Waiting {
+        cache,
+        mut service,
+        mut request,
+        ..
+    } = *pending;
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, entry.header.clone());
+    let http2 = request.version() == Version::HTTP_2;
+    let future = service.call(request);
+    state.set(State::Called {
+        future,
+        watch: Some(Watch {
+            cache: cache.id(),
+            generation: entry.generation,
+            http2,
+        }),
+    });
+    Poll::Ready(Ok(()))
 }
 
 /// HTTP 401, or a gRPC trailers-only UNAUTHENTICATED (looked for only over HTTP/2).
