@@ -276,33 +276,25 @@ fn versus_mutex(c: &mut Criterion) {
     group.finish();
 }
 
-/// How many times faster the fast path is than the hand-rolled cache on 2 threads, alternating
-/// the two in rounds; the median round.
+/// How many times faster the fast path is than the hand-rolled cache on 2 threads; the median
+/// of alternating rounds.
 fn paired_speedup_over_mutex() -> f64 {
     const ROUNDS: usize = 21;
     const REQUESTS: u64 = 50_000;
     let hand_rolled = hand_rolled();
     let bearer = cached_layer();
     let runtime = two_workers();
-    let mut ratios: Vec<f64> = (0..ROUNDS)
-        .map(|round| {
-            let (mutex_time, bearer_time) = if round % 2 == 0 {
-                let mutex_time = run_awaiting(&runtime, REQUESTS, &hand_rolled);
-                (mutex_time, run_awaiting(&runtime, REQUESTS, &bearer))
-            } else {
-                let bearer_time = run_awaiting(&runtime, REQUESTS, &bearer);
-                (run_awaiting(&runtime, REQUESTS, &hand_rolled), bearer_time)
-            };
-            mutex_time.as_secs_f64() / bearer_time.as_secs_f64()
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios[ROUNDS / 2]
+    let rounds = support::alternate(
+        ROUNDS,
+        || run_awaiting(&runtime, REQUESTS, &hand_rolled).as_secs_f64(),
+        || run_awaiting(&runtime, REQUESTS, &bearer).as_secs_f64(),
+    );
+    let ratio = |(mutex, bearer): &(f64, f64)| mutex / bearer;
+    ratio(&support::median_round(rounds, ratio))
 }
 
-/// The fast path against the floor, alternating the two in rounds over identical pre-built
-/// requests; the median of the per-round ratios. On a VM whose speed drifts by tens of percent
-/// over a minute, this is steadier than two criterion medians taken a minute apart.
+/// The fast path against the floor over identical pre-built requests; the median of
+/// alternating rounds.
 fn paired_ratio() -> f64 {
     const ROUNDS: usize = 41;
     const REQUESTS: usize = 20_000;
@@ -316,27 +308,17 @@ fn paired_ratio() -> f64 {
         }
         began.elapsed().as_secs_f64()
     };
-    let mut ratios: Vec<f64> = (0..ROUNDS)
-        .map(|round| {
-            let mut run_floor = |request| drop(std::hint::black_box(call_now(&mut floor, request)));
-            let mut run_bearer =
-                |request| drop(std::hint::black_box(call_now(&mut bearer, request)));
-            let (floor_time, bearer_time) = if round % 2 == 0 {
-                let floor_time = time(&mut run_floor);
-                (floor_time, time(&mut run_bearer))
-            } else {
-                let bearer_time = time(&mut run_bearer);
-                (time(&mut run_floor), bearer_time)
-            };
-            bearer_time / floor_time
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios[ROUNDS / 2]
+    let rounds = support::alternate(
+        ROUNDS,
+        || time(&mut |request| drop(std::hint::black_box(call_now(&mut floor, request)))),
+        || time(&mut |request| drop(std::hint::black_box(call_now(&mut bearer, request)))),
+    );
+    let ratio = |(floor, bearer): &(f64, f64)| bearer / floor;
+    ratio(&support::median_round(rounds, ratio))
 }
 
-/// Throughput on 2 threads over 1, alternating the two in rounds; the median round. `make`
-/// gives each thread its own handle, as each thread of a server has its own clone.
+/// Throughput on 2 threads over 1; the median of alternating rounds. `make` gives each thread
+/// its own handle, as each thread of a server has its own clone.
 fn paired_scaling<S, F>(make: F) -> f64
 where
     S: FnMut(Request<()>) + Send + 'static,
@@ -344,21 +326,13 @@ where
 {
     const ROUNDS: usize = 21;
     const REQUESTS: u64 = 200_000;
-    let mut ratios: Vec<f64> = (0..ROUNDS)
-        .map(|round| {
-            let one = || run_threads(1, REQUESTS, &make).as_secs_f64();
-            let (one_thread, two_threads) = if round % 2 == 0 {
-                let one_thread = one();
-                (one_thread, run_threads(2, REQUESTS, &make).as_secs_f64())
-            } else {
-                let two_threads = run_threads(2, REQUESTS, &make).as_secs_f64();
-                (one(), two_threads)
-            };
-            2.0 * one_thread / two_threads
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios[ROUNDS / 2]
+    let rounds = support::alternate(
+        ROUNDS,
+        || run_threads(1, REQUESTS, &make).as_secs_f64(),
+        || run_threads(2, REQUESTS, &make).as_secs_f64(),
+    );
+    let ratio = |(one_thread, two_threads): &(f64, f64)| 2.0 * one_thread / two_threads;
+    ratio(&support::median_round(rounds, ratio))
 }
 
 fn main() {
@@ -369,7 +343,7 @@ fn main() {
     c.final_summary();
 
     let mut rows = Vec::new();
-    let filtered = std::env::args().skip(1).any(|arg| !arg.starts_with('-'));
+    let filtered = support::filtered();
     if !filtered {
         let ratio = paired_ratio();
         rows.push(Row {
@@ -381,13 +355,10 @@ fn main() {
         });
     }
     if let Some(ratio) = support::ratio("fast_path", "bearer_auth", "set_request_header") {
-        rows.push(Row {
-            name: "  the same from criterion's two medians (for reference)",
+        rows.push(Row::reference(
+            "  the same from criterion's two medians (for reference)",
             ratio,
-            unit: "x",
-            goal: "-",
-            met: true,
-        });
+        ));
     }
     if !filtered {
         let shared = cached_layer();
@@ -407,13 +378,10 @@ fn main() {
             let mut service = floor.clone();
             move |request| drop(call_now(&mut service, request))
         });
-        rows.push(Row {
-            name: "  the floor's own scaling, 2 threads vs 1 (for reference)",
-            ratio: throughput,
-            unit: "x",
-            goal: "-",
-            met: true,
-        });
+        rows.push(Row::reference(
+            "  the floor's own scaling, 2 threads vs 1 (for reference)",
+            throughput,
+        ));
     }
     if !filtered {
         let ratio = paired_speedup_over_mutex();
@@ -426,22 +394,16 @@ fn main() {
         });
     }
     if let Some(ratio) = support::ratio("two_threads", "mutex_cache", "bearer_auth") {
-        rows.push(Row {
-            name: "  the same from criterion's two medians (for reference)",
+        rows.push(Row::reference(
+            "  the same from criterion's two medians (for reference)",
             ratio,
-            unit: "x",
-            goal: "-",
-            met: true,
-        });
+        ));
     }
     if let Some(ratio) = support::ratio("two_threads", "bearer_auth", "set_request_header") {
-        rows.push(Row {
-            name: "  in that harness, the fast path vs the floor (for reference)",
+        rows.push(Row::reference(
+            "  in that harness, the fast path vs the floor (for reference)",
             ratio,
-            unit: "x",
-            goal: "-",
-            met: true,
-        });
+        ));
     }
     support::report("fast path ratios (same run)", &rows);
 }

@@ -158,8 +158,7 @@ fn hyper_pair(runtime: &Runtime) -> HyperPair {
     }
 }
 
-/// Throughput with the layer over without, alternating the two in rounds; the median round.
-/// On a VM whose speed drifts, this is steadier than two criterion medians taken apart.
+/// Throughput with the layer over without; the median of alternating rounds.
 fn paired_hyper_throughput(runtime: &Runtime) -> f64 {
     const ROUNDS: usize = 21;
     const TRIPS: u64 = 1_000;
@@ -169,34 +168,23 @@ fn paired_hyper_throughput(runtime: &Runtime) -> f64 {
         layered,
         ..
     } = &hyper_pair(runtime);
-    let time_plain = || {
+    let time = |trips: &mut dyn FnMut()| {
         let began = Instant::now();
-        runtime.block_on(round_trips(plain.clone(), url, TRIPS));
+        trips();
         began.elapsed().as_secs_f64()
     };
-    let time_layered = || {
-        let began = Instant::now();
-        runtime.block_on(round_trips(
-            strip_authorization(layered.clone()),
-            url,
-            TRIPS,
-        ));
-        began.elapsed().as_secs_f64()
-    };
-    let mut ratios: Vec<f64> = (0..ROUNDS)
-        .map(|round| {
-            let (plain, layered) = if round % 2 == 0 {
-                let plain = time_plain();
-                (plain, time_layered())
-            } else {
-                let layered = time_layered();
-                (time_plain(), layered)
-            };
-            plain / layered
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    ratios[ROUNDS / 2]
+    let rounds = support::alternate(
+        ROUNDS,
+        || time(&mut || drop(runtime.block_on(round_trips(plain.clone(), url, TRIPS)))),
+        || {
+            time(&mut || {
+                let client = strip_authorization(layered.clone());
+                drop(runtime.block_on(round_trips(client, url, TRIPS)))
+            })
+        },
+    );
+    let ratio = |(plain, layered): &(f64, f64)| plain / layered;
+    ratio(&support::median_round(rounds, ratio))
 }
 
 fn hyper_round_trip(c: &mut Criterion, runtime: &Runtime) {
@@ -287,36 +275,25 @@ fn p99_under_load(runtime: &Runtime, expires_in: u64, duration: Duration) -> (Du
 }
 
 /// p99 with tokens living 2 s (refreshed about every second) over p99 with tokens that outlive
-/// the run, in rounds that alternate which goes first; the median round, and that round's two
-/// p99s. Pairing keeps drift in the machine out of the ratio.
+/// the run; the median of alternating rounds, and that round's two p99s.
 fn refresh_ahead(runtime: &Runtime) -> (f64, Duration, Duration, usize) {
     const ROUNDS: usize = 9;
     const WINDOW: Duration = Duration::from_secs(2);
     let mut fetches = 0;
-    let mut rounds: Vec<(f64, Duration, Duration)> = (0..ROUNDS)
-        .map(|round| {
-            let mut refreshing_run = || {
-                let (p99, hits) = p99_under_load(runtime, 2, WINDOW);
-                fetches = fetches.max(hits);
-                p99
-            };
-            let (refreshing, steady) = if round % 2 == 0 {
-                let refreshing = refreshing_run();
-                (refreshing, p99_under_load(runtime, 3600, WINDOW).0)
-            } else {
-                let steady = p99_under_load(runtime, 3600, WINDOW).0;
-                (refreshing_run(), steady)
-            };
-            (
-                refreshing.as_secs_f64() / steady.as_secs_f64(),
-                refreshing,
-                steady,
-            )
-        })
-        .collect();
-    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (ratio, refreshing, steady) = rounds[ROUNDS / 2];
-    (ratio, refreshing, steady, fetches)
+    let rounds = support::alternate(
+        ROUNDS,
+        || {
+            let (p99, hits) = p99_under_load(runtime, 2, WINDOW);
+            fetches = fetches.max(hits);
+            p99
+        },
+        || p99_under_load(runtime, 3600, WINDOW).0,
+    );
+    let ratio = |(refreshing, steady): &(Duration, Duration)| {
+        refreshing.as_secs_f64() / steady.as_secs_f64()
+    };
+    let median = support::median_round(rounds, ratio);
+    (ratio(&median), median.0, median.1, fetches)
 }
 
 fn main() {
@@ -336,7 +313,7 @@ fn main() {
             met: ratio <= 2.0,
         });
     }
-    let filtered = std::env::args().skip(1).any(|arg| !arg.starts_with('-'));
+    let filtered = support::filtered();
     if !filtered {
         let ratio = paired_hyper_throughput(&runtime);
         rows.push(Row {
@@ -348,13 +325,10 @@ fn main() {
         });
     }
     if let Some(ratio) = support::ratio("hyper", "no_layer", "bearer_auth") {
-        rows.push(Row {
-            name: "  the same from criterion's two medians (for reference)",
+        rows.push(Row::reference(
+            "  the same from criterion's two medians (for reference)",
             ratio,
-            unit: "x",
-            goal: "-",
-            met: true,
-        });
+        ));
     }
     if !filtered {
         let (ratio, refreshing, steady, fetches) = refresh_ahead(&runtime);

@@ -66,3 +66,50 @@ pub fn report(title: &str, rows: &[Row]) {
 pub fn ratio(group: &str, subject: &str, baseline: &str) -> Option<f64> {
     Some(median_ns(group, subject)? / median_ns(group, baseline)?)
 }
+
+impl Row {
+    /// A row printed for comparison only, with no goal of its own.
+    pub fn reference(name: &'static str, ratio: f64) -> Row {
+        Row {
+            name,
+            ratio,
+            unit: "x",
+            goal: "-",
+            met: true,
+        }
+    }
+}
+
+/// True when the bench was given a name filter: only the criterion groups run then, not the
+/// paired measurements.
+pub fn filtered() -> bool {
+    std::env::args().skip(1).any(|arg| !arg.starts_with('-'))
+}
+
+/// Runs `a` and `b` once per round, alternating which goes first so that drift in the machine
+/// hits both alike; each round's `(a, b)`. On a VM whose speed drifts by tens of percent over
+/// a minute, this is steadier than two criterion medians taken a minute apart.
+pub fn alternate<T>(
+    rounds: usize,
+    mut a: impl FnMut() -> T,
+    mut b: impl FnMut() -> T,
+) -> Vec<(T, T)> {
+    (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let a = a();
+                (a, b())
+            } else {
+                let b = b();
+                (a(), b)
+            }
+        })
+        .collect()
+}
+
+/// The round whose `ratio` is the median.
+pub fn median_round<T>(mut rounds: Vec<T>, ratio: impl Fn(&T) -> f64) -> T {
+    rounds.sort_by(|x, y| ratio(x).total_cmp(&ratio(y)));
+    let middle = rounds.len() / 2;
+    rounds.swap_remove(middle)
+}
