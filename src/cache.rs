@@ -1,39 +1,49 @@
 //! [`TokenCache`]: every rule about when a token is fetched. Nothing about HTTP.
 //!
-//! - `current` is a lock-free cell holding the token and its prebuilt header. `published`
-//!   mirrors its generation while it needs no clock check, and each thread keeps its own copy
-//!   of the header for that generation: the per-request fast path is one atomic load, a
-//!   thread-local lookup, and a reference count no other thread touches.
-//! - A fetch runs as a *flight*: a spawned task whose result every waiter shares (success and
-//!   failure). A caller that gives up does not cancel it, and at most one runs at a time.
-//! - Each cached token has a *watcher* task that starts the refresh-ahead flight and drops the
-//!   token at expiry, so the fast path never reads the clock. Without a tokio runtime there is
-//!   no watcher and callers read the clock instead.
-//! - Failed flights set a backoff deadline; until then, callers with no valid token get the
+//! - `current` is a lock-free cell holding the token, its prebuilt header and its deadlines.
+//!   The per-request fast path reads none of it: each thread keeps its own copy of the header
+//!   with the coarse-clock instant until which it may be sent (see [`thread_copies`]), so a
+//!   request costs an atomic load, a coarse clock read and a thread-local lookup.
+//! - Whether a token may still be sent is decided by clocks, never by a task: the coarse clock
+//!   bounds every copy in real time, and the slow path also reads tokio's clock (so that tests
+//!   under `tokio::time::pause` expire tokens by advancing time). A *watcher* task, when there
+//!   is a runtime with timers, only makes paused-time deadlines visible to the fast path early.
+//! - Fetches run as *flights* ([`flight`]): one at a time, shared by every waiter, driven by
+//!   whoever waits (on any runtime or none), contained against panics, and forgotten when
+//!   their runtime goes away.
+//! - A refresh ahead is started by the first caller past the refresh point, which keeps using
+//!   the current token; a token nobody uses is never refreshed.
+//! - Failed fetches set a backoff deadline; until then, callers with no valid token get the
 //!   last error at once.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod flight;
+mod thread_copies;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use futures_util::future::{self, BoxFuture, Either, FutureExt, Shared};
 use http::HeaderValue;
-use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
+use zeroize::Zeroizing;
 
+use crate::clock::{coarse_deadline, coarse_now, ticks, Runtime, Ticks};
 use crate::policy::CachePolicy;
 use crate::source::{TokenFuture, TokenSource};
 use crate::token::now;
 use crate::{AccessToken, Error};
+use flight::{Flight, Outcome, Stall};
 
 /// Caching, single flight, refresh ahead and backoff in front of any [`TokenSource`].
 ///
 /// Clones share one cache. [`ClientCredentials`](crate::ClientCredentials) has one built in;
 /// wrap your own sources in one, or let [`BearerAuthLayer::new`](crate::BearerAuthLayer::new)
 /// do it. [`CachePolicy`] documents the timing rules.
+///
+/// It works from any tokio runtime, several runtimes, or none (with a source that needs
+/// none): no fetch depends on the runtime that started it staying alive, a panicking source
+/// counts as a failed fetch, and a token is never handed out after its expiry.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,120 +85,91 @@ impl std::fmt::Debug for TokenCache {
 }
 
 struct Inner {
-    /// This cache's key in [`REGISTRY`].
-    id: u64,
-    source: Box<dyn TokenSource>,
+    /// This cache's number in [`SLOTS`] and in every thread's copies.
+    slot: usize,
+    source: Arc<dyn TokenSource>,
     policy: CachePolicy,
     current: ArcSwapOption<Entry>,
-    /// The generation of `current` while it is watched (so fresh without a clock check), else
-    /// [`UNPUBLISHED`].
-    published: AtomicU64,
     control: Mutex<Control>,
 }
 
-/// No entry is published for the fast path; generations start at 1.
-const UNPUBLISHED: u64 = 0;
+/// Every live cache, by slot. Slots are reused, so each thread's copies stay a short dense
+/// vector. A response future reports a rejected token by slot instead of holding a reference
+/// to its cache: that reference's counter would be written by every core on every request.
+static SLOTS: Mutex<Vec<Option<Weak<Inner>>>> = Mutex::new(Vec::new());
 
-/// Every live cache, by id. A response future reports a rejected token through this instead of
-/// holding a reference to its cache: that reference's counter would be written by every core on
-/// every request, while rejections are rare.
-static REGISTRY: Mutex<BTreeMap<u64, Weak<Inner>>> = Mutex::new(BTreeMap::new());
-static CACHE_IDS: AtomicU64 = AtomicU64::new(1);
-
-fn registry() -> MutexGuard<'static, BTreeMap<u64, Weak<Inner>>> {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+fn slots() -> MutexGuard<'static, Vec<Option<Weak<Inner>>>> {
+    SLOTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The server rejected the token of `generation` that cache `cache` handed out.
-pub(crate) fn report_rejected(cache: u64, generation: u64) {
-    let inner = registry().get(&cache).and_then(Weak::upgrade);
+/// The server rejected the token of `generation` that the cache in `slot` handed out.
+pub(crate) fn report_rejected(slot: usize, generation: u64) {
+    let inner = slots()
+        .get(slot)
+        .and_then(|cache| cache.as_ref()?.upgrade());
     if let Some(inner) = inner {
         inner.invalidate(generation);
     }
 }
 
-/// Generations are unique across every cache in the process, so a thread's copy of a header
-/// can be found by generation alone.
+/// Generations are unique across every cache in the process.
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
-/// How many caches' headers a thread keeps copies of; the oldest copy makes way.
-const THREAD_COPIES: usize = 4;
+/// How often a thread re-asks the cache while a refresh is due: each time, a refresh is
+/// started if none is running.
+const DUE_RECHECK: Duration = Duration::from_millis(100);
 
-thread_local! {
-    /// This thread's own copies of published headers. Cloning a `HeaderValue` bumps a reference
-    /// count; with one copy shared by all threads, that count's cache line would bounce between
-    /// cores on every request.
-    static HEADER_COPIES: RefCell<[Option<(u64, HeaderValue)>; THREAD_COPIES]> =
-        const { RefCell::new([const { None }; THREAD_COPIES]) };
-}
-
-/// This thread's copy of the header of `generation`, if it has one.
-#[inline]
-fn thread_copy(generation: u64) -> Option<HeaderValue> {
-    HEADER_COPIES
-        .try_with(|copies| {
-            let copies = copies.try_borrow().ok()?;
-            copies
-                .iter()
-                .flatten()
-                .find(|(copied, _)| *copied == generation)
-                .map(|(_, header)| header.clone())
-        })
-        .ok()
-        .flatten()
-}
-
-/// Give this thread its own copy of `header` (one allocation per thread per token).
-fn keep_thread_copy(generation: u64, header: &HeaderValue) {
-    let _ = HEADER_COPIES.try_with(|copies| {
-        let Ok(mut copies) = copies.try_borrow_mut() else {
-            return;
-        };
-        let Ok(mut copy) = HeaderValue::from_bytes(header.as_bytes()) else {
-            return;
-        };
-        copy.set_sensitive(true);
-        // `Bytes` allocates its shared counter on the first clone; take that hit here, not in
-        // the first request that uses the copy.
-        drop(copy.clone());
-        let oldest = copies
-            .iter_mut()
-            .min_by_key(|slot| slot.as_ref().map_or(0, |(copied, _)| *copied))
-            .expect("THREAD_COPIES is not zero");
-        *oldest = Some((generation, copy));
-    });
-}
+/// How many times a caller starts over after its flight was given up, before it reports that.
+const ABANDONED_RETRIES: usize = 3;
 
 /// A cached token with everything the fast path needs precomputed.
 pub(crate) struct Entry {
     pub(crate) token: AccessToken,
     pub(crate) header: HeaderValue,
     pub(crate) generation: u64,
+    /// On tokio's clock, which tests may pause.
     refresh_at: Option<Instant>,
     expires_at: Option<Instant>,
-    /// A watcher task refreshes and expires this entry on time, so readers need no clock.
-    watched: bool,
+    /// The same two deadlines on the coarse clock, which no pause stops.
+    fresh_until: Ticks,
+    usable_until: Ticks,
+    /// Set by the watcher when tokio's clock passes a deadline.
+    due: AtomicBool,
+    expired: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Freshness {
+    Fresh,
+    /// Still usable, but a refresh should start.
+    Due,
+    Expired,
 }
 
 impl Entry {
-    fn is_fresh(&self, now: Instant) -> bool {
-        self.refresh_at.is_none_or(|at| now < at)
+    fn freshness(&self) -> Freshness {
+        self.freshness_at(coarse_now(), now())
     }
 
-    fn is_expired(&self, now: Instant) -> bool {
-        self.expires_at.is_some_and(|at| now >= at)
+    fn freshness_at(&self, coarse: Ticks, now: Instant) -> Freshness {
+        let past = |at: Option<Instant>| at.is_some_and(|at| now >= at);
+        if self.expired.load(Ordering::Acquire) || coarse >= self.usable_until || past(self.expires_at)
+        {
+            Freshness::Expired
+        } else if self.due.load(Ordering::Acquire) || coarse >= self.fresh_until || past(self.refresh_at)
+        {
+            Freshness::Due
+        } else {
+            Freshness::Fresh
+        }
     }
 }
-
-type Flight = Shared<BoxFuture<'static, Result<Arc<Entry>, Error>>>;
 
 /// Slow-path bookkeeping. Never touched on the fast path.
 #[derive(Default)]
 struct Control {
-    flight: Option<Flight>,
-    waiters: usize,
+    flight: Option<Arc<Flight>>,
+    flights: u64,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<Error>,
@@ -196,41 +177,51 @@ struct Control {
     watcher: Option<AbortHandle>,
 }
 
-/// Why no flight could be joined right now.
-struct BackingOff {
-    until: Instant,
-    error: Error,
-}
-
 impl TokenCache {
     /// A cache in front of `source`, with the default [`CachePolicy`].
+    ///
+    /// A source that already has a cache (a [`ClientCredentials`](crate::ClientCredentials) or
+    /// another `TokenCache`) is not wrapped in a second one: this returns that cache, so there
+    /// is one place a token lives and a rejected token is dropped from it.
     pub fn new(source: impl TokenSource) -> Self {
-        Self::with_policy(source, CachePolicy::default())
+        match source.cache() {
+            Some(cache) => cache,
+            None => Self::with_policy(source, CachePolicy::default()),
+        }
     }
 
-    /// A cache in front of `source`, with the given timing rules.
+    /// A new cache in front of `source`, with the given timing rules. Over a caching source
+    /// this stacks a second cache (with its own policy); rejected tokens are dropped from both
+    /// (see [`TokenSource::invalidate`]).
     pub fn with_policy(source: impl TokenSource, policy: CachePolicy) -> Self {
-        let id = CACHE_IDS.fetch_add(1, Ordering::Relaxed);
+        let mut slots = slots();
+        let slot = slots
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(slots.len());
         let inner = Arc::new(Inner {
-            id,
-            source: Box::new(source),
+            slot,
+            source: Arc::new(source),
             policy,
             current: ArcSwapOption::empty(),
-            published: AtomicU64::new(UNPUBLISHED),
             control: Mutex::new(Control::default()),
         });
-        registry().insert(id, Arc::downgrade(&inner));
+        if slot == slots.len() {
+            slots.push(None);
+        }
+        slots[slot] = Some(Arc::downgrade(&inner));
         TokenCache { inner }
     }
 
-    /// This cache's key for [`report_rejected`].
-    pub(crate) fn id(&self) -> u64 {
-        self.inner.id
+    /// This cache's number for [`report_rejected`].
+    pub(crate) fn slot(&self) -> usize {
+        self.inner.slot
     }
 
     /// Drop `token` from the cache if it is still the cached one, because a server rejected it.
     /// The next caller fetches a new token. Rate-limited by
-    /// [`CachePolicy::invalidation_interval`].
+    /// [`CachePolicy::invalidation_interval`]; forwarded to the source (see
+    /// [`TokenSource::invalidate`]).
     pub fn invalidate(&self, token: &AccessToken) {
         let generation = self
             .inner
@@ -243,56 +234,68 @@ impl TokenCache {
         }
     }
 
-    /// The fast path: the cached header and its generation, if a fresh token is cached.
-    /// One atomic load and this thread's copy of the header; the first request on a thread
-    /// after a new token makes that copy from the shared cell.
+    /// The fast path: this thread's copy of the header, and its generation, if it may be sent.
     #[inline]
     pub(crate) fn fresh_header(&self) -> Option<(HeaderValue, u64)> {
-        let published = self.inner.published.load(Ordering::Acquire);
-        if published != UNPUBLISHED {
-            if let Some(header) = thread_copy(published) {
-                return Some((header, published));
-            }
-        }
-        self.fresh_header_from_cell(published)
+        thread_copies::lookup(self.inner.slot).or_else(|| self.sync_header())
     }
 
+    /// Ask the cache itself, and give this thread a copy of the answer. Starts a refresh if
+    /// one is due; `None` when there is no usable token (the caller then takes the slow path).
     #[cold]
-    fn fresh_header_from_cell(&self, published: u64) -> Option<(HeaderValue, u64)> {
-        let guard = self.inner.current.load();
-        let entry = guard.as_ref()?;
-        if !(entry.watched || entry.is_fresh(now())) {
-            return None;
-        }
-        if entry.generation == published {
-            keep_thread_copy(entry.generation, &entry.header);
-        }
-        Some((entry.header.clone(), entry.generation))
+    #[inline(never)]
+    fn sync_header(&self) -> Option<(HeaderValue, u64)> {
+        let epoch = thread_copies::epoch();
+        let entry = self.inner.current.load_full()?;
+        let coarse = coarse_now();
+        let check_at = match entry.freshness_at(coarse, now()) {
+            Freshness::Fresh => entry.fresh_until,
+            Freshness::Due => {
+                self.inner.start_refresh(Runtime::current().as_ref());
+                entry
+                    .usable_until
+                    .min(coarse.saturating_add(ticks(DUE_RECHECK)))
+            }
+            Freshness::Expired => return None,
+        };
+        let header = thread_copies::keep(
+            self.inner.slot,
+            epoch,
+            entry.generation,
+            &entry.header,
+            check_at,
+        );
+        Some((header, entry.generation))
     }
 
     /// The slow path: a usable entry, waiting for a flight if there is none.
     pub(crate) async fn entry(&self) -> Result<Arc<Entry>, Error> {
-        let held = self.inner.current.load_full();
-        let now = now();
-        if let Some(entry) = &held {
-            let usable = if entry.watched {
-                !entry.is_expired(now)
-            } else {
-                entry.is_fresh(now)
-            };
-            if usable {
-                return Ok(entry.clone());
+        let here = Runtime::current();
+        let mut abandoned = 0;
+        loop {
+            if let Some(entry) = self.inner.current.load_full() {
+                match entry.freshness() {
+                    Freshness::Fresh => return Ok(entry),
+                    Freshness::Due => {
+                        self.inner.start_refresh(here.as_ref());
+                        return Ok(entry);
+                    }
+                    Freshness::Expired => {}
+                }
+            }
+            let flight = self.inner.flight(here.as_ref())?;
+            match flight::wait(&flight, &self.inner, here.as_ref()).await {
+                Outcome::Token(entry) => return Ok(entry),
+                Outcome::Failed(error) => return Err(error),
+                Outcome::Abandoned if abandoned < ABANDONED_RETRIES => abandoned += 1,
+                Outcome::Abandoned => {
+                    return Err(Error::runtime(
+                        "the token fetch was given up on repeatedly: the runtimes running it \
+                         shut down or stopped being driven",
+                    ))
+                }
             }
         }
-        let outcome = match Inner::join_flight(&self.inner) {
-            Ok(flight) => flight.await,
-            Err(backing_off) => Err(backing_off.error),
-        };
-        // A failed refresh leaves a still-valid token in service.
-        outcome.or_else(|error| match held {
-            Some(entry) if !entry.is_expired(crate::token::now()) => Ok(entry),
-            _ => Err(error),
-        })
     }
 }
 
@@ -304,78 +307,109 @@ impl TokenSource for TokenCache {
     fn cache(&self) -> Option<TokenCache> {
         Some(self.clone())
     }
+
+    fn invalidate(&self, token: &AccessToken) {
+        TokenCache::invalidate(self, token);
+    }
 }
 
 impl Inner {
     fn control(&self) -> MutexGuard<'_, Control> {
-        // A panic while holding this lock cannot leave `Control` inconsistent in a way that
-        // matters more than refusing service forever would.
+        // Nothing panics while holding this lock; if something did, the state is still one
+        // the code handles, which beats refusing service forever.
         self.control
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn holds(&self, entry: &Arc<Entry>) -> bool {
-        self.current
-            .load()
-            .as_ref()
-            .is_some_and(|current| Arc::ptr_eq(current, entry))
-    }
-
-    /// Join the running flight, or start one unless a backoff step is in progress.
-    fn join_flight(this: &Arc<Self>) -> Result<Flight, BackingOff> {
-        let mut control = this.control();
-        if let Some(flight) = control.flight.clone() {
-            control.waiters += 1;
-            return Ok(flight);
-        }
-        if let (Some(until), Some(error)) = (control.retry_at, &control.last_error) {
-            if now() < until {
-                return Err(BackingOff {
-                    until,
-                    error: error.clone(),
-                });
-            }
-        }
-        let flight = Self::launch(this.clone());
-        control.flight = Some(flight.clone());
-        control.waiters = 1;
-        Ok(flight)
-    }
-
-    /// Start a fetch that runs to completion whoever waits for it.
-    fn launch(this: Arc<Self>) -> Flight {
-        let fetch = Self::fetch(this);
-        match Handle::try_current() {
-            Ok(runtime) => {
-                let task = runtime.spawn(fetch);
-                async move {
-                    task.await.unwrap_or_else(|join_error| {
-                        Err(Error::custom(
-                            true,
-                            format!("the token fetch task failed: {join_error}"),
-                        ))
-                    })
+    /// The running flight, or a new one (with its driver spawned on `here`); the last error
+    /// while a backoff step is in progress.
+    fn flight(self: &Arc<Self>, here: Option<&Runtime>) -> Result<Arc<Flight>, Error> {
+        let mut control = self.control();
+        let mut stalled = None;
+        if let Some(flight) = &control.flight {
+            match flight.stall(here.map(|runtime| runtime.id)) {
+                None => return Ok(flight.clone()),
+                Some(stall) => {
+                    stalled = control.flight.take();
+                    if stall == Stall::TimedOut {
+                        self.record_failure(&mut control, Error::timeout(self.policy.fetch_timeout));
+                    }
                 }
-                .boxed()
-                .shared()
             }
-            // Without a runtime the waiters drive the fetch; if they all give up, the next
-            // caller resumes the same flight.
-            Err(_) => fetch.boxed().shared(),
+        }
+        let backing_off = control
+            .retry_at
+            .is_some_and(|until| now() < until)
+            .then(|| control.last_error.clone())
+            .flatten();
+        let launched = match backing_off {
+            Some(error) => Err(error),
+            None => {
+                control.flights += 1;
+                let flight = Flight::new(
+                    control.flights,
+                    self.source.clone(),
+                    Arc::downgrade(self),
+                    self.policy.fetch_timeout,
+                    here,
+                );
+                control.flight = Some(flight.clone());
+                Ok(flight)
+            }
+        };
+        // Outside the lock: aborting wakes tasks, and a runtime that is shutting down drops a
+        // spawned driver at once, which locks `control` to give its flight up.
+        drop(control);
+        if let Some(stalled) = stalled {
+            stalled.abort();
+        }
+        if let (Ok(flight), Some(runtime)) = (&launched, here) {
+            flight::spawn_driver(runtime, flight.clone(), Arc::downgrade(self));
+        }
+        launched
+    }
+
+    /// Start a refresh nobody waits for, unless one is running or backing off.
+    fn start_refresh(self: &Arc<Self>, here: Option<&Runtime>) {
+        if let Ok(flight) = self.flight(here) {
+            if here.is_none() {
+                flight.poll_once();
+            }
         }
     }
 
-    async fn fetch(this: Arc<Self>) -> Result<Arc<Entry>, Error> {
-        let started = now();
-        let result = this.source.token().await;
-        let finished = now();
-        let elapsed = finished.saturating_duration_since(started);
-        let mut control = this.control();
-        control.flight = None;
-        let waiters = std::mem::take(&mut control.waiters);
-        let result = result.and_then(|token| this.install(&mut control, token, finished));
-        match &result {
+    /// Give `flight` up if it is still this cache's flight.
+    fn give_up(&self, flight: &Flight, stall: Stall) {
+        let mut control = self.control();
+        let current = control.flight.as_ref().is_some_and(|f| f.id == flight.id);
+        if current {
+            let given_up = control.flight.take();
+            match stall {
+                Stall::TimedOut => {
+                    self.record_failure(&mut control, Error::timeout(self.policy.fetch_timeout))
+                }
+                Stall::Orphaned => tracing::info!(
+                    target: "tower_oauth2::cache",
+                    "the runtime driving a token fetch went away; the next caller starts another"
+                ),
+            }
+            drop(control);
+            drop(given_up);
+        } else {
+            drop(control);
+        }
+        flight.abort();
+    }
+
+    /// The end of flight `id`: install its token or record its failure, unless it was given up.
+    fn settle(self: &Arc<Self>, id: u64, result: Result<AccessToken, Error>) -> Outcome {
+        let mut control = self.control();
+        if control.flight.as_ref().map(|flight| flight.id) != Some(id) {
+            return Outcome::Abandoned;
+        }
+        let finished = control.flight.take();
+        let outcome = match result.and_then(|token| self.install(&mut control, token)) {
             Ok(entry) => {
                 control.failures = 0;
                 control.retry_at = None;
@@ -383,74 +417,79 @@ impl Inner {
                 tracing::debug!(
                     target: "tower_oauth2::cache",
                     outcome = "ok",
-                    ?elapsed,
-                    waiters,
                     generation = entry.generation,
-                    expires_in = ?entry.token.expires_at().map(|at| at.saturating_duration_since(finished)),
+                    expires_in = ?entry.token.expires_at().map(|at| at.saturating_duration_since(now())),
                     "fetched a token"
                 );
+                Outcome::Token(entry)
             }
             Err(error) => {
-                control.failures = control.failures.saturating_add(1);
-                let delay = this
-                    .policy
-                    .backoff_delay(control.failures, error.retry_after());
-                control.retry_at = finished.checked_add(delay);
-                control.last_error = Some(error.clone());
-                tracing::warn!(
-                    target: "tower_oauth2::cache",
-                    outcome = "error",
-                    ?elapsed,
-                    waiters,
-                    failures = control.failures,
-                    backoff = ?delay,
-                    transient = error.is_transient(),
-                    %error,
-                    "token fetch failed; backing off"
-                );
+                self.record_failure(&mut control, error.clone());
+                Outcome::Failed(error)
             }
+        };
+        drop(control);
+        drop(finished);
+        outcome
+    }
+
+    fn record_failure(&self, control: &mut Control, error: Error) {
+        if !error.counts_as_endpoint_failure() {
+            tracing::warn!(target: "tower_oauth2::cache", %error, "token fetch could not run here");
+            return;
         }
-        result
+        control.failures = control.failures.saturating_add(1);
+        let delay = self
+            .policy
+            .backoff_delay(control.failures, error.retry_after());
+        control.retry_at = now().checked_add(delay);
+        tracing::warn!(
+            target: "tower_oauth2::cache",
+            outcome = "error",
+            failures = control.failures,
+            backoff = ?delay,
+            transient = error.is_transient(),
+            %error,
+            "token fetch failed; backing off"
+        );
+        control.last_error = Some(error);
     }
 
     /// Make `token` the cached one and start its watcher.
-    fn install(
-        self: &Arc<Self>,
-        control: &mut Control,
-        token: AccessToken,
-        now: Instant,
-    ) -> Result<Arc<Entry>, Error> {
+    fn install(&self, control: &mut Control, token: AccessToken) -> Result<Arc<Entry>, Error> {
         let header = bearer_header(&token)?;
-        let plan = self.policy.plan(now, token.expires_at());
-        let runtime = Handle::try_current().ok();
+        let fetched_at = now();
+        let coarse = coarse_now();
+        let plan = self.policy.plan(fetched_at, token.expires_at());
         let entry = Arc::new(Entry {
             token,
             header,
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
-            refresh_at: plan.refresh_at,
-            expires_at: plan.expires_at,
-            watched: plan.refresh_at.is_none() || runtime.is_some(),
+            refresh_at: plan.refresh_in.and_then(|d| fetched_at.checked_add(d)),
+            expires_at: plan.expires_in.and_then(|d| fetched_at.checked_add(d)),
+            fresh_until: coarse_deadline(coarse, plan.refresh_in),
+            usable_until: coarse_deadline(coarse, plan.expires_in),
+            due: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
         });
         self.current.store(Some(entry.clone()));
-        let published = if entry.watched {
-            entry.generation
-        } else {
-            UNPUBLISHED
-        };
-        self.published.store(published, Ordering::Release);
+        thread_copies::bump();
         if let Some(previous) = control.watcher.take() {
             previous.abort();
         }
-        if let (Some(runtime), Some(_)) = (runtime, plan.refresh_at) {
-            let watcher = runtime.spawn(watch(Arc::downgrade(self), entry.clone()));
+        if let (Some(runtime), Some(_)) = (Runtime::with_timers(), entry.expires_at) {
+            let watcher = runtime.handle.spawn(watch(Arc::downgrade(&entry)));
             control.watcher = Some(watcher.abort_handle());
         }
         Ok(entry)
     }
 
     fn invalidate(&self, generation: u64) {
-        let current = self.current.load();
-        let Some(entry) = current.as_ref().filter(|e| e.generation == generation) else {
+        let Some(entry) = self
+            .current
+            .load_full()
+            .filter(|entry| entry.generation == generation)
+        else {
             return;
         };
         let mut control = self.control();
@@ -465,53 +504,34 @@ impl Inner {
                 return;
             }
         }
-        if self.take_if_current(entry) {
-            control.last_invalidation = Some(now);
-            tracing::info!(
-                target: "tower_oauth2::cache",
-                generation,
-                "token rejected by the server; dropped from the cache"
-            );
-        }
-    }
-
-    /// Take `generation` off the fast path, unless a newer one was published meanwhile.
-    fn unpublish(&self, generation: u64) {
-        let _ = self.published.compare_exchange(
-            generation,
-            UNPUBLISHED,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Remove `entry` from the cache and the fast path, if it is still the cached one.
-    fn take_if_current(&self, entry: &Arc<Entry>) -> bool {
-        let previous = self.current.compare_and_swap(entry, None);
+        let previous = self.current.compare_and_swap(&entry, None::<Arc<Entry>>);
         let taken = previous
             .as_ref()
-            .is_some_and(|previous| Arc::ptr_eq(previous, entry));
-        if taken {
-            self.unpublish(entry.generation);
+            .is_some_and(|previous| Arc::ptr_eq(previous, &entry));
+        if !taken {
+            return;
         }
-        taken
-    }
-
-    /// Drop `entry` if it is still cached: it has expired.
-    fn expire(&self, entry: &Arc<Entry>) {
-        if self.take_if_current(entry) {
-            tracing::info!(
-                target: "tower_oauth2::cache",
-                generation = entry.generation,
-                "token expired before a new one could be fetched"
-            );
-        }
+        thread_copies::bump();
+        control.last_invalidation = Some(now);
+        drop(control);
+        tracing::info!(
+            target: "tower_oauth2::cache",
+            generation,
+            "token rejected by the server; dropped from the cache"
+        );
+        // A source with a cache of its own would hand the same token back.
+        self.source.invalidate(&entry.token);
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        registry().remove(&self.id);
+        // Every thread drops its copies of this cache's header before reusing the slot.
+        thread_copies::bump();
+        thread_copies::forget(self.slot);
+        if let Some(slot) = slots().get_mut(self.slot) {
+            *slot = None;
+        }
         let control = self
             .control
             .get_mut()
@@ -519,53 +539,44 @@ impl Drop for Inner {
         if let Some(watcher) = control.watcher.take() {
             watcher.abort();
         }
+        if let Some(flight) = control.flight.take() {
+            flight.abort();
+        }
     }
 }
 
-/// Refresh `entry` ahead of its expiry, retrying on the backoff schedule, and drop it when it
-/// expires. Holds the cache only weakly while asleep, so a dropped cache ends it.
-async fn watch(cache: Weak<Inner>, entry: Arc<Entry>) {
-    let (Some(refresh_at), Some(expires_at)) = (entry.refresh_at, entry.expires_at) else {
+/// Make `entry`'s deadlines on tokio's clock visible to the fast path as they pass. Only an
+/// accelerator for paused time: the coarse clock already bounds every use in real time.
+async fn watch(entry: Weak<Entry>) {
+    let deadlines = entry
+        .upgrade()
+        .map(|entry| (entry.refresh_at, entry.expires_at));
+    let Some((refresh_at, expires_at)) = deadlines else {
         return;
     };
-    let expires_at = tokio::time::Instant::from_std(expires_at);
-    tokio::time::sleep_until(tokio::time::Instant::from_std(refresh_at)).await;
-    loop {
-        let Some(inner) = cache.upgrade() else {
-            return;
-        };
-        if !inner.holds(&entry) {
-            return;
-        }
-        if entry.is_expired(now()) {
-            inner.expire(&entry);
-            return;
-        }
-        let attempt = Inner::join_flight(&inner);
-        drop(inner);
-        match attempt {
-            Ok(flight) => {
-                let expiry = std::pin::pin!(tokio::time::sleep_until(expires_at));
-                if let Either::Left((Ok(_), _)) = future::select(flight, expiry).await {
-                    return;
-                }
-            }
-            Err(backing_off) => {
-                let until = tokio::time::Instant::from_std(backing_off.until);
-                tokio::time::sleep_until(until.min(expires_at)).await;
-            }
-        }
+    if let Some(at) = refresh_at {
+        tokio::time::sleep_until(at.into()).await;
+        let Some(entry) = entry.upgrade() else { return };
+        entry.due.store(true, Ordering::Release);
+        thread_copies::bump();
+    }
+    if let Some(at) = expires_at {
+        tokio::time::sleep_until(at.into()).await;
+        let Some(entry) = entry.upgrade() else { return };
+        entry.expired.store(true, Ordering::Release);
+        thread_copies::bump();
     }
 }
 
-/// `Bearer <token>`, marked sensitive so that logging layers redact it.
+/// `Bearer <token>`, marked sensitive so that logging layers redact it, in memory that is
+/// zeroized when the last copy drops.
 fn bearer_header(token: &AccessToken) -> Result<HeaderValue, Error> {
-    let value = zeroize::Zeroizing::new(format!("Bearer {}", token.secret()));
-    let mut header = HeaderValue::from_str(&value).map_err(|_| {
+    let mut value = Zeroizing::new(Vec::with_capacity(7 + token.secret().len()));
+    value.extend_from_slice(b"Bearer ");
+    value.extend_from_slice(token.secret().as_bytes());
+    thread_copies::sensitive_header(value).ok_or_else(|| {
         Error::invalid_response("the access token contains characters not allowed in a header")
-    })?;
-    header.set_sensitive(true);
-    Ok(header)
+    })
 }
 
 impl std::fmt::Debug for Entry {

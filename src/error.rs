@@ -24,8 +24,12 @@ pub enum ErrorKind {
     InvalidResponse,
     /// The builder was given something it cannot use. Fix the configuration.
     Config,
-    /// A custom [`TokenSource`](crate::TokenSource) failed.
+    /// A custom [`TokenSource`](crate::TokenSource) failed, or panicked.
     Other,
+    /// The caller's context cannot run the fetch: no tokio runtime, or one built without IO or
+    /// timers. Not the endpoint's fault, so the cache does not back off: the next call from a
+    /// runtime with `enable_all()` fetches at once.
+    Runtime,
 }
 
 /// The RFC 6749 §5.2 error body: `error`, `error_description`, `error_uri`.
@@ -103,6 +107,27 @@ struct Inner {
 }
 
 impl Error {
+    /// The fetch could not run where it was called (see [`ErrorKind::Runtime`]).
+    pub(crate) fn runtime(message: impl Into<String>) -> Self {
+        Self::from_inner(Self::build(ErrorKind::Runtime, message.into()))
+    }
+
+    /// A [`TokenSource`](crate::TokenSource) panicked. The panic's message is not included: it
+    /// is user text that may hold a credential, and the panic hook has already printed it.
+    pub(crate) fn panicked() -> Self {
+        Self::from_inner(Self::build(
+            ErrorKind::Other,
+            "the token source panicked (its message went to the panic hook, usually stderr)"
+                .into(),
+        ))
+    }
+
+    /// Whether the cache should count this against the endpoint (back off, keep it as the
+    /// last error). Failures of the caller's context are not the endpoint's.
+    pub(crate) fn counts_as_endpoint_failure(&self) -> bool {
+        self.inner.kind != ErrorKind::Runtime
+    }
+
     fn build(kind: ErrorKind, message: String) -> Inner {
         Inner {
             kind,

@@ -55,7 +55,7 @@ pin_project! {
 /// so that the fast path writes no shared reference count.
 #[derive(Clone, Copy)]
 struct Watch {
-    cache: u64,
+    cache: usize,
     generation: u64,
     /// gRPC runs only over HTTP/2; other responses need no `grpc-status` lookup.
     http2: bool,
@@ -92,7 +92,7 @@ where
             state: State::Called {
                 future,
                 watch: Some(Watch {
-                    cache: cache.id(),
+                    cache: cache.slot(),
                     generation,
                     http2: version == Version::HTTP_2,
                 }),
@@ -181,7 +181,7 @@ where
     state.set(State::Called {
         future,
         watch: Some(Watch {
-            cache: cache.id(),
+            cache: cache.slot(),
             generation: entry.generation,
             http2,
         }),

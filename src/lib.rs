@@ -39,6 +39,7 @@
 
 mod cache;
 mod client_credentials;
+mod clock;
 mod error;
 mod future;
 #[cfg(feature = "tonic")]

@@ -48,6 +48,14 @@ pub trait TokenSource: Send + Sync + 'static {
     fn cache(&self) -> Option<TokenCache> {
         None
     }
+
+    /// A server rejected `token`, which this source handed out. Sources that cache tokens
+    /// drop it, so that the next [`token`](TokenSource::token) call does not return it again;
+    /// the default does nothing. A [`TokenCache`] in front of this source calls it after
+    /// dropping the token from its own entry.
+    fn invalidate(&self, token: &AccessToken) {
+        let _ = token;
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
@@ -58,6 +66,10 @@ impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn cache(&self) -> Option<TokenCache> {
         (**self).cache()
     }
+
+    fn invalidate(&self, token: &AccessToken) {
+        (**self).invalidate(token)
+    }
 }
 
 impl TokenSource for Box<dyn TokenSource> {
@@ -67,6 +79,10 @@ impl TokenSource for Box<dyn TokenSource> {
 
     fn cache(&self) -> Option<TokenCache> {
         (**self).cache()
+    }
+
+    fn invalidate(&self, token: &AccessToken) {
+        (**self).invalidate(token)
     }
 }
 

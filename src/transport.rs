@@ -149,6 +149,8 @@ where
     C: hyper_util::client::legacy::connect::Connect + Clone,
 {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        // Token requests are minutes apart, and a pooled connection belongs to the runtime that
+        // opened it: reused from another runtime after that one is dropped, it would fail.
+        .pool_max_idle_per_host(0)
         .build(connector)
 }

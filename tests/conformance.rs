@@ -148,10 +148,53 @@ async fn basic_auth_urlencodes_reserved_characters() {
     assert_eq!(
         seen.basic(),
         Some((
-            "id%3Awith+space".to_owned(),
+            "id%3Awith%20space".to_owned(),
             "a%2Bb%2Fc%25d%26e%3Df".to_owned()
         ))
     );
+}
+
+/// Percent-decoding only, as Authlib reads Basic credentials: `+` stays a plus sign.
+fn percent_decode(encoded: &str) -> Option<String> {
+    let bytes = encoded.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+#[tokio::test]
+async fn basic_auth_is_understood_by_a_server_that_only_percent_decodes() {
+    const AUTHLIB_SECRET: &str = "Sp3c!al:+/&=% ~secret";
+    let server = TokenServer::start(|request, _| {
+        let decoded = request
+            .basic()
+            .and_then(|(id, secret)| Some((percent_decode(&id)?, percent_decode(&secret)?)));
+        if decoded == Some(("my client".to_owned(), AUTHLIB_SECRET.to_owned())) {
+            json(StatusCode::OK, j!({"access_token": "ok", "token_type": "Bearer", "expires_in": 60}))
+        } else {
+            json(StatusCode::UNAUTHORIZED, j!({"error": "invalid_client"}))
+        }
+    })
+    .await;
+    let credentials = ClientCredentials::builder()
+        .token_url(server.url())
+        .client_id("my client")
+        .client_secret(AUTHLIB_SECRET)
+        .auth_style(AuthStyle::Basic)
+        .build()
+        .unwrap();
+    let token = credentials.fetch().await.expect("accepted by a percent-decoding server");
+    assert_eq!(token.secret(), "ok");
 }
 
 #[tokio::test]

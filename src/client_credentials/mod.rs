@@ -6,19 +6,22 @@ mod response;
 
 use std::fmt;
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::Uri;
 use http_body::Body;
 use tower::Service;
 use zeroize::Zeroizing;
 
 pub use request::AuthStyle;
-use request::{urlencode, RequestTemplate};
+use request::{basic_urlencode, urlencode, RequestTemplate};
 use response::{decode, DecodeContext};
 
+use crate::clock::Runtime;
 use crate::error::BoxError;
 use crate::source::{TokenFuture, TokenSource};
 use crate::transport::{self, HttpClient, TokenRequest};
@@ -73,6 +76,10 @@ impl TokenSource for ClientCredentials {
 
     fn cache(&self) -> Option<TokenCache> {
         Some(self.cache.clone())
+    }
+
+    fn invalidate(&self, token: &AccessToken) {
+        self.cache.invalidate(token);
     }
 }
 
@@ -130,10 +137,36 @@ struct Endpoint {
 
 impl Endpoint {
     async fn fetch(&self) -> Result<AccessToken, Error> {
+        match Runtime::current() {
+            None => {
+                return Err(Error::runtime(
+                    "ClientCredentials fetches tokens with tokio: call it from within a tokio \
+                     runtime (built with enable_all())",
+                ))
+            }
+            Some(runtime) if !runtime.timers => {
+                return Err(Error::runtime(
+                    "ClientCredentials needs a tokio runtime with timers: build it with \
+                     enable_all() (or enable_io() and enable_time())",
+                ))
+            }
+            Some(_) => {}
+        }
         let started = Instant::now();
         let host = self.template.url.host().unwrap_or_default();
         let request = self.template.encode()?;
-        let exchange = transport::send(&self.http, request, self.body_limit);
+        // A runtime without IO makes tokio panic inside the connector; that is the caller's
+        // setup, not the endpoint's failure.
+        let exchange = AssertUnwindSafe(transport::send(&self.http, request, self.body_limit))
+            .catch_unwind()
+            .map(|sent| {
+                sent.unwrap_or_else(|_panic| {
+                    Err(Error::runtime(
+                        "the token request panicked inside the HTTP client; is the tokio runtime \
+                         built with enable_all()?",
+                    ))
+                })
+            });
         let (parts, body) = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
@@ -499,6 +532,7 @@ fn secrets_sent(template: &RequestTemplate) -> Vec<Zeroizing<String>> {
     if !secret.is_empty() {
         secrets.push(Zeroizing::new(secret.to_owned()));
         secrets.push(urlencode(secret));
+        secrets.push(basic_urlencode(secret));
         if let Ok(json) = serde_json::to_string(secret) {
             secrets.push(Zeroizing::new(json.trim_matches('"').to_owned()));
         }

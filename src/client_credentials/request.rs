@@ -69,8 +69,8 @@ impl RequestTemplate {
         let joined = if self.basic_urlencode {
             Zeroizing::new(format!(
                 "{}:{}",
-                urlencode(&self.client_id).as_str(),
-                urlencode(&self.client_secret).as_str()
+                basic_urlencode(&self.client_id).as_str(),
+                basic_urlencode(&self.client_secret).as_str()
             ))
         } else {
             Zeroizing::new(format!(
@@ -131,4 +131,11 @@ impl RequestTemplate {
 /// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 §2.3.1, Appendix B).
 pub(crate) fn urlencode(value: &str) -> Zeroizing<String> {
     Zeroizing::new(form_urlencoded::byte_serialize(value.as_bytes()).collect())
+}
+
+/// The encoding of one Basic credential (RFC 6749 §2.3.1), with a space as `%20` rather than
+/// `+`: servers that percent-decode only (Authlib, for one) read `+` as a plus sign, while
+/// `%20` is a space under both readings.
+pub(crate) fn basic_urlencode(value: &str) -> Zeroizing<String> {
+    Zeroizing::new(urlencode(value).replace('+', "%20"))
 }

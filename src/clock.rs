@@ -1,0 +1,131 @@
+//! Time for the cache: a coarse monotonic clock cheap enough to read on every request, and what
+//! the caller's tokio runtime can do, found out without panicking.
+//!
+//! Two clocks are in play, on purpose:
+//!
+//! - **tokio's** ([`crate::token::now`]) plans a token's life on the slow path. Under
+//!   `tokio::time::pause` it is the test's virtual clock, so tests and users' tests can expire
+//!   tokens by advancing time.
+//! - **the coarse clock** (`CLOCK_MONOTONIC_COARSE` on Linux, a few nanoseconds) bounds every
+//!   use of a token on the fast path in real time. It depends on no task and no runtime, so no
+//!   dropped, idle or absent runtime can make the cache send an expired token.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Id};
+
+/// An instant on the coarse clock: seconds in 32.32 fixed point since an arbitrary origin.
+pub(crate) type Ticks = u64;
+
+/// A deadline that never comes.
+pub(crate) const NEVER: Ticks = u64::MAX;
+
+/// How far the coarse clock may lag the precise one: one kernel tick (1 to 10 ms), with room.
+/// Coarse deadlines are brought forward by this much, so they never fall after the precise one.
+const COARSE_LAG: Duration = Duration::from_millis(15);
+
+/// Now, on the coarse clock. Does not write the crate-global "recent" instant `coarsetime`
+/// keeps: a store on every request would make every core fight over that cache line.
+#[inline]
+pub(crate) fn coarse_now() -> Ticks {
+    coarsetime::Instant::now_without_cache_update().as_ticks()
+}
+
+/// `duration` in ticks, saturating.
+pub(crate) fn ticks(duration: Duration) -> Ticks {
+    let whole = duration.as_secs().saturating_mul(1 << 32);
+    let fraction = (u64::from(duration.subsec_nanos()) << 32) / 1_000_000_000;
+    whole.saturating_add(fraction)
+}
+
+/// The coarse deadline `remaining` from `now`, early enough to allow for the coarse clock's lag.
+pub(crate) fn coarse_deadline(now: Ticks, remaining: Option<Duration>) -> Ticks {
+    match remaining {
+        None => NEVER,
+        Some(remaining) => now
+            .saturating_add(ticks(remaining))
+            .saturating_sub(ticks(COARSE_LAG))
+            .min(NEVER - 1),
+    }
+}
+
+/// The tokio runtime the caller runs on, and whether it has a time driver.
+#[derive(Clone)]
+pub(crate) struct Runtime {
+    pub(crate) handle: Handle,
+    pub(crate) id: Id,
+    pub(crate) timers: bool,
+}
+
+impl Runtime {
+    /// The caller's runtime, if there is one.
+    pub(crate) fn current() -> Option<Runtime> {
+        let handle = Handle::try_current().ok()?;
+        let id = handle.id();
+        let timers = has_timers(id);
+        Some(Runtime { handle, id, timers })
+    }
+
+    /// The caller's runtime, if there is one with timers.
+    pub(crate) fn with_timers() -> Option<Runtime> {
+        Self::current().filter(|runtime| runtime.timers)
+    }
+}
+
+/// Runtimes already asked whether they have timers. Bounded: a process that builds runtime
+/// after runtime (a test suite) forgets the oldest.
+static TIMERS: Mutex<Vec<(Id, bool)>> = Mutex::new(Vec::new());
+const TIMERS_REMEMBERED: usize = 64;
+
+/// Whether the current runtime (with id `id`) has a time driver. tokio offers no way to ask but
+/// creating a timer, which panics without one; that panic is caught here, once per runtime.
+fn has_timers(id: Id) -> bool {
+    let mut known = TIMERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, timers)) = known.iter().find(|(known, _)| *known == id) {
+        return *timers;
+    }
+    let timers = std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok();
+    if known.len() >= TIMERS_REMEMBERED {
+        known.remove(0);
+    }
+    known.push((id, timers));
+    timers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_32_32_fixed_point_and_saturate() {
+        assert_eq!(ticks(Duration::from_secs(1)), 1 << 32);
+        assert_eq!(ticks(Duration::from_millis(500)), 1 << 31);
+        assert_eq!(ticks(Duration::MAX), u64::MAX);
+        let far = coarse_deadline(5, Some(Duration::MAX));
+        assert!(far < NEVER && far > NEVER - ticks(Duration::from_secs(1)));
+        assert_eq!(coarse_deadline(0, Some(Duration::ZERO)), 0);
+        assert_eq!(coarse_deadline(7, None), NEVER);
+    }
+
+    #[test]
+    fn the_coarse_clock_moves_forward() {
+        let before = coarse_now();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(coarse_now() > before);
+    }
+
+    #[test]
+    fn a_runtime_without_timers_is_told_apart_without_a_panic_escaping() {
+        let without = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let with = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        assert!(!without.block_on(async { Runtime::current().unwrap().timers }));
+        assert!(with.block_on(async { Runtime::current().unwrap().timers }));
+        assert!(Runtime::current().is_none());
+    }
+}
