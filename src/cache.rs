@@ -112,6 +112,21 @@ pub(crate) fn report_rejected(slot: usize, generation: u64) {
     }
 }
 
+/// Whether the cache in `slot` still holds the token of `generation`.
+fn holds_generation(slot: usize, generation: u64) -> bool {
+    // The guard is released before the upgraded reference can drop (and with it, maybe the
+    // cache, whose drop takes the same lock).
+    let Some(cache) = slots().get(slot).and_then(|cache| cache.as_ref()?.upgrade()) else {
+        return false;
+    };
+    let holds = cache
+        .current
+        .load()
+        .as_ref()
+        .is_some_and(|entry| entry.generation == generation);
+    holds
+}
+
 /// Generations are unique across every cache in the process.
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -264,6 +279,7 @@ impl TokenCache {
             entry.generation,
             &entry.header,
             check_at,
+            holds_generation,
         );
         Some((header, entry.generation))
     }
@@ -443,6 +459,14 @@ impl Inner {
             .policy
             .backoff_delay(control.failures, error.retry_after());
         control.retry_at = now().checked_add(delay);
+        // Threads serving a still-valid token re-ask only every `DUE_RECHECK` of real time;
+        // under paused time that may be never. Tell them when the next attempt may start.
+        if let (Some(runtime), Some(retry_at)) = (Runtime::with_timers(), control.retry_at) {
+            drop(runtime.handle.spawn(async move {
+                tokio::time::sleep_until(retry_at.into()).await;
+                thread_copies::bump();
+            }));
+        }
         tracing::warn!(
             target: "tower_oauth2::cache",
             outcome = "error",

@@ -1,12 +1,14 @@
 //! Invariant 1: with a token cached, a request through the layer allocates nothing.
 //!
-//! A counting global allocator, so this is a count, not a timing.
+//! A counting global allocator, so this is a count, not a timing. The count is process-wide,
+//! so the tests here take turns.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -68,29 +71,43 @@ fn request() -> Request<()> {
 }
 
 fn assert_fast_path_allocates_nothing(source: impl TokenSource) {
+    assert_fast_paths_allocate_nothing(vec![source]);
+}
+
+/// Requests through layers over each of `sources`, taken in turn on one thread.
+fn assert_fast_paths_allocate_nothing(sources: Vec<impl TokenSource>) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut service = BearerAuthLayer::new(source).layer(Noop);
+    let mut services: Vec<_> = sources
+        .into_iter()
+        .map(|source| BearerAuthLayer::new(source).layer(Noop))
+        .collect();
     // Warm up: the first call fetches and caches the token (the slow path allocates); the
     // second makes this thread's own copy of the header (once per thread per token).
     runtime.block_on(async {
-        let mut warm = service.clone();
-        for _ in 0..2 {
-            std::future::poll_fn(|cx| Service::<Request<()>>::poll_ready(&mut warm, cx))
-                .await
-                .unwrap();
-            warm.call(request()).await.unwrap();
+        for service in &services {
+            let mut warm = service.clone();
+            for _ in 0..2 {
+                std::future::poll_fn(|cx| Service::<Request<()>>::poll_ready(&mut warm, cx))
+                    .await
+                    .unwrap();
+                warm.call(request()).await.unwrap();
+            }
         }
     });
+    ALLOCATIONS.store(0, Ordering::SeqCst);
 
     let _entered = runtime.enter();
     let requests: Vec<_> = (0..1000).map(|_| request()).collect();
     let mut context = Context::from_waker(Waker::noop());
     COUNTING.store(true, Ordering::SeqCst);
-    for request in requests {
-        assert!(Service::<Request<()>>::poll_ready(&mut service, &mut context).is_ready());
+    for (n, request) in requests.into_iter().enumerate() {
+        let caches = services.len();
+        let service = &mut services[n % caches];
+        assert!(Service::<Request<()>>::poll_ready(service, &mut context).is_ready());
         let future = pin!(service.call(request));
         let Poll::Ready(Ok(response)) = future.poll(&mut context) else {
             panic!("the fast path completes at once");
@@ -110,4 +127,16 @@ fn the_fast_path_allocates_nothing() {
     assert_fast_path_allocates_nothing(StaticToken::from(
         AccessToken::new("cached").with_lifetime(Duration::from_secs(3600)),
     ));
+}
+
+#[test]
+fn the_fast_path_allocates_nothing_with_many_caches_on_a_thread() {
+    let sources = (0..12)
+        .map(|n| {
+            StaticToken::from(
+                AccessToken::new(format!("cached-{n}")).with_lifetime(Duration::from_secs(3600)),
+            )
+        })
+        .collect();
+    assert_fast_paths_allocate_nothing(sources);
 }

@@ -9,9 +9,10 @@
 //!
 //! Whenever a cache changes what callers may send (a new token, a rejected one, a refresh that
 //! falls due, a dropped cache) it bumps the global [`EPOCH`]. A thread whose copies were made in
-//! an older epoch drops all of them before its next lookup, so a copy never outlives the entry
-//! it was made from by more than that thread's next request; threads that exit drop theirs with
-//! their thread-locals.
+//! an older epoch stops trusting all of them: at its next request it drops (and zeroizes) every
+//! copy its cache no longer holds, and re-checks the others. So a copy never outlives its entry
+//! by more than that thread's next request; threads that exit drop theirs with their
+//! thread-locals.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,19 +78,30 @@ pub(crate) fn lookup(slot: usize) -> Option<(HeaderValue, u64)> {
 }
 
 /// Keep (or re-arm) this thread's copy of `header` for cache `slot` until `check_at`, and hand
-/// out a clone of it. `epoch` is what [`epoch`] said before the entry was read.
+/// out a clone of it. `epoch` is what [`epoch`] said before the entry was read;
+/// `still_current(slot, generation)` says whether a cache still holds a token.
 pub(crate) fn keep(
     slot: usize,
     epoch: u64,
     generation: u64,
     header: &HeaderValue,
     check_at: Ticks,
+    still_current: impl Fn(usize, u64) -> bool,
 ) -> HeaderValue {
     let kept = COPIES.try_with(|copies| {
         let mut copies = copies.try_borrow_mut().ok()?;
         if copies.epoch != epoch {
-            // Everything this thread holds may be stale: drop (and so zeroize) it all.
-            copies.by_slot.iter_mut().for_each(|copy| *copy = None);
+            // Any copy may be stale now. Drop (and so zeroize) those no longer current; the
+            // rest are asked about again at their next use, without a new allocation.
+            for (slot, copy) in copies.by_slot.iter_mut().enumerate() {
+                let current = copy
+                    .as_ref()
+                    .is_some_and(|copy| still_current(slot, copy.generation));
+                match copy {
+                    Some(copy) if current => copy.check_at = 0,
+                    _ => *copy = None,
+                }
+            }
             copies.epoch = epoch;
         }
         if copies.by_slot.len() <= slot {
