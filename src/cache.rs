@@ -99,7 +99,9 @@ struct Inner {
 static SLOTS: Mutex<Vec<Option<Weak<Inner>>>> = Mutex::new(Vec::new());
 
 fn slots() -> MutexGuard<'static, Vec<Option<Weak<Inner>>>> {
-    SLOTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SLOTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The server rejected the token of `generation` that the cache in `slot` handed out.
@@ -116,7 +118,10 @@ pub(crate) fn report_rejected(slot: usize, generation: u64) {
 fn holds_generation(slot: usize, generation: u64) -> bool {
     // The guard is released before the upgraded reference can drop (and with it, maybe the
     // cache, whose drop takes the same lock).
-    let Some(cache) = slots().get(slot).and_then(|cache| cache.as_ref()?.upgrade()) else {
+    let Some(cache) = slots()
+        .get(slot)
+        .and_then(|cache| cache.as_ref()?.upgrade())
+    else {
         return false;
     };
     let holds = cache
@@ -168,10 +173,14 @@ impl Entry {
 
     fn freshness_at(&self, coarse: Ticks, now: Instant) -> Freshness {
         let past = |at: Option<Instant>| at.is_some_and(|at| now >= at);
-        if self.expired.load(Ordering::Acquire) || coarse >= self.usable_until || past(self.expires_at)
+        if self.expired.load(Ordering::Acquire)
+            || coarse >= self.usable_until
+            || past(self.expires_at)
         {
             Freshness::Expired
-        } else if self.due.load(Ordering::Acquire) || coarse >= self.fresh_until || past(self.refresh_at)
+        } else if self.due.load(Ordering::Acquire)
+            || coarse >= self.fresh_until
+            || past(self.refresh_at)
         {
             Freshness::Due
         } else {
@@ -349,7 +358,10 @@ impl Inner {
                 Some(stall) => {
                     stalled = control.flight.take();
                     if stall == Stall::TimedOut {
-                        self.record_failure(&mut control, Error::timeout(self.policy.fetch_timeout));
+                        self.record_failure(
+                            &mut control,
+                            Error::timeout(self.policy.fetch_timeout),
+                        );
                     }
                 }
             }
@@ -611,5 +623,74 @@ impl std::fmt::Debug for Entry {
             .field("refresh_at", &self.refresh_at)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StaticToken;
+
+    fn cache(secret: &str) -> TokenCache {
+        let token = AccessToken::new(secret).with_lifetime(Duration::from_secs(3600));
+        TokenCache::new(StaticToken::from(token))
+    }
+
+    fn warm(cache: &TokenCache) {
+        futures_util::FutureExt::now_or_never(cache.entry())
+            .expect("a static token needs no waiting")
+            .unwrap();
+        assert!(cache.fresh_header().is_some());
+    }
+
+    #[test]
+    fn a_threads_copy_is_dropped_with_its_cache() {
+        let first = cache("first");
+        warm(&first);
+        assert_eq!(thread_copies::held(), 1);
+        drop(first);
+        assert_eq!(
+            thread_copies::held(),
+            0,
+            "the dropping thread drops its copy"
+        );
+    }
+
+    #[test]
+    fn other_threads_drop_their_copies_at_their_next_request() {
+        let doomed = cache("doomed");
+        let kept = cache("kept");
+        let (to_thread, from_main) = std::sync::mpsc::channel::<()>();
+        let (to_main, from_thread) = std::sync::mpsc::channel::<usize>();
+        let worker = {
+            let (doomed, kept) = (doomed.clone(), kept.clone());
+            std::thread::spawn(move || {
+                warm(&doomed);
+                warm(&kept);
+                to_main.send(thread_copies::held()).unwrap();
+                drop(doomed);
+                from_main.recv().unwrap();
+                assert!(kept.fresh_header().is_some());
+                to_main.send(thread_copies::held()).unwrap();
+            })
+        };
+        assert_eq!(from_thread.recv().unwrap(), 2);
+        drop(doomed);
+        to_thread.send(()).unwrap();
+        assert_eq!(
+            from_thread.recv().unwrap(),
+            1,
+            "only the live cache's copy is left"
+        );
+        worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_rejected_token_leaves_the_fast_path_at_once() {
+        let cache = cache("rejected");
+        warm(&cache);
+        let (_, generation) = cache.fresh_header().unwrap();
+        report_rejected(cache.slot(), generation);
+        assert!(cache.fresh_header().is_none());
     }
 }

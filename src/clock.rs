@@ -81,7 +81,9 @@ const TIMERS_REMEMBERED: usize = 64;
 /// Whether the current runtime (with id `id`) has a time driver. tokio offers no way to ask but
 /// creating a timer, which panics without one; that panic is caught here, once per runtime.
 fn has_timers(id: Id) -> bool {
-    let mut known = TIMERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut known = TIMERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((_, timers)) = known.iter().find(|(known, _)| *known == id) {
         return *timers;
     }

@@ -117,8 +117,7 @@ impl Error {
     pub(crate) fn panicked() -> Self {
         Self::from_inner(Self::build(
             ErrorKind::Other,
-            "the token source panicked (its message went to the panic hook, usually stderr)"
-                .into(),
+            "the token source panicked (its message went to the panic hook, usually stderr)".into(),
         ))
     }
 

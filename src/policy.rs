@@ -263,10 +263,28 @@ mod tests {
 
     #[test]
     fn no_input_makes_a_policy_panic() {
-        let durations = [Duration::ZERO, Duration::from_nanos(1), secs(1), Duration::MAX];
-        let fractions = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 0.0, 0.5, 1e300];
+        let durations = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            secs(1),
+            Duration::MAX,
+        ];
+        let fractions = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.0,
+            0.0,
+            0.5,
+            1e300,
+        ];
         let now = Instant::now();
-        let expiries = [None, Some(now), Some(now + secs(3600)), now.checked_add(secs(u64::MAX / 4))];
+        let expiries = [
+            None,
+            Some(now),
+            Some(now + secs(3600)),
+            now.checked_add(secs(u64::MAX / 4)),
+        ];
         for &a in &durations {
             for &b in &durations {
                 for &f in &fractions {

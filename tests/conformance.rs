@@ -180,7 +180,10 @@ async fn basic_auth_is_understood_by_a_server_that_only_percent_decodes() {
             .basic()
             .and_then(|(id, secret)| Some((percent_decode(&id)?, percent_decode(&secret)?)));
         if decoded == Some(("my client".to_owned(), AUTHLIB_SECRET.to_owned())) {
-            json(StatusCode::OK, j!({"access_token": "ok", "token_type": "Bearer", "expires_in": 60}))
+            json(
+                StatusCode::OK,
+                j!({"access_token": "ok", "token_type": "Bearer", "expires_in": 60}),
+            )
         } else {
             json(StatusCode::UNAUTHORIZED, j!({"error": "invalid_client"}))
         }
@@ -193,7 +196,10 @@ async fn basic_auth_is_understood_by_a_server_that_only_percent_decodes() {
         .auth_style(AuthStyle::Basic)
         .build()
         .unwrap();
-    let token = credentials.fetch().await.expect("accepted by a percent-decoding server");
+    let token = credentials
+        .fetch()
+        .await
+        .expect("accepted by a percent-decoding server");
     assert_eq!(token.secret(), "ok");
 }
 

@@ -98,7 +98,9 @@ impl Flight {
             id,
             fetch,
             abort,
-            home: home.filter(|runtime| runtime.timers).map(|runtime| runtime.id),
+            home: home
+                .filter(|runtime| runtime.timers)
+                .map(|runtime| runtime.id),
             beat: AtomicU64::new(now),
             deadline: now.saturating_add(ticks(timeout)),
         })

@@ -150,7 +150,8 @@ pub(crate) fn private_copy(header: &HeaderValue) -> Option<HeaderValue> {
 
 /// A sensitive header over `bytes`, whose memory is zeroized when the last clone drops.
 pub(crate) fn sensitive_header(bytes: Zeroizing<Vec<u8>>) -> Option<HeaderValue> {
-    let mut header = HeaderValue::from_maybe_shared(Bytes::from_owner(ZeroizeOnDrop(bytes))).ok()?;
+    let mut header =
+        HeaderValue::from_maybe_shared(Bytes::from_owner(ZeroizeOnDrop(bytes))).ok()?;
     header.set_sensitive(true);
     Some(header)
 }
