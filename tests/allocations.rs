@@ -1,14 +1,13 @@
 //! Invariant 1: with a token cached, a request through the layer allocates nothing.
 //!
-//! A counting global allocator, so this is a count, not a timing. The count is process-wide,
-//! so the tests here take turns.
+//! A counting global allocator, so this is a count, not a timing. It counts only on the thread
+//! under test: the test harness allocates on other threads while it runs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::cell::Cell;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -18,15 +17,21 @@ use tower_oauth2::{AccessToken, BearerAuthLayer, StaticToken, TokenSource};
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_allocation() {
+    // `try_with`: the allocator also runs while thread-locals are being torn down.
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+    }
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_allocation();
         unsafe { System.alloc(layout) }
     }
 
@@ -35,9 +40,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        count_allocation();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -76,7 +79,6 @@ fn assert_fast_path_allocates_nothing(source: impl TokenSource) {
 
 /// Requests through layers over each of `sources`, taken in turn on one thread.
 fn assert_fast_paths_allocate_nothing(sources: Vec<impl TokenSource>) {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -98,12 +100,12 @@ fn assert_fast_paths_allocate_nothing(sources: Vec<impl TokenSource>) {
             }
         }
     });
-    ALLOCATIONS.store(0, Ordering::SeqCst);
+    ALLOCATIONS.set(0);
 
     let _entered = runtime.enter();
     let requests: Vec<_> = (0..1000).map(|_| request()).collect();
     let mut context = Context::from_waker(Waker::noop());
-    COUNTING.store(true, Ordering::SeqCst);
+    COUNTING.set(true);
     for (n, request) in requests.into_iter().enumerate() {
         let caches = services.len();
         let service = &mut services[n % caches];
@@ -114,9 +116,9 @@ fn assert_fast_paths_allocate_nothing(sources: Vec<impl TokenSource>) {
         };
         drop(response);
     }
-    COUNTING.store(false, Ordering::SeqCst);
+    COUNTING.set(false);
     assert_eq!(
-        ALLOCATIONS.load(Ordering::SeqCst),
+        ALLOCATIONS.get(),
         0,
         "allocations in 1000 requests"
     );
