@@ -335,7 +335,9 @@ impl ClientCredentialsBuilder {
     }
 
     /// With [`AuthStyle::Basic`], whether id and secret are form-urlencoded before base64, as
-    /// RFC 6749 §2.3.1 requires (default `true`). Set `false` for servers that do not decode.
+    /// RFC 6749 §2.3.1 requires (default `true`). A space is sent as `%20`, not `+`, so that
+    /// servers that only percent-decode (such as Authlib) read the same secret. Set `false`
+    /// for servers that do not decode at all.
     pub fn basic_auth_urlencode(mut self, urlencode: bool) -> Self {
         self.basic_urlencode = urlencode;
         self
