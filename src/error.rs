@@ -115,9 +115,14 @@ impl Error {
     /// A [`TokenSource`](crate::TokenSource) panicked. The panic's message is not included: it
     /// is user text that may hold a credential, and the panic hook has already printed it.
     pub(crate) fn panicked() -> Self {
+        Self::panicked_in("the token source")
+    }
+
+    /// `what` panicked; see [`Error::panicked`].
+    pub(crate) fn panicked_in(what: &str) -> Self {
         Self::from_inner(Self::build(
             ErrorKind::Other,
-            "the token source panicked (its message went to the panic hook, usually stderr)".into(),
+            format!("{what} panicked (its message went to the panic hook, usually stderr)"),
         ))
     }
 

@@ -4,10 +4,10 @@
 //! under test: the test harness allocates on other threads while it runs.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::pin::pin;
-use std::cell::Cell;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -117,11 +117,7 @@ fn assert_fast_paths_allocate_nothing(sources: Vec<impl TokenSource>) {
         drop(response);
     }
     COUNTING.set(false);
-    assert_eq!(
-        ALLOCATIONS.get(),
-        0,
-        "allocations in 1000 requests"
-    );
+    assert_eq!(ALLOCATIONS.get(), 0, "allocations in 1000 requests");
 }
 
 #[test]

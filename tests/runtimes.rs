@@ -536,6 +536,47 @@ fn a_source_that_panics_during_refresh_ahead_neither_spins_nor_sends_an_expired_
     });
 }
 
+#[test]
+fn a_custom_http_client_that_panics_is_a_backed_off_error() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let client = tower::service_fn(move |_: tower_oauth2::TokenRequest| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if true {
+                panic!("a bug in a custom HTTP client");
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                Bytes::new(),
+            )))
+        }
+    });
+    let credentials = ClientCredentials::builder()
+        .token_url("http://127.0.0.1:9/token")
+        .client_id("client")
+        .client_secret("secret")
+        .http_client(client)
+        .build()
+        .unwrap();
+    let runtime = current_thread();
+    for _ in 0..3 {
+        let error = runtime
+            .block_on(credentials.token())
+            .expect_err("a panic is an error");
+        assert_eq!(error.kind(), ErrorKind::Other);
+        assert!(
+            error.to_string().contains("HTTP client panicked"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("a bug"), "{error}");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "backed off after the first panic"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Short lifetimes, policy input, leaks, stacked caches
 // ---------------------------------------------------------------------------------------------

@@ -155,18 +155,11 @@ impl Endpoint {
         let started = Instant::now();
         let host = self.template.url.host().unwrap_or_default();
         let request = self.template.encode()?;
-        // A runtime without IO makes tokio panic inside the connector; that is the caller's
-        // setup, not the endpoint's failure.
+        // A panic in the HTTP client is an error like any other. One cause is the caller's
+        // setup, not the endpoint: a runtime without IO makes tokio panic inside the connector.
         let exchange = AssertUnwindSafe(transport::send(&self.http, request, self.body_limit))
             .catch_unwind()
-            .map(|sent| {
-                sent.unwrap_or_else(|_panic| {
-                    Err(Error::runtime(
-                        "the token request panicked inside the HTTP client; is the tokio runtime \
-                         built with enable_all()?",
-                    ))
-                })
-            });
+            .map(|sent| sent.unwrap_or_else(|panic| Err(http_client_panicked(&*panic))));
         let (parts, body) = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
@@ -218,6 +211,25 @@ impl Endpoint {
             ),
         }
         result
+    }
+}
+
+/// The error for a panic inside the HTTP client. The payload is only matched, never shown: it
+/// is arbitrary text that may hold a credential.
+fn http_client_panicked(panic: &(dyn std::any::Any + Send)) -> Error {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    if message.contains("IO is disabled") {
+        Error::runtime(
+            "ClientCredentials needs a tokio runtime with IO: build it with enable_all() (or \
+             enable_io() and enable_time())",
+        )
+    } else {
+        tracing::error!(target: "tower_oauth2::fetch", "the HTTP client panicked");
+        Error::panicked_in("the HTTP client")
     }
 }
 
