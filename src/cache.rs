@@ -295,8 +295,14 @@ impl TokenCache {
 
     /// The slow path: a usable entry, waiting for a flight if there is none.
     pub(crate) async fn entry(&self) -> Result<Arc<Entry>, Error> {
+        if flight::fetching_for(self.inner.slot) {
+            return Err(Error::config(
+                "a token source asked its own cache for a token while fetching one; it would \
+                 wait for itself",
+            ));
+        }
         let here = Runtime::current();
-        let mut abandoned = 0;
+        let mut retries = 0;
         loop {
             if let Some(entry) = self.inner.current.load_full() {
                 match entry.freshness() {
@@ -309,10 +315,23 @@ impl TokenCache {
                 }
             }
             let flight = self.inner.flight(here.as_ref())?;
-            match flight::wait(&flight, &self.inner, here.as_ref()).await {
-                Outcome::Token(entry) => return Ok(entry),
+            let outcome = flight::wait(&flight, &self.inner, here.as_ref().map(|r| r.id)).await;
+            match outcome {
+                // A waiter polled long after the flight ended (a stalled executor) may find its
+                // token expired by now.
+                Outcome::Token(entry) if entry.freshness() != Freshness::Expired => {
+                    return Ok(entry)
+                }
                 Outcome::Failed(error) => return Err(error),
-                Outcome::Abandoned if abandoned < ABANDONED_RETRIES => abandoned += 1,
+                Outcome::Token(_) | Outcome::Abandoned if retries < ABANDONED_RETRIES => {
+                    retries += 1
+                }
+                Outcome::Token(_) => {
+                    return Err(Error::runtime(
+                        "every token fetched had expired before this caller was polled again: \
+                         its executor is stalled",
+                    ))
+                }
                 Outcome::Abandoned => {
                     return Err(Error::runtime(
                         "the token fetch was given up on repeatedly: the runtimes running it \
@@ -377,6 +396,7 @@ impl Inner {
                 control.flights += 1;
                 let flight = Flight::new(
                     control.flights,
+                    self.slot,
                     self.source.clone(),
                     Arc::downgrade(self),
                     self.policy.fetch_timeout,
@@ -401,7 +421,7 @@ impl Inner {
     /// Start a refresh nobody waits for, unless one is running or backing off.
     fn start_refresh(self: &Arc<Self>, here: Option<&Runtime>) {
         if let Ok(flight) = self.flight(here) {
-            if here.is_none() {
+            if flight.drivable_from(here.map(|runtime| runtime.id)) {
                 flight.poll_once();
             }
         }
@@ -470,7 +490,7 @@ impl Inner {
         let delay = self
             .policy
             .backoff_delay(control.failures, error.retry_after());
-        control.retry_at = now().checked_add(delay);
+        control.retry_at = Some(far_as_possible(now(), delay));
         // Threads serving a still-valid token re-ask only every `DUE_RECHECK` of real time;
         // under paused time that may be never. Tell them when the next attempt may start.
         if let (Some(runtime), Some(retry_at)) = (Runtime::with_timers(), control.retry_at) {
@@ -602,6 +622,15 @@ async fn watch(entry: Weak<Entry>) {
         entry.expired.store(true, Ordering::Release);
         thread_copies::bump();
     }
+}
+
+/// `from + delay`, or the farthest instant that can be represented: a backoff too long to
+/// represent is still a backoff.
+fn far_as_possible(from: Instant, delay: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    from.checked_add(delay)
+        .or_else(|| from.checked_add(CENTURY))
+        .unwrap_or(from)
 }
 
 /// `Bearer <token>`, marked sensitive so that logging layers redact it, in memory that is

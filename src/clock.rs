@@ -50,12 +50,11 @@ pub(crate) fn coarse_deadline(now: Ticks, remaining: Option<Duration>) -> Ticks 
     }
 }
 
-/// The tokio runtime the caller runs on, and whether it has a time driver.
+/// The tokio runtime the caller runs on.
 #[derive(Clone)]
 pub(crate) struct Runtime {
     pub(crate) handle: Handle,
     pub(crate) id: Id,
-    pub(crate) timers: bool,
 }
 
 impl Runtime {
@@ -63,13 +62,18 @@ impl Runtime {
     pub(crate) fn current() -> Option<Runtime> {
         let handle = Handle::try_current().ok()?;
         let id = handle.id();
-        let timers = has_timers(id);
-        Some(Runtime { handle, id, timers })
+        Some(Runtime { handle, id })
     }
 
-    /// The caller's runtime, if there is one with timers.
+    /// Whether it has a time driver: `None` when that cannot be found out (see [`has_timers`]).
+    pub(crate) fn timers(&self) -> Option<bool> {
+        has_timers(self.id)
+    }
+
+    /// The caller's runtime, if it is known to have timers. What needs this is only ever an
+    /// accelerator, so "unknown" counts as "no".
     pub(crate) fn with_timers() -> Option<Runtime> {
-        Self::current().filter(|runtime| runtime.timers)
+        Self::current().filter(|runtime| runtime.timers() == Some(true))
     }
 }
 
@@ -80,19 +84,23 @@ const TIMERS_REMEMBERED: usize = 64;
 
 /// Whether the current runtime (with id `id`) has a time driver. tokio offers no way to ask but
 /// creating a timer, which panics without one; that panic is caught here, once per runtime.
-fn has_timers(id: Id) -> bool {
+/// Built with `panic = "abort"` there is no catching it, so the answer is `None`: unknown.
+fn has_timers(id: Id) -> Option<bool> {
+    if cfg!(panic = "abort") {
+        return None;
+    }
     let mut known = TIMERS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((_, timers)) = known.iter().find(|(known, _)| *known == id) {
-        return *timers;
+        return Some(*timers);
     }
     let timers = std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok();
     if known.len() >= TIMERS_REMEMBERED {
         known.remove(0);
     }
     known.push((id, timers));
-    timers
+    Some(timers)
 }
 
 #[cfg(test)]
@@ -126,8 +134,14 @@ mod tests {
             .enable_time()
             .build()
             .unwrap();
-        assert!(!without.block_on(async { Runtime::current().unwrap().timers }));
-        assert!(with.block_on(async { Runtime::current().unwrap().timers }));
+        assert_eq!(
+            without.block_on(async { Runtime::current().unwrap().timers() }),
+            Some(false)
+        );
+        assert_eq!(
+            with.block_on(async { Runtime::current().unwrap().timers() }),
+            Some(true)
+        );
         assert!(Runtime::current().is_none());
     }
 }

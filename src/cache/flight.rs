@@ -1,33 +1,39 @@
 //! A *flight*: one fetch whose outcome every waiter shares, and that no runtime, task or panic
 //! can wedge.
 //!
-//! - The fetch is a `Shared` future: whoever awaits it drives it, on any runtime or none. A
-//!   waiter that gives up does not cancel it.
-//! - A panic in the source becomes an error inside the flight (it never reaches `Shared`,
-//!   which would otherwise re-panic in every later waiter).
-//! - The fetch holds its cache only weakly, and settles its outcome only if it is still the
-//!   cache's flight; a flight that was given up on is simply forgotten, and its late result
-//!   discarded.
-//! - When started on a tokio runtime, a *driver* task there polls it (so a refresh nobody
-//!   awaits still completes), gives a heartbeat, and enforces the fetch timeout. If that
-//!   runtime is dropped, the driver's drop gives the flight up at once; if the runtime just
-//!   stops being driven, waiters elsewhere see the heartbeat stop and give it up after
-//!   [`ORPHANED_AFTER`].
+//! - Started on a tokio runtime, a flight has a *home*: a driver task there is the only thing
+//!   that polls the source, so whatever the source creates (connections, timers) belongs to one
+//!   runtime. Waiters anywhere just wait for the outcome.
+//! - Started with no runtime, waiters drive it themselves (the source then needs no runtime).
+//! - Every clock here is real time, from a helper thread ([`futures_timer`]), never a tokio
+//!   timer: a waiter with no runtime or a runtime without timers can still give a flight up,
+//!   and nothing here advances a paused test clock.
+//! - The driver beats while its runtime runs it. A waiter elsewhere gives the flight up when
+//!   the beat stops for [`ORPHANED_AFTER`] (the home runtime is idle), and the driver's drop
+//!   gives it up at once (the home runtime shut down). The fetch timeout is enforced the same
+//!   way. A flight given up is forgotten; the next caller starts another.
+//! - A panic in the source, whether in `token()`, a poll, or its future's drop, becomes an
+//!   error inside the flight. A source that asks its own cache for a token while it fetches
+//!   gets an error instead of waiting for itself.
 
-use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::task::{Context, Waker};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures_timer::Delay;
 use futures_util::future::{self, AbortHandle, Abortable, BoxFuture, Either, FutureExt, Shared};
 use tokio::runtime::Id;
+use tokio::sync::Notify;
 
 use super::{Entry, Inner};
-use crate::clock::{coarse_now, ticks, Runtime, Ticks};
-use crate::source::TokenSource;
-use crate::Error;
+use crate::clock::{coarse_now, ticks, Runtime, Ticks, NEVER};
+use crate::source::{TokenFuture, TokenSource};
+use crate::{AccessToken, Error};
 
 /// How a flight ended, as every waiter sees it.
 #[derive(Clone)]
@@ -48,10 +54,14 @@ pub(super) struct Flight {
     pub(super) id: u64,
     fetch: Shared<BoxFuture<'static, Outcome>>,
     abort: AbortHandle,
-    /// The runtime whose driver task beats for this flight, if any.
+    /// The runtime whose driver task polls the source, if any.
     home: Option<Id>,
     beat: AtomicU64,
-    deadline: Ticks,
+    /// When it times out; [`NEVER`] for a flight without a home until someone waits for it.
+    deadline: AtomicU64,
+    timeout: Ticks,
+    outcome: Mutex<Option<Outcome>>,
+    ended: Notify,
 }
 
 /// Why a flight should be given up.
@@ -64,25 +74,24 @@ pub(super) enum Stall {
 }
 
 impl Flight {
-    /// A flight fetching from `source` for `cache`. Nothing runs until it is polled.
+    /// A flight fetching from `source` for `cache` (whose slot is `slot`). Nothing runs until
+    /// it is polled; with a `home`, [`spawn_driver`] must follow.
     pub(super) fn new(
         id: u64,
+        slot: usize,
         source: Arc<dyn TokenSource>,
         cache: Weak<Inner>,
         timeout: Duration,
         home: Option<&Runtime>,
     ) -> Arc<Flight> {
         let fetch = async move {
-            let result = AssertUnwindSafe(async { source.token().await })
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_panic| {
-                    tracing::error!(
-                        target: "tower_oauth2::cache",
-                        "the token source panicked; treating it as a failed fetch"
-                    );
+            let result = match catch_unwind(AssertUnwindSafe(|| source.token())) {
+                Ok(future) => Contained::new(slot, future).await,
+                Err(_panic) => {
+                    report_panic("");
                     Err(Error::panicked())
-                });
+                }
+            };
             match cache.upgrade() {
                 Some(cache) => cache.settle(id, result),
                 None => Outcome::Abandoned,
@@ -94,22 +103,27 @@ impl Flight {
             .boxed()
             .shared();
         let now = coarse_now();
+        let timeout = ticks(timeout);
         Arc::new(Flight {
             id,
             fetch,
             abort,
-            home: home
-                .filter(|runtime| runtime.timers)
-                .map(|runtime| runtime.id),
+            home: home.map(|runtime| runtime.id),
             beat: AtomicU64::new(now),
-            deadline: now.saturating_add(ticks(timeout)),
+            deadline: AtomicU64::new(match home {
+                Some(_) => now.saturating_add(timeout),
+                None => NEVER,
+            }),
+            timeout,
+            outcome: Mutex::new(None),
+            ended: Notify::new(),
         })
     }
 
     /// Whether this flight should be given up, as seen from runtime `here`.
     pub(super) fn stall(&self, here: Option<Id>) -> Option<Stall> {
         let now = coarse_now();
-        if now >= self.deadline {
+        if now >= self.deadline.load(Ordering::Relaxed) {
             return Some(Stall::TimedOut);
         }
         let silent = now.saturating_sub(self.beat.load(Ordering::Relaxed));
@@ -121,61 +135,102 @@ impl Flight {
         }
     }
 
-    /// Stop it: every waiter sees [`Outcome::Abandoned`] at its next poll.
-    pub(super) fn abort(&self) {
-        self.abort.abort();
+    /// Whether a caller on runtime `here` may poll the source itself: it has no home, or this
+    /// is its home. Elsewhere, polling would tie what the source creates to another runtime.
+    pub(super) fn drivable_from(&self, here: Option<Id>) -> bool {
+        self.home.is_none() || self.home == here
     }
 
-    /// Advance it once, for callers that will not wait for it and have no runtime to spawn a
-    /// driver on. A source that needs no runtime often completes right here.
+    /// Stop it: every waiter sees [`Outcome::Abandoned`] at once.
+    pub(super) fn abort(&self) {
+        self.abort.abort();
+        self.end(Outcome::Abandoned);
+    }
+
+    /// Advance it once, for callers that will not wait for it. A source that needs no runtime
+    /// often completes right here, without waiting for a driver task to be scheduled.
     pub(super) fn poll_once(&self) {
         let mut fetch = self.fetch.clone();
-        let _ = fetch.poll_unpin(&mut Context::from_waker(Waker::noop()));
+        if let Poll::Ready(outcome) = fetch.poll_unpin(&mut Context::from_waker(Waker::noop())) {
+            self.end(outcome);
+        }
+    }
+
+    /// Record how it ended (the first report wins) and wake every waiter.
+    fn end(&self, outcome: Outcome) {
+        let mut slot = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_none() {
+            *slot = Some(outcome);
+        }
+        drop(slot);
+        self.ended.notify_waiters();
+    }
+
+    fn ended(&self) -> Option<Outcome> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 }
 
-/// Wait for `flight`, giving it up if it stalls (when this waiter has timers to notice).
-pub(super) async fn wait(flight: &Flight, cache: &Arc<Inner>, here: Option<&Runtime>) -> Outcome {
+/// Wait for `flight` from runtime `here`, driving it where [`Flight::drivable_from`] allows,
+/// and giving it up if it stalls.
+pub(super) async fn wait(flight: &Flight, cache: &Arc<Inner>, here: Option<Id>) -> Outcome {
+    let drives = flight.drivable_from(here);
+    if flight.home.is_none() {
+        // Its clock starts when someone first depends on it: a refresh started without a
+        // runtime was only polled once, and nobody drove it since.
+        let deadline = coarse_now().saturating_add(flight.timeout);
+        flight.deadline.fetch_min(deadline, Ordering::Relaxed);
+    }
     let mut fetch = flight.fetch.clone();
-    let Some(here) = here.filter(|runtime| runtime.timers) else {
-        return fetch.await;
-    };
     loop {
-        let tick = pin!(tokio::time::sleep(BEAT));
-        match future::select(&mut fetch, tick).await {
-            Either::Left((outcome, _)) => return outcome,
-            Either::Right(_) => {
-                if let Some(stall) = flight.stall(Some(here.id)) {
-                    cache.give_up(flight, stall);
+        let mut ended = pin!(flight.ended.notified());
+        ended.as_mut().enable();
+        if let Some(outcome) = flight.ended() {
+            return outcome;
+        }
+        let tick = Delay::new(BEAT);
+        let woken = if drives {
+            match future::select(&mut fetch, future::select(ended, tick)).await {
+                Either::Left((outcome, _)) => {
+                    flight.end(outcome.clone());
+                    return outcome;
                 }
+                Either::Right((woken, _)) => woken,
+            }
+        } else {
+            future::select(ended, tick).await
+        };
+        if let Either::Right(_) = woken {
+            if let Some(stall) = flight.stall(here) {
+                cache.give_up(flight, stall);
             }
         }
     }
 }
 
-/// Start `flight`'s driver on `runtime`.
+/// Start `flight`'s driver on `runtime`, its home.
 pub(super) fn spawn_driver(runtime: &Runtime, flight: Arc<Flight>, cache: Weak<Inner>) {
-    let timers = runtime.timers;
     // Spawned tasks are dropped at once on a runtime that is shutting down; the guard in
     // `drive` then gives the flight up, so this cannot leave a flight nobody drives.
-    drop(runtime.handle.spawn(drive(flight, cache, timers)));
+    drop(runtime.handle.spawn(drive(flight, cache)));
 }
 
-async fn drive(flight: Arc<Flight>, cache: Weak<Inner>, timers: bool) {
+async fn drive(flight: Arc<Flight>, cache: Weak<Inner>) {
     let mut guard = GiveUpOnDrop {
         flight: flight.clone(),
         cache,
         armed: true,
     };
     let mut fetch = flight.fetch.clone();
-    if !timers {
-        fetch.await;
-        guard.armed = false;
-        return;
-    }
     loop {
-        let tick = pin!(tokio::time::sleep(BEAT));
-        if let Either::Left(_) = future::select(&mut fetch, tick).await {
+        if let Either::Left((outcome, _)) = future::select(&mut fetch, Delay::new(BEAT)).await {
+            flight.end(outcome);
             break;
         }
         flight.beat.store(coarse_now(), Ordering::Relaxed);
@@ -210,6 +265,79 @@ impl Drop for GiveUpOnDrop {
             None => self.flight.abort(),
         }
     }
+}
+
+thread_local! {
+    /// The slot of the cache whose source this thread is polling, if any.
+    static FETCHING: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Whether this thread is inside the source of the cache in `slot`: that source asked its own
+/// cache for a token, and would wait for itself.
+pub(super) fn fetching_for(slot: usize) -> bool {
+    FETCHING.with(Cell::get) == Some(slot)
+}
+
+/// A source's future with every panic it can raise (in a poll or in its drop) turned into an
+/// error, so that none reaches `Shared` (which would re-raise it in every waiter).
+struct Contained<'a> {
+    slot: usize,
+    future: Option<TokenFuture<'a>>,
+}
+
+impl<'a> Contained<'a> {
+    fn new(slot: usize, future: TokenFuture<'a>) -> Self {
+        Contained {
+            slot,
+            future: Some(future),
+        }
+    }
+
+    fn discard(&mut self) {
+        if let Some(future) = self.future.take() {
+            if catch_unwind(AssertUnwindSafe(|| drop(future))).is_err() {
+                report_panic("while its future was dropped");
+            }
+        }
+    }
+}
+
+impl Future for Contained<'_> {
+    type Output = Result<AccessToken, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let slot = self.slot;
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(Err(Error::panicked()));
+        };
+        let outer = FETCHING.with(|fetching| fetching.replace(Some(slot)));
+        let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        FETCHING.with(|fetching| fetching.set(outer));
+        let result = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => result,
+            Err(_panic) => {
+                report_panic("");
+                Err(Error::panicked())
+            }
+        };
+        self.discard();
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for Contained<'_> {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+fn report_panic(when: &str) {
+    tracing::error!(
+        target: "tower_oauth2::cache",
+        "the token source panicked{}{when}; treating it as a failed fetch",
+        if when.is_empty() { "" } else { " " },
+    );
 }
 
 impl std::fmt::Debug for Flight {

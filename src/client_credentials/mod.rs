@@ -144,7 +144,9 @@ impl Endpoint {
                      runtime (built with enable_all())",
                 ))
             }
-            Some(runtime) if !runtime.timers => {
+            // Built with `panic = "abort"` this cannot be found out; tokio then aborts at the
+            // first timer of a runtime without any.
+            Some(runtime) if runtime.timers() == Some(false) => {
                 return Err(Error::runtime(
                     "ClientCredentials needs a tokio runtime with timers: build it with \
                      enable_all() (or enable_io() and enable_time())",
