@@ -8,9 +8,9 @@
 //!   bounds every copy in real time, and the slow path also reads tokio's clock (so that tests
 //!   under `tokio::time::pause` expire tokens by advancing time). A *watcher* task, when there
 //!   is a runtime with timers, only makes paused-time deadlines visible to the fast path early.
-//! - Fetches run as *flights* ([`flight`]): one at a time, shared by every waiter, driven by
-//!   whoever waits (on any runtime or none), contained against panics, and forgotten when
-//!   their runtime goes away.
+//! - Fetches run as *flights* ([`flight`]): one at a time, shared by every waiter, driven on the
+//!   runtime that started them (or by whoever waits, if none did), contained against panics,
+//!   and forgotten when their runtime goes away or stops being driven.
 //! - A refresh ahead is started by the first caller past the refresh point, which keeps using
 //!   the current token; a token nobody uses is never refreshed.
 //! - Failed fetches set a backoff deadline; until then, callers with no valid token get the
