@@ -189,6 +189,15 @@ impl Entry {
     }
 }
 
+/// Why a caller asks for a flight.
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// It has no usable token.
+    Token,
+    /// Its token is due for a refresh.
+    Refresh,
+}
+
 /// Slow-path bookkeeping. Never touched on the fast path.
 #[derive(Default)]
 struct Control {
@@ -314,7 +323,9 @@ impl TokenCache {
                     Freshness::Expired => {}
                 }
             }
-            let flight = self.inner.flight(here.as_ref())?;
+            let Some(flight) = self.inner.flight(here.as_ref(), Purpose::Token)? else {
+                continue;
+            };
             let outcome = flight::wait(&flight, &self.inner, here.as_ref().map(|r| r.id)).await;
             match outcome {
                 // A waiter polled long after the flight ended (a stalled executor) may find its
@@ -367,13 +378,18 @@ impl Inner {
     }
 
     /// The running flight, or a new one (with its driver spawned on `here`); the last error
-    /// while a backoff step is in progress.
-    fn flight(self: &Arc<Self>, here: Option<&Runtime>) -> Result<Arc<Flight>, Error> {
+    /// while a backoff step is in progress; or nothing, when the token the caller looked at
+    /// before taking the lock has been replaced by one that serves `purpose`.
+    fn flight(
+        self: &Arc<Self>,
+        here: Option<&Runtime>,
+        purpose: Purpose,
+    ) -> Result<Option<Arc<Flight>>, Error> {
         let mut control = self.control();
         let mut stalled = None;
         if let Some(flight) = &control.flight {
             match flight.stall(here.map(|runtime| runtime.id)) {
-                None => return Ok(flight.clone()),
+                None => return Ok(Some(flight.clone())),
                 Some(stall) => {
                     stalled = control.flight.take();
                     if stall == Stall::TimedOut {
@@ -384,6 +400,20 @@ impl Inner {
                     }
                 }
             }
+        }
+        // Tokens are installed under this lock: what is current now is what a new flight would
+        // replace, and it may have been installed since the caller looked.
+        let freshness = self.current.load().as_ref().map(|entry| entry.freshness());
+        let served = match purpose {
+            Purpose::Token => matches!(freshness, Some(Freshness::Fresh | Freshness::Due)),
+            Purpose::Refresh => matches!(freshness, Some(Freshness::Fresh)),
+        };
+        if served {
+            drop(control);
+            if let Some(stalled) = stalled {
+                stalled.abort();
+            }
+            return Ok(None);
         }
         let backing_off = control
             .retry_at
@@ -403,7 +433,7 @@ impl Inner {
                     here,
                 );
                 control.flight = Some(flight.clone());
-                Ok(flight)
+                Ok(Some(flight))
             }
         };
         // Outside the lock: aborting wakes tasks, and a runtime that is shutting down drops a
@@ -412,7 +442,7 @@ impl Inner {
         if let Some(stalled) = stalled {
             stalled.abort();
         }
-        if let (Ok(flight), Some(runtime)) = (&launched, here) {
+        if let (Ok(Some(flight)), Some(runtime)) = (&launched, here) {
             flight::spawn_driver(runtime, flight.clone(), Arc::downgrade(self));
         }
         launched
@@ -420,7 +450,7 @@ impl Inner {
 
     /// Start a refresh nobody waits for, unless one is running or backing off.
     fn start_refresh(self: &Arc<Self>, here: Option<&Runtime>) {
-        if let Ok(flight) = self.flight(here) {
+        if let Ok(Some(flight)) = self.flight(here, Purpose::Refresh) {
             if flight.drivable_from(here.map(|runtime| runtime.id)) {
                 flight.poll_once();
             }

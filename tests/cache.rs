@@ -13,7 +13,10 @@ use support::{json, raw, TokenServer};
 use tokio::sync::{mpsc, Barrier, Notify};
 use tokio::time::Instant;
 use tower::{service_fn, Service, ServiceExt};
-use tower_oauth2::{BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind, TokenSource};
+use tower_oauth2::{
+    from_fn, AccessToken, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind, TokenCache,
+    TokenSource,
+};
 
 fn credentials(server: &TokenServer) -> ClientCredentials {
     credentials_with(server, CachePolicy::default())
@@ -299,6 +302,50 @@ async fn a_hundred_concurrent_rejections_cause_one_refetch() {
     assert_eq!(next.status(), StatusCode::OK);
     assert_eq!(next.body(), "token-2");
     assert_eq!(server.hits(), 2);
+}
+
+/// Callers that found no token while a fetch was finishing must not start a second one: the
+/// cache re-checks for a token under the lock before it launches a fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_rejections_costs_one_fetch_per_invalidation_interval() {
+    const INTERVAL: Duration = Duration::from_millis(200);
+    const STORM: Duration = Duration::from_millis(2100);
+    // A source that answers at once gives the widest window for the race.
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counter = fetches.clone();
+    let source = TokenCache::with_policy(
+        from_fn(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                Ok(AccessToken::new(format!("token-{n}")).with_lifetime(Duration::from_secs(3600)))
+            }
+        }),
+        CachePolicy::default().invalidation_interval(INTERVAL),
+    );
+    let rejecting = service_fn(|request: Request<()>| async move {
+        let mut response = Response::new(bearer_of(&request));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let service = BearerAuthLayer::new(source).layer_service(rejecting);
+    let end = Instant::now() + STORM;
+    let callers: Vec<_> = (0..64)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    let _ = service.clone().oneshot(Request::new(())).await;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    // The first token, then one per interval: at most 1 + 2100 / 200 + 1.
+    let fetches = fetches.load(Ordering::SeqCst);
+    assert!((3..=12).contains(&fetches), "{fetches} fetches");
 }
 
 #[tokio::test]
