@@ -6,8 +6,9 @@
 //!   request costs an atomic load, a coarse clock read and a thread-local lookup.
 //! - Whether a token may still be sent is decided by clocks, never by a task: the coarse clock
 //!   bounds every copy in real time, and the slow path also reads tokio's clock (so that tests
-//!   under `tokio::time::pause` expire tokens by advancing time). A *watcher* task, when there
-//!   is a runtime with timers, only makes paused-time deadlines visible to the fast path early.
+//!   under `tokio::time::pause` expire tokens by advancing time). A token fetched while tokio's
+//!   clock was paused skips the per-thread copies: every use asks the slow path. The cache
+//!   sets no tokio timer at all, so it never advances a paused clock.
 //! - Fetches run as *flights* ([`flight`]): one at a time, shared by every waiter, driven on the
 //!   runtime that started them (or by whoever waits, if none did), contained against panics,
 //!   and forgotten when their runtime goes away or stops being driven.
@@ -19,13 +20,12 @@
 mod flight;
 mod thread_copies;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
-use tokio::task::AbortHandle;
 use zeroize::Zeroizing;
 
 use crate::clock::{coarse_deadline, coarse_now, ticks, Runtime, Ticks};
@@ -153,9 +153,9 @@ pub(crate) struct Entry {
     /// The same two deadlines on the coarse clock, which no pause stops.
     fresh_until: Ticks,
     usable_until: Ticks,
-    /// Set by the watcher when tokio's clock passes a deadline.
-    due: AtomicBool,
-    expired: AtomicBool,
+    /// Fetched while tokio's clock did not follow real time (`tokio::time::pause`): the fast
+    /// path cannot see that clock, so every use of this entry asks the slow path.
+    virtual_clock: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,15 +173,9 @@ impl Entry {
 
     fn freshness_at(&self, coarse: Ticks, now: Instant) -> Freshness {
         let past = |at: Option<Instant>| at.is_some_and(|at| now >= at);
-        if self.expired.load(Ordering::Acquire)
-            || coarse >= self.usable_until
-            || past(self.expires_at)
-        {
+        if coarse >= self.usable_until || past(self.expires_at) {
             Freshness::Expired
-        } else if self.due.load(Ordering::Acquire)
-            || coarse >= self.fresh_until
-            || past(self.refresh_at)
-        {
+        } else if coarse >= self.fresh_until || past(self.refresh_at) {
             Freshness::Due
         } else {
             Freshness::Fresh
@@ -207,7 +201,6 @@ struct Control {
     retry_at: Option<Instant>,
     last_error: Option<Error>,
     last_invalidation: Option<Instant>,
-    watcher: Option<AbortHandle>,
 }
 
 impl TokenCache {
@@ -290,6 +283,13 @@ impl TokenCache {
                     .min(coarse.saturating_add(ticks(DUE_RECHECK)))
             }
             Freshness::Expired => return None,
+        };
+        // Deadlines on a paused clock pass when the test advances it, which no coarse
+        // deadline can foresee.
+        let check_at = if entry.virtual_clock {
+            coarse
+        } else {
+            check_at
         };
         let header = thread_copies::keep(
             self.inner.slot,
@@ -487,7 +487,7 @@ impl Inner {
             return Outcome::Abandoned;
         }
         let finished = control.flight.take();
-        let outcome = match result.and_then(|token| self.install(&mut control, token)) {
+        let outcome = match result.and_then(|token| self.install(token)) {
             Ok(entry) => {
                 control.failures = 0;
                 control.retry_at = None;
@@ -521,14 +521,6 @@ impl Inner {
             .policy
             .backoff_delay(control.failures, error.retry_after());
         control.retry_at = Some(far_as_possible(now(), delay));
-        // Threads serving a still-valid token re-ask only every `DUE_RECHECK` of real time;
-        // under paused time that may be never. Tell them when the next attempt may start.
-        if let (Some(runtime), Some(retry_at)) = (Runtime::with_timers(), control.retry_at) {
-            drop(runtime.handle.spawn(async move {
-                tokio::time::sleep_until(retry_at.into()).await;
-                thread_copies::bump();
-            }));
-        }
         tracing::warn!(
             target: "tower_oauth2::cache",
             outcome = "error",
@@ -541,10 +533,11 @@ impl Inner {
         control.last_error = Some(error);
     }
 
-    /// Make `token` the cached one and start its watcher.
-    fn install(&self, control: &mut Control, token: AccessToken) -> Result<Arc<Entry>, Error> {
+    /// Make `token` the cached one.
+    fn install(&self, token: AccessToken) -> Result<Arc<Entry>, Error> {
         let header = bearer_header(&token)?;
         let fetched_at = now();
+        let virtual_clock = runs_on_a_virtual_clock(fetched_at);
         let coarse = coarse_now();
         let plan = self.policy.plan(fetched_at, token.expires_at());
         let entry = Arc::new(Entry {
@@ -555,18 +548,10 @@ impl Inner {
             expires_at: plan.expires_in.and_then(|d| fetched_at.checked_add(d)),
             fresh_until: coarse_deadline(coarse, plan.refresh_in),
             usable_until: coarse_deadline(coarse, plan.expires_in),
-            due: AtomicBool::new(false),
-            expired: AtomicBool::new(false),
+            virtual_clock,
         });
         self.current.store(Some(entry.clone()));
         thread_copies::bump();
-        if let Some(previous) = control.watcher.take() {
-            previous.abort();
-        }
-        if let (Some(runtime), Some(_)) = (Runtime::with_timers(), entry.expires_at) {
-            let watcher = runtime.handle.spawn(watch(Arc::downgrade(&entry)));
-            control.watcher = Some(watcher.abort_handle());
-        }
         Ok(entry)
     }
 
@@ -622,36 +607,19 @@ impl Drop for Inner {
             .control
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(watcher) = control.watcher.take() {
-            watcher.abort();
-        }
         if let Some(flight) = control.flight.take() {
             flight.abort();
         }
     }
 }
 
-/// Make `entry`'s deadlines on tokio's clock visible to the fast path as they pass. Only an
-/// accelerator for paused time: the coarse clock already bounds every use in real time.
-async fn watch(entry: Weak<Entry>) {
-    let deadlines = entry
-        .upgrade()
-        .map(|entry| (entry.refresh_at, entry.expires_at));
-    let Some((refresh_at, expires_at)) = deadlines else {
-        return;
-    };
-    if let Some(at) = refresh_at {
-        tokio::time::sleep_until(at.into()).await;
-        let Some(entry) = entry.upgrade() else { return };
-        entry.due.store(true, Ordering::Release);
-        thread_copies::bump();
-    }
-    if let Some(at) = expires_at {
-        tokio::time::sleep_until(at.into()).await;
-        let Some(entry) = entry.upgrade() else { return };
-        entry.expired.store(true, Ordering::Release);
-        thread_copies::bump();
-    }
+/// Whether tokio's clock, read as `tokio_now`, is not following real time: it was paused (and
+/// maybe advanced) by a test. Read back to back, the two clocks of a real runtime differ by
+/// nanoseconds; a paused clock lags by at least the time the fetch took, or leads once advanced.
+fn runs_on_a_virtual_clock(tokio_now: Instant) -> bool {
+    const APART: Duration = Duration::from_micros(5);
+    let real = Instant::now();
+    tokio_now > real || real.duration_since(tokio_now) > APART
 }
 
 /// `from + delay`, or the farthest instant that can be represented: a backoff too long to

@@ -5,7 +5,8 @@
 //!
 //! - **tokio's** ([`crate::token::now`]) plans a token's life on the slow path. Under
 //!   `tokio::time::pause` it is the test's virtual clock, so tests and users' tests can expire
-//!   tokens by advancing time.
+//!   tokens by advancing time (a token fetched on a paused clock is checked on the slow path at
+//!   every use, since the fast path cannot read that clock).
 //! - **the coarse clock** (`CLOCK_MONOTONIC_COARSE` on Linux, a few nanoseconds) bounds every
 //!   use of a token on the fast path in real time. It depends on no task and no runtime, so no
 //!   dropped, idle or absent runtime can make the cache send an expired token.
@@ -68,12 +69,6 @@ impl Runtime {
     /// Whether it has a time driver: `None` when that cannot be found out (see [`has_timers`]).
     pub(crate) fn timers(&self) -> Option<bool> {
         has_timers(self.id)
-    }
-
-    /// The caller's runtime, if it is known to have timers. What needs this is only ever an
-    /// accelerator, so "unknown" counts as "no".
-    pub(crate) fn with_timers() -> Option<Runtime> {
-        Self::current().filter(|runtime| runtime.timers() == Some(true))
     }
 }
 

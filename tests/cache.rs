@@ -348,6 +348,45 @@ async fn a_storm_of_rejections_costs_one_fetch_per_invalidation_interval() {
     assert!((3..=12).contains(&fetches), "{fetches} fetches");
 }
 
+/// The cache sets no tokio timer: a paused runtime waiting for something outside it does not
+/// auto-advance to a token's refresh point or expiry.
+#[tokio::test(start_paused = true)]
+async fn waiting_on_the_real_world_while_paused_does_not_expire_a_cached_token() {
+    let server = TokenServer::issuing(3600).await;
+    let credentials = credentials(&server);
+    let service = BearerAuthLayer::new(credentials).layer_service(echo());
+    service.clone().oneshot(Request::new(())).await.unwrap();
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = answer.send(());
+    });
+    let waited = Instant::now();
+    answered.await.unwrap();
+    assert!(
+        waited.elapsed() < Duration::from_secs(1),
+        "the paused clock ran {:?} while waiting 100 ms for another thread",
+        waited.elapsed()
+    );
+    let response = service.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(response.body(), "token-1");
+    assert_eq!(server.hits(), 1);
+}
+
+/// Under a paused clock, advancing it expires a token, on the fast path too.
+#[tokio::test(start_paused = true)]
+async fn advancing_a_paused_clock_past_expiry_fetches_a_new_token() {
+    let server = TokenServer::issuing(3600).await;
+    let service = BearerAuthLayer::new(credentials(&server)).layer_service(echo());
+    for _ in 0..3 {
+        let response = service.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.body(), "token-1");
+    }
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let response = service.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(response.body(), "token-2");
+}
+
 #[tokio::test]
 async fn a_caller_cancelled_mid_fetch_breaks_neither_the_fetch_nor_other_callers() {
     let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
