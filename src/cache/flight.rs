@@ -8,10 +8,12 @@
 //! - Every clock here is real time, from a helper thread ([`futures_timer`]), never a tokio
 //!   timer: a waiter with no runtime or a runtime without timers can still give a flight up,
 //!   and nothing here advances a paused test clock.
-//! - The driver beats while its runtime runs it. A waiter elsewhere gives the flight up when
-//!   the beat stops for [`ORPHANED_AFTER`] (the home runtime is idle), and the driver's drop
-//!   gives it up at once (the home runtime shut down). The fetch timeout is enforced the same
-//!   way. A flight given up is forgotten; the next caller starts another.
+//! - The driver beats while its runtime runs it, and every poll of the source counts as a beat
+//!   (a source blocking its thread inside a poll is busy, not idle). A waiter elsewhere gives
+//!   the flight up when the beat stops for [`ORPHANED_AFTER`] (the home runtime is idle), and
+//!   the driver's drop gives it up at once (the home runtime shut down). The fetch timeout is
+//!   enforced the same way; for a flight without a home it runs only while someone waits. A
+//!   flight given up is forgotten; the next caller starts another.
 //! - A panic in the source, whether in `token()`, a poll, or its future's drop, becomes an
 //!   error inside the flight. A source that asks its own cache for a token while it fetches
 //!   gets an error instead of waiting for itself.
@@ -20,7 +22,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -56,12 +58,30 @@ pub(super) struct Flight {
     abort: AbortHandle,
     /// The runtime whose driver task polls the source, if any.
     home: Option<Id>,
-    beat: AtomicU64,
-    /// When it times out; [`NEVER`] for a flight without a home until someone waits for it.
-    deadline: AtomicU64,
+    activity: Arc<Activity>,
+    deadline: Mutex<Deadline>,
     timeout: Ticks,
     outcome: Mutex<Option<Outcome>>,
     ended: Notify,
+}
+
+/// Signs that a flight's home is still working on it.
+struct Activity {
+    /// Last time the driver ran or a poll of the source returned.
+    beat: AtomicU64,
+    /// How many threads are inside a poll of the source right now. A source that blocks its
+    /// thread (synchronous IO, a slow key operation) keeps its home from beating, but is not
+    /// an idle runtime.
+    polling: AtomicUsize,
+}
+
+/// When a flight times out.
+struct Deadline {
+    at: Ticks,
+    /// Callers waiting for a flight without a home. Such a flight only advances while someone
+    /// waits and drives it, so its clock runs only then: a caller that gave up waiting (its task
+    /// was cancelled) must not leave a timeout behind for the endpoint to be blamed for.
+    waiters: usize,
 }
 
 /// Why a flight should be given up.
@@ -85,7 +105,8 @@ impl Flight {
         home: Option<&Runtime>,
     ) -> Arc<Flight> {
         let fetch = async move {
-            let result = match catch_unwind(AssertUnwindSafe(|| source.token())) {
+            let started = as_fetching(slot, || catch_unwind(AssertUnwindSafe(|| source.token())));
+            let result = match started {
                 Ok(future) => Contained::new(slot, future).await,
                 Err(_panic) => {
                     report_panic("");
@@ -97,22 +118,32 @@ impl Flight {
                 None => Outcome::Abandoned,
             }
         };
-        let (abort, registration) = AbortHandle::new_pair();
-        let fetch = Abortable::new(fetch, registration)
-            .map(|outcome| outcome.unwrap_or(Outcome::Abandoned))
-            .boxed()
-            .shared();
         let now = coarse_now();
+        let activity = Arc::new(Activity {
+            beat: AtomicU64::new(now),
+            polling: AtomicUsize::new(0),
+        });
+        let (abort, registration) = AbortHandle::new_pair();
+        let fetch = Watched {
+            activity: activity.clone(),
+            future: Abortable::new(fetch, registration).boxed(),
+        }
+        .map(|outcome| outcome.unwrap_or(Outcome::Abandoned))
+        .boxed()
+        .shared();
         let timeout = ticks(timeout);
         Arc::new(Flight {
             id,
             fetch,
             abort,
             home: home.map(|runtime| runtime.id),
-            beat: AtomicU64::new(now),
-            deadline: AtomicU64::new(match home {
-                Some(_) => now.saturating_add(timeout),
-                None => NEVER,
+            activity,
+            deadline: Mutex::new(Deadline {
+                at: match home {
+                    Some(_) => now.saturating_add(timeout),
+                    None => NEVER,
+                },
+                waiters: 0,
             }),
             timeout,
             outcome: Mutex::new(None),
@@ -123,16 +154,31 @@ impl Flight {
     /// Whether this flight should be given up, as seen from runtime `here`.
     pub(super) fn stall(&self, here: Option<Id>) -> Option<Stall> {
         let now = coarse_now();
-        if now >= self.deadline.load(Ordering::Relaxed) {
+        if now >= lock(&self.deadline).at {
             return Some(Stall::TimedOut);
         }
-        let silent = now.saturating_sub(self.beat.load(Ordering::Relaxed));
+        let silent = now.saturating_sub(self.activity.beat.load(Ordering::Relaxed));
+        let polled = self.activity.polling.load(Ordering::Relaxed) > 0;
         match self.home {
-            Some(home) if Some(home) != here && silent > ticks(ORPHANED_AFTER) => {
+            Some(home) if Some(home) != here && silent > ticks(ORPHANED_AFTER) && !polled => {
                 Some(Stall::Orphaned)
             }
             _ => None,
         }
+    }
+
+    /// Count a caller waiting for a flight without a home, starting its clock if it is the
+    /// first; the clock stops when the last one leaves.
+    fn waiting(&self) -> Option<Waiting<'_>> {
+        if self.home.is_some() {
+            return None;
+        }
+        let mut deadline = lock(&self.deadline);
+        if deadline.waiters == 0 {
+            deadline.at = coarse_now().saturating_add(self.timeout);
+        }
+        deadline.waiters += 1;
+        Some(Waiting(self))
     }
 
     /// Whether a caller on runtime `here` may poll the source itself: it has no home, or this
@@ -158,10 +204,7 @@ impl Flight {
 
     /// Record how it ended (the first report wins) and wake every waiter.
     fn end(&self, outcome: Outcome) {
-        let mut slot = self
-            .outcome
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = lock(&self.outcome);
         if slot.is_none() {
             *slot = Some(outcome);
         }
@@ -170,10 +213,60 @@ impl Flight {
     }
 
     fn ended(&self) -> Option<Outcome> {
-        self.outcome
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        lock(&self.outcome).clone()
+    }
+}
+
+/// One caller counted by [`Flight::waiting`].
+struct Waiting<'a>(&'a Flight);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut deadline = lock(&self.0.deadline);
+        deadline.waiters -= 1;
+        if deadline.waiters == 0 {
+            deadline.at = NEVER;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while these locks are held; the data is plain values either way.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The fetch, recording in its [`Activity`] when it is being polled.
+struct Watched<F> {
+    activity: Arc<Activity>,
+    future: F,
+}
+
+impl<F: Future + Unpin> Future for Watched<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let _polling = Polling::enter(&this.activity);
+        this.future.poll_unpin(cx)
+    }
+}
+
+/// Marks the source as being polled; leaving (even by unwinding) counts as a beat.
+struct Polling<'a>(&'a Activity);
+
+impl<'a> Polling<'a> {
+    fn enter(activity: &'a Activity) -> Self {
+        activity.polling.fetch_add(1, Ordering::Relaxed);
+        Polling(activity)
+    }
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        self.0.beat.store(coarse_now(), Ordering::Relaxed);
+        self.0.polling.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -181,12 +274,8 @@ impl Flight {
 /// and giving it up if it stalls.
 pub(super) async fn wait(flight: &Flight, cache: &Arc<Inner>, here: Option<Id>) -> Outcome {
     let drives = flight.drivable_from(here);
-    if flight.home.is_none() {
-        // Its clock starts when someone first depends on it: a refresh started without a
-        // runtime was only polled once, and nobody drove it since.
-        let deadline = coarse_now().saturating_add(flight.timeout);
-        flight.deadline.fetch_min(deadline, Ordering::Relaxed);
-    }
+    // A refresh started without a runtime was only polled once, and nobody drove it since.
+    let _waiting = flight.waiting();
     let mut fetch = flight.fetch.clone();
     loop {
         let mut ended = pin!(flight.ended.notified());
@@ -233,7 +322,7 @@ async fn drive(flight: Arc<Flight>, cache: Weak<Inner>) {
             flight.end(outcome);
             break;
         }
-        flight.beat.store(coarse_now(), Ordering::Relaxed);
+        flight.activity.beat.store(coarse_now(), Ordering::Relaxed);
         let Some(cache) = guard.cache.upgrade() else {
             // Nobody can use the result any more.
             flight.abort();
@@ -278,6 +367,15 @@ pub(super) fn fetching_for(slot: usize) -> bool {
     FETCHING.with(Cell::get) == Some(slot)
 }
 
+/// Run `inside` (which calls into the source of the cache in `slot`) marked as such, for
+/// [`fetching_for`]. `inside` must not unwind: callers catch panics within it.
+fn as_fetching<T>(slot: usize, inside: impl FnOnce() -> T) -> T {
+    let outer = FETCHING.with(|fetching| fetching.replace(Some(slot)));
+    let result = inside();
+    FETCHING.with(|fetching| fetching.set(outer));
+    result
+}
+
 /// A source's future with every panic it can raise (in a poll or in its drop) turned into an
 /// error, so that none reaches `Shared` (which would re-raise it in every waiter).
 struct Contained<'a> {
@@ -310,9 +408,9 @@ impl Future for Contained<'_> {
         let Some(future) = self.future.as_mut() else {
             return Poll::Ready(Err(Error::panicked()));
         };
-        let outer = FETCHING.with(|fetching| fetching.replace(Some(slot)));
-        let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
-        FETCHING.with(|fetching| fetching.set(outer));
+        let polled = as_fetching(slot, || {
+            catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)))
+        });
         let result = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(result)) => result,
