@@ -103,7 +103,12 @@ struct Inner {
     excerpt: Option<String>,
     retry_after: Option<Duration>,
     transient: bool,
-    source: Option<BoxError>,
+    /// Shared, so that the gRPC status in the chain can point at it too.
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+    /// This error as a gRPC status, made on first use: tonic looks for a `Status` in the source
+    /// chain of a layer's error, and uses its code instead of `Unknown`.
+    #[cfg(feature = "tonic")]
+    grpc_status: std::sync::OnceLock<tonic::Status>,
 }
 
 impl Error {
@@ -142,6 +147,8 @@ impl Error {
             retry_after: None,
             transient: matches!(kind, ErrorKind::Transport | ErrorKind::Timeout),
             source: None,
+            #[cfg(feature = "tonic")]
+            grpc_status: std::sync::OnceLock::new(),
         }
     }
 
@@ -173,7 +180,7 @@ impl Error {
         let mut inner = Self::build(ErrorKind::Transport, message.into());
         // Retrying does not make a certificate trusted.
         inner.transient = !untrusted;
-        inner.source = Some(source);
+        inner.source = Some(source.into());
         Self::from_inner(inner)
     }
 
@@ -222,8 +229,16 @@ impl Error {
     pub fn custom(transient: bool, source: impl Into<BoxError>) -> Self {
         let mut inner = Self::build(ErrorKind::Other, "the token source failed".into());
         inner.transient = transient;
-        inner.source = Some(source.into());
+        inner.source = Some(source.into().into());
         Self::from_inner(inner)
+    }
+
+    /// The cause, shareable with a gRPC status.
+    #[cfg(feature = "tonic")]
+    pub(crate) fn shared_cause(
+        &self,
+    ) -> Option<Arc<dyn std::error::Error + Send + Sync + 'static>> {
+        self.inner.source.clone()
     }
 
     /// What went wrong, broadly.
@@ -344,7 +359,20 @@ fn is_certificate_error(_: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 impl std::error::Error for Error {
+    /// The cause. With the `tonic` feature, the chain first passes through this error as a
+    /// [`tonic::Status`] (whose source is the cause), so that a tonic client reports the
+    /// status code of [`From<Error> for tonic::Status`](#impl-From<Error>-for-Status) instead
+    /// of `Unknown`.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        #[cfg(feature = "tonic")]
+        {
+            let status = self
+                .inner
+                .grpc_status
+                .get_or_init(|| crate::grpc::status_of(self, self.shared_cause()));
+            Some(status)
+        }
+        #[cfg(not(feature = "tonic"))]
         self.inner
             .source
             .as_deref()

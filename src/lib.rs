@@ -33,7 +33,8 @@
 //! # Features
 //!
 //! - `rustls` (default): the built-in token-endpoint client speaks HTTPS with rustls.
-//! - `tonic`: `From<Error> for tonic::Status` and [`grpc_status`].
+//! - `tonic`: token failures reach tonic callers with a gRPC code (`UNAUTHENTICATED`,
+//!   `UNAVAILABLE`); `From<Error> for tonic::Status` and [`grpc_status`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 

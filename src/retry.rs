@@ -14,7 +14,14 @@ use crate::future::rejects_token;
 /// [`BearerAuth`](crate::BearerAuth) has already dropped the rejected token by then, so the
 /// replay carries a fresh one. Only requests whose body is `Clone` can be replayed; streaming
 /// bodies cannot, and this policy never tries. Requests that carried their own `Authorization`
-/// header are not replayed. Put the retry layer *outside* the bearer layer:
+/// header are not replayed.
+///
+/// **Not for tonic channels**: tonic's request bodies are streams (`tonic::body::Body` is not
+/// `Clone`), so a tonic request cannot be replayed by a tower retry layer. It does not need
+/// one to recover: when a call fails with `UNAUTHENTICATED`, the layer has already dropped the
+/// rejected token, so calling again (once) from your code carries a fresh one.
+///
+/// Put the retry layer *outside* the bearer layer:
 ///
 /// ```
 /// use bytes::Bytes;

@@ -263,6 +263,11 @@ mod grpc_status {
         .await;
         let status = failed_call(&tokens).await;
 
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            status.message().contains("token endpoint"),
+            "says where it came from: {status:?}"
+        );
         let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
         assert_eq!(mapped.code(), Code::Unavailable, "{mapped:?}");
         assert!(token_error(&status).unwrap().is_transient());
@@ -279,6 +284,16 @@ mod grpc_status {
         .await;
         let status = failed_call(&tokens).await;
 
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(
+            status.message().contains("token endpoint")
+                && status.message().contains("invalid_client"),
+            "says where it came from and why: {status:?}"
+        );
+        assert!(
+            !status.message().contains("s3cr3t-value"),
+            "no secret in {status:?}"
+        );
         let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
         assert_eq!(mapped.code(), Code::Unauthenticated, "{mapped:?}");
         assert!(
@@ -304,6 +319,7 @@ mod grpc_status {
         let mut client = client(grpc, credentials);
 
         let status = check(&mut client).await.expect_err("no token, no call");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert_eq!(token_error(&status).unwrap().kind(), ErrorKind::Transport);
         let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
         assert_eq!(mapped.code(), Code::Unavailable, "{mapped:?}");
