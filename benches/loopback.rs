@@ -21,7 +21,7 @@ use servers::{json, Api, TokenServer};
 use support::Row;
 use tokio::runtime::Runtime;
 use tower::{Layer, ServiceExt};
-use tower_oauth2::{BearerAuthLayer, ClientCredentials, TokenSource};
+use tower_oauth2::{BearerAuthLayer, ClientCredentials};
 
 /// What a real identity provider takes to issue a token; on loopback it would otherwise be
 /// ~0.2 ms, and the comparison would measure task spawning rather than the fetch.

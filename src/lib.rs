@@ -33,6 +33,8 @@
 //! # Features
 //!
 //! - `rustls` (default): the built-in token-endpoint client speaks HTTPS with rustls.
+//! - `reqwest`: [`BearerAuthMiddleware`], the same for `reqwest` clients through
+//!   `reqwest-middleware`.
 //! - `tonic`: token failures reach tonic callers with a gRPC code (`UNAUTHENTICATED`,
 //!   `UNAVAILABLE`); `From<Error> for tonic::Status` and [`grpc_status`].
 #![forbid(unsafe_code)]
@@ -46,6 +48,8 @@ mod future;
 #[cfg(feature = "tonic")]
 mod grpc;
 mod layer;
+#[cfg(feature = "reqwest")]
+mod middleware;
 mod policy;
 mod retry;
 mod source;
@@ -59,6 +63,8 @@ pub use future::ResponseFuture;
 #[cfg(feature = "tonic")]
 pub use grpc::grpc_status;
 pub use layer::{BearerAuth, BearerAuthLayer};
+#[cfg(feature = "reqwest")]
+pub use middleware::BearerAuthMiddleware;
 pub use policy::CachePolicy;
 pub use retry::RetryOnUnauthorized;
 pub use source::{from_fn, FnSource, StaticToken, TokenFuture, TokenSource};

@@ -13,7 +13,6 @@ use serde_json::json as j;
 use support::{json, raw, Body, Recorded, TokenServer};
 use tower_oauth2::{
     AccessToken, AuthStyle, ClientCredentials, ClientCredentialsBuilder, Error, ErrorKind,
-    TokenSource,
 };
 
 const SECRET: &str = "Zq8!w/P+x~Kd3;v";

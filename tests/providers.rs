@@ -16,7 +16,7 @@ use http::header::{HeaderValue, ALLOW};
 use http::{Method, Response, StatusCode};
 use serde_json::json as j;
 use support::{json, raw, Body, Recorded, TokenServer};
-use tower_oauth2::{AccessToken, AuthStyle, ClientCredentials, ErrorKind, TokenSource};
+use tower_oauth2::{AccessToken, AuthStyle, ClientCredentials, ErrorKind};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -1,7 +1,7 @@
 mod support;
 
 use support::TokenServer;
-use tower_oauth2::{ClientCredentials, TokenSource};
+use tower_oauth2::ClientCredentials;
 
 #[tokio::test]
 async fn fetches_and_caches_a_token() {

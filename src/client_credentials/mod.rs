@@ -63,7 +63,36 @@ impl ClientCredentials {
         ClientCredentialsBuilder::default()
     }
 
-    /// Fetch a new token from the endpoint now, bypassing (and not updating) the cache.
+    /// A usable token: the cached one, or one fetched now (shared with every concurrent
+    /// caller) if there is none. This is what the layer sends; use it for clients the layer
+    /// cannot wrap.
+    ///
+    /// ```no_run
+    /// # async fn demo(credentials: tower_oauth2::ClientCredentials) -> Result<(), Box<dyn std::error::Error>> {
+    /// let token = credentials.token().await?;
+    /// let status = send_with(token.secret()).await;
+    /// if status == 401 {
+    ///     // The next call to `token()` fetches a new one.
+    ///     credentials.invalidate(&token);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// # async fn send_with(_: &str) -> u16 { 200 }
+    /// ```
+    pub async fn token(&self) -> Result<AccessToken, Error> {
+        self.cache.entry().await.map(|entry| entry.token.clone())
+    }
+
+    /// Drop `token` from the cache if it is still the cached one, because a server rejected
+    /// it: the next [`token`](Self::token) fetches a new one. A token that was already
+    /// replaced is ignored, so a late report cannot drop its successor.
+    pub fn invalidate(&self, token: &AccessToken) {
+        self.cache.invalidate(token);
+    }
+
+    /// **Bypasses the cache**: sends a token request to the endpoint on every call, and does
+    /// not store what it gets. For diagnostics and tests; to get a token for a request, call
+    /// [`token`](Self::token), which answers from the cache.
     pub async fn fetch(&self) -> Result<AccessToken, Error> {
         self.endpoint.fetch().await
     }

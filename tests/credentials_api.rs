@@ -1,0 +1,60 @@
+//! `ClientCredentials`'s inherent methods, for clients no layer or middleware wraps. This file
+//! deliberately does not import `TokenSource`: the methods must work without it.
+
+mod support;
+
+use support::TokenServer;
+use tower_oauth2::ClientCredentials;
+
+fn credentials(server: &TokenServer) -> ClientCredentials {
+    ClientCredentials::builder()
+        .token_url(server.url())
+        .client_id("client")
+        .client_secret("s3cr3t-value")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn token_answers_from_the_cache() {
+    let tokens = TokenServer::issuing(3600).await;
+    let credentials = credentials(&tokens);
+
+    let first = credentials.token().await.unwrap();
+    let again = credentials.clone().token().await.unwrap();
+
+    assert_eq!((first.secret(), again.secret()), ("token-1", "token-1"));
+    assert_eq!(tokens.hits(), 1);
+}
+
+#[tokio::test]
+async fn invalidate_drops_exactly_the_rejected_token() {
+    let tokens = TokenServer::issuing(3600).await;
+    let credentials = credentials(&tokens);
+    let first = credentials.token().await.unwrap();
+
+    credentials.invalidate(&first);
+    let second = credentials.token().await.unwrap();
+    assert_eq!(second.secret(), "token-2");
+
+    // A late report about the replaced token must not drop its successor.
+    credentials.invalidate(&first);
+    assert_eq!(credentials.token().await.unwrap().secret(), "token-2");
+    assert_eq!(tokens.hits(), 2);
+}
+
+#[tokio::test]
+async fn fetch_bypasses_the_cache() {
+    let tokens = TokenServer::issuing(3600).await;
+    let credentials = credentials(&tokens);
+    let cached = credentials.token().await.unwrap();
+
+    let fetched = credentials.fetch().await.unwrap();
+
+    assert_eq!((cached.secret(), fetched.secret()), ("token-1", "token-2"));
+    assert_eq!(
+        credentials.token().await.unwrap().secret(),
+        "token-1",
+        "fetch does not update the cache"
+    );
+}

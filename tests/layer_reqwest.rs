@@ -1,0 +1,223 @@
+//! `BearerAuthMiddleware` with a real reqwest client, over loopback to a real token server and
+//! a real API.
+#![cfg(feature = "reqwest")]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use http::StatusCode;
+use support::{json, Api, TokenServer};
+use tower_oauth2::{BearerAuthMiddleware, ClientCredentials, ErrorKind};
+
+fn credentials(server: &TokenServer) -> ClientCredentials {
+    ClientCredentials::builder()
+        .token_url(server.url())
+        .client_id("client")
+        .client_secret("s3cr3t-value")
+        .build()
+        .unwrap()
+}
+
+fn client(middleware: BearerAuthMiddleware) -> reqwest_middleware::ClientWithMiddleware {
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(middleware)
+        .build()
+}
+
+/// An API that rejects the tokens in its deny list.
+async fn api_denying(denied: Arc<Mutex<Vec<String>>>) -> Api {
+    Api::start(move |token| !denied.lock().unwrap().iter().any(|d| d == token)).await
+}
+
+#[tokio::test]
+async fn concurrent_requests_carry_one_token_from_one_token_request() {
+    let tokens = TokenServer::issuing(3600).await;
+    let api = Api::start(|token| token == "token-1").await;
+    let client = client(BearerAuthMiddleware::new(credentials(&tokens)));
+
+    let calls = (0..100).map(|_| {
+        let client = client.clone();
+        let url = api.url();
+        tokio::spawn(async move {
+            let response = client.get(url).send().await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert_eq!(call.unwrap(), (StatusCode::OK, "token-1".to_owned()));
+    }
+    assert_eq!(tokens.hits(), 1);
+    assert_eq!(api.served(), 100);
+}
+
+#[tokio::test]
+async fn a_401_drops_the_rejected_token_and_the_next_request_carries_a_new_one() {
+    let tokens = TokenServer::issuing(3600).await;
+    let denied = Arc::new(Mutex::new(Vec::new()));
+    let api = api_denying(denied.clone()).await;
+    let client = client(BearerAuthMiddleware::new(credentials(&tokens)));
+
+    let first = client.get(api.url()).send().await.unwrap();
+    assert_eq!(first.text().await.unwrap(), "token-1");
+    denied.lock().unwrap().push("token-1".into());
+
+    let rejected = client.get(api.url()).send().await.unwrap();
+    assert_eq!(
+        rejected.status(),
+        StatusCode::UNAUTHORIZED,
+        "no replay unless asked for"
+    );
+    let next = client.get(api.url()).send().await.unwrap();
+    assert_eq!(next.text().await.unwrap(), "token-2");
+    assert_eq!(tokens.hits(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_rejections_of_one_token_cost_one_new_token() {
+    let tokens = TokenServer::issuing(3600).await;
+    let denied = Arc::new(Mutex::new(Vec::new()));
+    let api = api_denying(denied.clone()).await;
+    let client = client(BearerAuthMiddleware::new(credentials(&tokens)).replay_once_on_401(true));
+    client.get(api.url()).send().await.unwrap();
+    denied.lock().unwrap().push("token-1".into());
+
+    let calls = (0..20).map(|_| {
+        let client = client.clone();
+        let url = api.url();
+        tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert_eq!(call.unwrap(), "token-2");
+    }
+    assert_eq!(tokens.hits(), 2, "one token request per rejected token");
+}
+
+#[tokio::test]
+async fn with_replay_a_rejected_request_is_sent_again_with_its_body_and_a_new_token() {
+    let tokens = TokenServer::issuing(3600).await;
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    let api = support::serve(move |request: http::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let auth = request.headers()[http::header::AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            seen.lock().unwrap().push((auth.clone(), body));
+            let status = if auth == "Bearer token-1" {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::CREATED
+            };
+            support::raw(status, "text/plain", "")
+        }
+    })
+    .await;
+    let client = client(BearerAuthMiddleware::new(credentials(&tokens)).replay_once_on_401(true));
+
+    let response = client
+        .post(format!("http://{api}/orders"))
+        .body("{\"item\":42}")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(
+        bodies,
+        vec![
+            ("Bearer token-1".to_owned(), "{\"item\":42}".into()),
+            ("Bearer token-2".to_owned(), "{\"item\":42}".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_replay_rejected_again_returns_the_second_401_without_a_third_send() {
+    let tokens = TokenServer::issuing(3600).await;
+    let api = Api::start(|_| false).await;
+    let client = client(BearerAuthMiddleware::new(credentials(&tokens)).replay_once_on_401(true));
+
+    let response = client.get(api.url()).send().await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(api.rejected(), 2, "the request and one replay");
+    assert_eq!(tokens.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_failing_token_endpoint_fails_the_request_with_our_error_before_it_is_sent() {
+    let tokens = TokenServer::start(|_, _| {
+        json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "error": "invalid_client" }),
+        )
+    })
+    .await;
+    let api = Api::start(|_| true).await;
+    let client = client(BearerAuthMiddleware::new(credentials(&tokens)));
+
+    let error = client.get(api.url()).send().await.unwrap_err();
+
+    let reqwest_middleware::Error::Middleware(error) = error else {
+        panic!("a middleware error, got {error:?}");
+    };
+    let ours = error
+        .downcast_ref::<tower_oauth2::Error>()
+        .expect("downcasts to tower_oauth2::Error");
+    assert_eq!(ours.kind(), ErrorKind::Rejected);
+    assert_eq!(ours.oauth_error().unwrap().code(), "invalid_client");
+    assert!(!format!("{error:?} {error}").contains("s3cr3t-value"));
+    assert_eq!(api.served() + api.rejected(), 0, "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_request_with_its_own_authorization_is_sent_as_it_is() {
+    let tokens = TokenServer::issuing(3600).await;
+    let api = Api::start(|token| token == "mine").await;
+    let client = client(BearerAuthMiddleware::new(credentials(&tokens)));
+
+    let response = client
+        .get(api.url())
+        .bearer_auth("mine")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.text().await.unwrap(), "mine");
+    assert_eq!(tokens.hits(), 0);
+}
+
+/// What the last request through [`record_sensitivity`] had as its `Authorization`.
+static AUTHORIZATION_SENSITIVE: Mutex<Option<bool>> = Mutex::new(None);
+
+fn record_sensitivity<'a>(
+    request: reqwest::Request,
+    extensions: &'a mut http::Extensions,
+    next: reqwest_middleware::Next<'a>,
+) -> futures_util::future::BoxFuture<'a, reqwest_middleware::Result<reqwest::Response>> {
+    *AUTHORIZATION_SENSITIVE.lock().unwrap() = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(|value| value.is_sensitive());
+    next.run(request, extensions)
+}
+
+#[tokio::test]
+async fn the_header_is_marked_sensitive() {
+    let tokens = TokenServer::issuing(3600).await;
+    let api = Api::start(|_| true).await;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::new(credentials(&tokens)))
+        .with(record_sensitivity)
+        .build();
+
+    client.get(api.url()).send().await.unwrap();
+
+    assert_eq!(*AUTHORIZATION_SENSITIVE.lock().unwrap(), Some(true));
+}
