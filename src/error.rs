@@ -345,7 +345,7 @@ fn causes<'a>(
     })
 }
 
-#[cfg(feature = "rustls")]
+#[cfg(feature = "rustls-no-provider")]
 fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
     matches!(
         error.downcast_ref::<rustls::Error>(),
@@ -353,7 +353,7 @@ fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
     )
 }
 
-#[cfg(not(feature = "rustls"))]
+#[cfg(not(feature = "rustls-no-provider"))]
 fn is_certificate_error(_: &(dyn std::error::Error + 'static)) -> bool {
     false
 }

@@ -32,7 +32,9 @@
 //!
 //! # Features
 //!
-//! - `rustls` (default): the built-in token-endpoint client speaks HTTPS with rustls.
+//! - `rustls` (default): the built-in token-endpoint client speaks HTTPS with rustls
+//!   (aws-lc-rs, system roots). `rustls-no-provider`, `aws-lc-rs`, `ring`, `native-roots` and
+//!   `webpki-roots` choose the parts; see the README for the matrix.
 //! - `reqwest`: [`BearerAuthMiddleware`], the same for `reqwest` clients through
 //!   `reqwest-middleware`.
 //! - `tonic`: token failures reach tonic callers with a gRPC code (`UNAUTHENTICATED`,

@@ -83,16 +83,61 @@ async fn read_limited(
     Ok(Ok(collected.freeze()))
 }
 
-/// The built-in client: hyper-util's pooled client, HTTP/1.1 and HTTP/2, rustls with the
-/// system's roots plus `extra_roots` (PEM).
-#[cfg(feature = "rustls")]
+/// The built-in client: hyper-util's client, HTTP/1.1 and HTTP/2, rustls with the roots the
+/// features choose plus `extra_roots` (PEM).
+#[cfg(feature = "rustls-no-provider")]
 pub(crate) fn default_client(extra_roots_pem: &[Vec<u8>]) -> Result<HttpClient, Error> {
+    let roots = root_certificates(extra_roots_pem)?;
+    let tls = rustls::ClientConfig::builder_with_provider(crypto_provider()?)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(boxed(hyper_client(connector)))
+}
+
+/// The process-wide provider if the application installed one (its choice wins), else the one
+/// our features select. Never `ClientConfig::builder()`, which panics when rustls was compiled
+/// with two providers and none is installed.
+#[cfg(feature = "rustls-no-provider")]
+fn crypto_provider() -> Result<std::sync::Arc<rustls::crypto::CryptoProvider>, Error> {
+    if let Some(installed) = rustls::crypto::CryptoProvider::get_default() {
+        return Ok(installed.clone());
+    }
+    #[cfg(feature = "aws-lc-rs")]
+    return Ok(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ));
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    return Ok(std::sync::Arc::new(rustls::crypto::ring::default_provider()));
+    #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+    Err(Error::config(
+        "no rustls crypto provider: enable tower-oauth2's `aws-lc-rs` or `ring` feature, or \
+         install one with rustls::crypto::CryptoProvider::install_default() before build()",
+    ))
+}
+
+/// The roots our features select, plus `extra_roots_pem`.
+#[cfg(feature = "rustls-no-provider")]
+fn root_certificates(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::RootCertStore, Error> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 
     let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    #[cfg(feature = "native-roots")]
+    {
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+    }
+    #[cfg(feature = "webpki-roots")]
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let built_in = roots.len();
     for pem in extra_roots_pem {
         let mut found = 0;
         for certificate in CertificateDer::pem_slice_iter(pem) {
@@ -110,30 +155,19 @@ pub(crate) fn default_client(extra_roots_pem: &[Vec<u8>]) -> Result<HttpClient, 
             ));
         }
     }
-    if added == 0 && extra_roots_pem.is_empty() {
+    if built_in == 0 && extra_roots_pem.is_empty() {
         tracing::warn!(
             target: "tower_oauth2::transport",
-            "no system root certificates found; HTTPS token endpoints will fail verification \
+            "no root certificates (none found on the system, or neither the `native-roots` nor \
+             the `webpki-roots` feature is on); HTTPS token endpoints will fail verification \
              unless a root certificate is configured"
         );
     }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::config(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .build();
-    Ok(boxed(hyper_client(connector)))
+    Ok(roots)
 }
 
-/// Without the `rustls` feature the built-in client speaks plain HTTP only.
-#[cfg(not(feature = "rustls"))]
+/// Without rustls the built-in client speaks plain HTTP only.
+#[cfg(not(feature = "rustls-no-provider"))]
 pub(crate) fn default_client(extra_roots_pem: &[Vec<u8>]) -> Result<HttpClient, Error> {
     if !extra_roots_pem.is_empty() {
         return Err(Error::config(
@@ -153,4 +187,28 @@ where
         // opened it: reused from another runtime after that one is dropped, it would fail.
         .pool_max_idle_per_host(0)
         .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `cargo test --lib --no-default-features --features rustls-no-provider` (CI runs it).
+    #[cfg(all(
+        feature = "rustls-no-provider",
+        not(any(feature = "aws-lc-rs", feature = "ring"))
+    ))]
+    #[test]
+    fn without_a_provider_build_says_how_to_get_one() {
+        let error = super::default_client(&[])
+            .err()
+            .expect("no provider, no client");
+        assert_eq!(error.kind(), crate::ErrorKind::Config);
+        assert!(
+            error.to_string().contains("install_default"),
+            "says what to do: {error}"
+        );
+
+        // Once the application installs one, it is used.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        assert!(super::default_client(&[]).is_ok());
+    }
 }

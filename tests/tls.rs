@@ -41,7 +41,7 @@ fn private_pki() -> Pki {
 
 /// An HTTPS token endpoint on loopback (HTTP/1.1 and HTTP/2 by ALPN) issuing `tls-token`.
 async fn tls_token_server(pki: &Pki) -> SocketAddr {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -540,7 +540,7 @@ impl ClientCredentialsBuilder {
         })?;
         match url.scheme_str() {
             Some("https") => {
-                if cfg!(not(feature = "rustls")) && self.http.is_none() {
+                if cfg!(not(feature = "rustls-no-provider")) && self.http.is_none() {
                     return Err(Error::config(
                         "https token URLs need the `rustls` feature or your own .http_client(..)",
                     ));
