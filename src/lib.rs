@@ -53,6 +53,7 @@ mod layer;
 #[cfg(feature = "reqwest")]
 mod middleware;
 mod policy;
+mod proxy;
 mod retry;
 mod source;
 mod token;

@@ -9,6 +9,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 use crate::error::BoxError;
+use crate::proxy::{ProxyConfig, ProxyConnector};
 use crate::Error;
 
 /// The request type a custom token-endpoint client must accept.
@@ -86,7 +87,10 @@ async fn read_limited(
 /// The built-in client: hyper-util's client, HTTP/1.1 and HTTP/2, rustls with the roots the
 /// features choose plus `extra_roots` (PEM).
 #[cfg(feature = "rustls-no-provider")]
-pub(crate) fn default_client(extra_roots_pem: &[Vec<u8>]) -> Result<HttpClient, Error> {
+pub(crate) fn default_client(
+    extra_roots_pem: &[Vec<u8>],
+    proxy: &ProxyConfig,
+) -> Result<HttpClient, Error> {
     let roots = root_certificates(extra_roots_pem)?;
     let tls = rustls::ClientConfig::builder_with_provider(crypto_provider()?)
         .with_safe_default_protocol_versions()
@@ -98,7 +102,7 @@ pub(crate) fn default_client(extra_roots_pem: &[Vec<u8>]) -> Result<HttpClient, 
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .build();
+        .wrap_connector(ProxyConnector::new(proxy)?);
     Ok(boxed(hyper_client(connector)))
 }
 
@@ -168,14 +172,16 @@ fn root_certificates(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::RootCertStor
 
 /// Without rustls the built-in client speaks plain HTTP only.
 #[cfg(not(feature = "rustls-no-provider"))]
-pub(crate) fn default_client(extra_roots_pem: &[Vec<u8>]) -> Result<HttpClient, Error> {
+pub(crate) fn default_client(
+    extra_roots_pem: &[Vec<u8>],
+    proxy: &ProxyConfig,
+) -> Result<HttpClient, Error> {
     if !extra_roots_pem.is_empty() {
         return Err(Error::config(
             "root_certificate_pem needs the `rustls` feature (or pass your own http_client)",
         ));
     }
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    Ok(boxed(hyper_client(connector)))
+    Ok(boxed(hyper_client(ProxyConnector::new(proxy)?)))
 }
 
 fn hyper_client<C>(connector: C) -> hyper_util::client::legacy::Client<C, Full<Bytes>>
@@ -198,7 +204,7 @@ mod tests {
     ))]
     #[test]
     fn without_a_provider_build_says_how_to_get_one() {
-        let error = super::default_client(&[])
+        let error = super::default_client(&[], &Default::default())
             .err()
             .expect("no provider, no client");
         assert_eq!(error.kind(), crate::ErrorKind::Config);
@@ -209,6 +215,6 @@ mod tests {
 
         // Once the application installs one, it is used.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        assert!(super::default_client(&[]).is_ok());
+        assert!(super::default_client(&[], &Default::default()).is_ok());
     }
 }

@@ -23,6 +23,7 @@ use response::{decode, DecodeContext};
 
 use crate::clock::Runtime;
 use crate::error::BoxError;
+use crate::proxy::ProxyConfig;
 use crate::source::{TokenFuture, TokenSource};
 use crate::transport::{self, HttpClient, TokenRequest};
 use crate::{AccessToken, CachePolicy, Error, TokenCache};
@@ -307,6 +308,7 @@ pub struct ClientCredentialsBuilder {
     body_limit: usize,
     allow_insecure_http: bool,
     root_certificates: Vec<Vec<u8>>,
+    proxy: ProxyConfig,
     http: Option<HttpClient>,
     policy: CachePolicy,
 }
@@ -327,6 +329,7 @@ impl Default for ClientCredentialsBuilder {
             body_limit: ClientCredentialsBuilder::DEFAULT_BODY_LIMIT,
             allow_insecure_http: false,
             root_certificates: Vec::new(),
+            proxy: ProxyConfig::default(),
             http: None,
             policy: CachePolicy::default(),
         }
@@ -340,6 +343,7 @@ impl fmt::Debug for ClientCredentialsBuilder {
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
             .field("auth_style", &self.auth_style)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -439,6 +443,35 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Send token requests through this HTTP proxy (`http://host:port`, with
+    /// `user:password@` for Basic proxy authentication) instead of the one the environment
+    /// names. The proxy sees a `CONNECT` to the token endpoint's host and port; TLS runs end to
+    /// end inside it. Loopback token URLs always connect directly. Ignored with a custom
+    /// [`http_client`](Self::http_client).
+    ///
+    /// Without this, the built-in client honours `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+    /// `NO_PROXY` (and their lowercase forms) as curl reads them, when `build()` runs.
+    ///
+    /// ```
+    /// let credentials = tower_oauth2::ClientCredentials::builder()
+    ///     .token_url("https://idp.example.com/oauth/token")
+    ///     .client_id("my-service")
+    ///     .client_secret("secret")
+    ///     .proxy("http://proxy.internal:3128")
+    ///     .build()?;
+    /// # Ok::<(), tower_oauth2::Error>(())
+    /// ```
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = ProxyConfig::Explicit(url.into());
+        self
+    }
+
+    /// Connect to the token endpoint directly, ignoring the proxy environment variables.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxyConfig::Direct;
+        self
+    }
+
     /// Use your own HTTP client for the token endpoint (a proxy, custom TLS, a test double):
     /// any cloneable tower service taking [`TokenRequest`]. It must not follow redirects.
     pub fn http_client<S, B>(mut self, client: S) -> Self
@@ -502,7 +535,7 @@ impl ClientCredentialsBuilder {
         }
         let http = match self.http {
             Some(http) => http,
-            None => transport::default_client(&self.root_certificates)?,
+            None => transport::default_client(&self.root_certificates, &self.proxy)?,
         };
         let template = RequestTemplate {
             url,
@@ -564,7 +597,7 @@ impl ClientCredentialsBuilder {
     }
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
