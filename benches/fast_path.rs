@@ -2,7 +2,7 @@
 //! tower-http's `SetRequestHeader` (the floor), itself on one thread, and a hand-rolled
 //! `tokio::sync::Mutex<Option<AccessToken>>` cache.
 //!
-//! `cargo bench --bench fast_path`
+//! `cargo bench -p tower-oauth2-benches --bench fast_path`
 
 #[path = "support/mod.rs"]
 mod support;

@@ -2,7 +2,7 @@
 //! a cold start with 10,000 callers vs one lone fetch, hyper round trips with and without the
 //! layer, and p99 latency across token refreshes vs a token that never expires.
 //!
-//! `cargo bench --bench loopback`
+//! `cargo bench -p tower-oauth2-benches --bench loopback`
 
 #[path = "../tests/support/mod.rs"]
 mod servers;
