@@ -55,6 +55,8 @@ mod middleware;
 mod policy;
 mod proxy;
 mod retry;
+#[cfg(feature = "shared-cache")]
+mod shared;
 mod source;
 mod token;
 mod transport;
@@ -70,6 +72,10 @@ pub use layer::{BearerAuth, BearerAuthLayer};
 pub use middleware::BearerAuthMiddleware;
 pub use policy::CachePolicy;
 pub use retry::RetryOnUnauthorized;
+#[cfg(feature = "redis")]
+pub use shared::RedisStore;
+#[cfg(feature = "shared-cache")]
+pub use shared::{SharedStore, StoreFuture};
 pub use source::{from_fn, FnSource, StaticToken, TokenFuture, TokenSource};
 pub use token::AccessToken;
 pub use transport::TokenRequest;

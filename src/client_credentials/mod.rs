@@ -309,6 +309,10 @@ pub struct ClientCredentialsBuilder {
     allow_insecure_http: bool,
     root_certificates: Vec<Vec<u8>>,
     proxy: ProxyConfig,
+    #[cfg(feature = "shared-cache")]
+    shared_store: Option<Arc<dyn crate::SharedStore>>,
+    #[cfg(feature = "shared-cache")]
+    shared_key: Option<Zeroizing<Vec<u8>>>,
     http: Option<HttpClient>,
     policy: CachePolicy,
 }
@@ -330,6 +334,10 @@ impl Default for ClientCredentialsBuilder {
             allow_insecure_http: false,
             root_certificates: Vec::new(),
             proxy: ProxyConfig::default(),
+            #[cfg(feature = "shared-cache")]
+            shared_store: None,
+            #[cfg(feature = "shared-cache")]
+            shared_key: None,
             http: None,
             policy: CachePolicy::default(),
         }
@@ -486,6 +494,30 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Share tokens with every other instance of this client through `store` (a
+    /// [`RedisStore`](crate::RedisStore), feature `redis`): one token request per lifetime for
+    /// the whole fleet. The in-process cache stays in front, so requests never wait on the
+    /// store; it is consulted only when this process would otherwise fetch.
+    ///
+    /// Tokens are stored encrypted with a key derived from the client secret (so only
+    /// instances holding the secret can read them) or from
+    /// [`shared_cache_key`](Self::shared_cache_key). When the store fails, the process fetches
+    /// alone and tries the store again after a backoff. See the README for the details.
+    #[cfg(feature = "shared-cache")]
+    pub fn shared_cache(mut self, store: impl crate::SharedStore) -> Self {
+        self.shared_store = Some(Arc::new(store));
+        self
+    }
+
+    /// Derive the key that encrypts shared tokens from `key` (at least 32 random bytes)
+    /// instead of the client secret: for clients without a secret, or to keep reading shared
+    /// tokens across a secret rotation.
+    #[cfg(feature = "shared-cache")]
+    pub fn shared_cache_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.shared_key = Some(Zeroizing::new(key.into()));
+        self
+    }
+
     /// Timing rules of the built-in cache.
     pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
         self.policy = policy;
@@ -555,6 +587,19 @@ impl ClientCredentialsBuilder {
             default_lifetime: self.default_lifetime,
             redact,
         });
+        #[cfg(feature = "shared-cache")]
+        if let Some(store) = self.shared_store {
+            let shared = shared_source(
+                &endpoint,
+                store,
+                self.shared_key,
+                &self.policy,
+                self.timeout,
+                self.default_lifetime,
+            )?;
+            let cache = TokenCache::with_policy(shared, self.policy);
+            return Ok(ClientCredentials { endpoint, cache });
+        }
         let cache = TokenCache::with_policy(endpoint.clone(), self.policy);
         Ok(ClientCredentials { endpoint, cache })
     }
@@ -595,6 +640,65 @@ impl ClientCredentialsBuilder {
         }
         Ok(url)
     }
+}
+
+/// The shared-cache source in front of `endpoint`.
+#[cfg(feature = "shared-cache")]
+fn shared_source(
+    endpoint: &Arc<Endpoint>,
+    store: Arc<dyn crate::SharedStore>,
+    key: Option<Zeroizing<Vec<u8>>>,
+    policy: &CachePolicy,
+    timeout: Duration,
+    default_lifetime: Duration,
+) -> Result<crate::shared::SharedSource, Error> {
+    /// The longest a process waits for another's fetch before fetching itself.
+    const LEASE: Duration = Duration::from_secs(5);
+
+    let template = &endpoint.template;
+    let key_material = match key {
+        Some(key) if key.len() >= 32 => key,
+        Some(_) => {
+            return Err(Error::config(
+                "shared_cache_key: give at least 32 random bytes",
+            ))
+        }
+        None if !template.client_secret.is_empty() => {
+            Zeroizing::new(template.client_secret.as_bytes().to_vec())
+        }
+        None => {
+            return Err(Error::config(
+                "shared_cache encrypts tokens with a key derived from the client secret: set \
+                 .client_secret(..), or give one with .shared_cache_key(..)",
+            ))
+        }
+    };
+    // Everything that decides which token the endpoint issues, and nothing secret.
+    let url = template.url.to_string();
+    let auth = format!("{:?}", template.auth_style);
+    let mut parts = vec![
+        url.as_str(),
+        template.client_id.as_str(),
+        auth.as_str(),
+        template.grant_type.as_str(),
+    ];
+    for (name, value) in &template.params {
+        parts.push(name);
+        parts.push(value);
+    }
+    let key = format!("token:{}", crate::shared::key_digest(&parts));
+    let fetch: Arc<dyn TokenSource> = endpoint.clone();
+    Ok(crate::shared::SharedSource::new(
+        fetch,
+        crate::shared::SharedConfig {
+            store,
+            key,
+            key_material,
+            policy: policy.clone(),
+            lease: LEASE.min(timeout),
+            default_lifetime,
+        },
+    ))
 }
 
 pub(crate) fn is_loopback(host: &str) -> bool {

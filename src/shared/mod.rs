@@ -1,0 +1,98 @@
+//! A token shared by every instance of a fleet: one token request per lifetime for all of them.
+//!
+//! Each process keeps its own [`TokenCache`](crate::TokenCache) in front, so the per-request
+//! path never touches the store. Only when a process would otherwise fetch (cold start,
+//! refresh ahead, expiry, a rejected token) does it look at the [`SharedStore`]:
+//!
+//! 1. A token there that is still fresh by this process's [`CachePolicy`](crate::CachePolicy)
+//!    (judged on its whole lifetime, not what is left of it) is adopted.
+//! 2. Otherwise the process takes a short *lease* (set-if-absent with an expiry), fetches,
+//!    publishes the token with an expiry at its own, and releases the lease (delete-if-mine).
+//! 3. A process that loses the lease polls for the winner's token, at most for the lease time,
+//!    then fetches alone.
+//!
+//! Values are sealed ([`sealed`]): AES-256-GCM under a key derived from the client secret (or
+//! one the user gives), bound to the entry's key, so the store never holds a bearer token or a
+//! secret in the clear. A value that does not open (corrupt, foreign, another secret) is
+//! ignored and overwritten. The store failing never fails a call ([`breaker`]): the process
+//! fetches alone, and tries the store again after a backoff.
+
+mod breaker;
+#[cfg(feature = "redis")]
+mod redis;
+mod sealed;
+mod source;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::error::BoxError;
+
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
+pub(crate) use sealed::key_digest;
+pub(crate) use source::{SharedConfig, SharedSource};
+
+/// What a [`SharedStore`] operation returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'a>>;
+
+/// A key-value store the instances of a fleet share tokens through, such as [`RedisStore`]
+/// (feature `redis`). Give one to
+/// [`ClientCredentialsBuilder::shared_cache`](crate::ClientCredentialsBuilder::shared_cache).
+///
+/// Values are opaque bytes, already encrypted; keys never contain a secret. Every operation
+/// should give up quickly (a few hundred milliseconds) when the store is slow or down: an error
+/// or a timeout only makes the process fetch alone for a while, but a hang holds up the fetch.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::Duration;
+/// use tower_oauth2::{SharedStore, StoreFuture};
+///
+/// /// One process's store: useless across a fleet, but shows the contract.
+/// #[derive(Default)]
+/// struct InMemory(Mutex<HashMap<String, Vec<u8>>>);
+///
+/// impl SharedStore for InMemory {
+///     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+///         Box::pin(async move { Ok(self.0.lock().unwrap().get(key).cloned()) })
+///     }
+///     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], _ttl: Duration) -> StoreFuture<'a, ()> {
+///         Box::pin(async move { Ok(drop(self.0.lock().unwrap().insert(key.into(), value.into()))) })
+///     }
+///     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], _ttl: Duration) -> StoreFuture<'a, bool> {
+///         Box::pin(async move {
+///             let mut map = self.0.lock().unwrap();
+///             Ok(!map.contains_key(key) && map.insert(key.into(), value.into()).is_none())
+///         })
+///     }
+///     fn delete_if<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> StoreFuture<'a, bool> {
+///         Box::pin(async move {
+///             let mut map = self.0.lock().unwrap();
+///             let holds = map.get(key).is_some_and(|value| value == expected);
+///             Ok(holds && map.remove(key).is_some())
+///         })
+///     }
+/// }
+/// ```
+pub trait SharedStore: Send + Sync + 'static {
+    /// The value under `key`, if there is one.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+
+    /// Set `key` to `value`, to expire after `ttl`.
+    fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> StoreFuture<'a, ()>;
+
+    /// Set `key` to `value` with expiry `ttl` only if `key` holds nothing, atomically; whether
+    /// it was set. (Redis: `SET key value NX PX ttl`.)
+    fn set_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a [u8],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Delete `key` only if it holds `expected`, atomically; whether it was deleted.
+    fn delete_if<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> StoreFuture<'a, bool>;
+}

@@ -1,0 +1,250 @@
+//! What goes into the shared store, and how it is sealed.
+//!
+//! A value is `TO2` + format version (1 byte) + a random 96-bit nonce + AES-256-GCM of a small
+//! JSON document (the token, its scope, when it was issued and when it expires, in
+//! Unix milliseconds, so that every machine can read them). The entry's key is the associated
+//! data: a value copied under another key does not open. The AES key is derived with
+//! HKDF-SHA256 from the client secret (or a key the user gives) and the entry's key.
+//!
+//! The crypto comes from the library rustls already uses in this build: aws-lc-rs or ring.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+#[cfg(feature = "aws-lc-rs")]
+use aws_lc_rs as crypto;
+#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+use ring as crypto;
+#[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+compile_error!(
+    "the `shared-cache` feature encrypts with the crypto library rustls uses: enable \
+     tower-oauth2's `aws-lc-rs` (a default) or `ring` feature"
+);
+
+use crypto::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use crypto::rand::{SecureRandom, SystemRandom};
+use crypto::{digest, hkdf};
+
+use crate::AccessToken;
+
+const MAGIC: &[u8; 4] = b"TO2\x01";
+const SALT: &[u8] = b"tower-oauth2 shared cache v1";
+
+/// A token as the fleet shares it.
+#[derive(Serialize, Deserialize)]
+pub(super) struct SharedToken {
+    #[serde(rename = "t")]
+    pub(super) secret: String,
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub(super) scope: Option<String>,
+    /// Unix milliseconds.
+    #[serde(rename = "i")]
+    pub(super) issued_at: u64,
+    #[serde(rename = "e")]
+    pub(super) expires_at: u64,
+}
+
+impl SharedToken {
+    /// `token`, fetched just now.
+    pub(super) fn issued_now(token: &AccessToken, default_lifetime: Duration) -> Self {
+        let now = unix_millis(SystemTime::now());
+        let lifetime = token
+            .expires_at()
+            .map(|at| at.saturating_duration_since(crate::token::now()))
+            .unwrap_or(default_lifetime);
+        SharedToken {
+            secret: token.secret().to_owned(),
+            scope: token.scope().map(str::to_owned),
+            issued_at: now,
+            expires_at: now.saturating_add(millis(lifetime)),
+        }
+    }
+
+    /// Its whole lifetime, as issued.
+    pub(super) fn lifetime(&self) -> Duration {
+        Duration::from_millis(self.expires_at.saturating_sub(self.issued_at))
+    }
+
+    /// How long ago it was issued (zero if in the future: clocks across a fleet differ).
+    pub(super) fn age(&self) -> Duration {
+        Duration::from_millis(unix_millis(SystemTime::now()).saturating_sub(self.issued_at))
+    }
+
+    /// How long it has left.
+    pub(super) fn remaining(&self) -> Duration {
+        Duration::from_millis(
+            self.expires_at
+                .saturating_sub(unix_millis(SystemTime::now())),
+        )
+    }
+
+    /// As a token for this process, expiring when it does.
+    pub(super) fn to_access_token(&self) -> AccessToken {
+        let mut token = AccessToken::new(self.secret.as_str()).with_lifetime(self.remaining());
+        if let Some(scope) = &self.scope {
+            token = token.with_scope(scope.clone());
+        }
+        token
+    }
+}
+
+impl Drop for SharedToken {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+/// Seals and opens values for one entry key.
+pub(super) struct Sealer {
+    key: LessSafeKey,
+    aad: Vec<u8>,
+    random: SystemRandom,
+}
+
+impl Sealer {
+    /// A sealer for the entry `entry_key`, with a key derived from `secret`.
+    pub(super) fn new(secret: &[u8], entry_key: &str) -> Self {
+        let info = [entry_key.as_bytes()];
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(secret);
+        let okm = prk
+            .expand(&info, &AES_256_GCM)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        let key = LessSafeKey::new(UnboundKey::from(okm));
+        Sealer {
+            key,
+            aad: entry_key.as_bytes().to_vec(),
+            random: SystemRandom::new(),
+        }
+    }
+
+    pub(super) fn seal(&self, token: &SharedToken) -> Option<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.random.fill(&mut nonce).ok()?;
+        let mut plain = Zeroizing::new(serde_json::to_vec(token).ok()?);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.aad.as_slice()),
+                plain.as_mut_slice(),
+            )
+            .ok()?;
+        let mut value = Vec::with_capacity(MAGIC.len() + NONCE_LEN + plain.len() + 16);
+        value.extend_from_slice(MAGIC);
+        value.extend_from_slice(&nonce);
+        value.extend_from_slice(&plain);
+        value.extend_from_slice(tag.as_ref());
+        Some(value)
+    }
+
+    /// The token in `value`, or `None` if it is not one of ours under this key and secret.
+    pub(super) fn open(&self, value: &[u8]) -> Option<SharedToken> {
+        let rest = value.strip_prefix(MAGIC.as_slice())?;
+        if rest.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buffer = Zeroizing::new(sealed.to_vec());
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(self.aad.as_slice()), buffer.as_mut_slice())
+            .ok()?;
+        serde_json::from_slice(plain).ok()
+    }
+}
+
+/// A fingerprint of a token's secret, to recognise it without keeping it.
+pub(super) fn fingerprint(secret: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref());
+    out
+}
+
+/// A short hex digest of `parts`, each length-prefixed so that no two lists collide.
+pub(crate) fn key_digest(parts: &[&str]) -> String {
+    let mut context = digest::Context::new(&digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    context
+        .finish()
+        .as_ref()
+        .iter()
+        .take(16)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// A random owner tag for a lease.
+pub(super) fn random_tag() -> String {
+    let mut bytes = [0u8; 16];
+    // Without randomness, a constant still works: leases then only tell processes apart by
+    // timing, never correctness of the token.
+    let _ = SystemRandom::new().fill(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unix_millis(at: SystemTime) -> u64 {
+    millis(at.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> SharedToken {
+        SharedToken {
+            secret: "the-token".into(),
+            scope: Some("read".into()),
+            issued_at: 1_000,
+            expires_at: 61_000,
+        }
+    }
+
+    #[test]
+    fn a_sealed_token_opens_under_its_key_and_secret_only() {
+        let sealer = Sealer::new(b"client-secret", "token:abc");
+        let value = sealer.seal(&token()).unwrap();
+        assert!(!value.windows(9).any(|w| w == b"the-token"));
+
+        let opened = sealer.open(&value).expect("opens");
+        assert_eq!(opened.secret, "the-token");
+        assert_eq!(opened.scope.as_deref(), Some("read"));
+        assert_eq!(opened.lifetime(), Duration::from_secs(60));
+
+        assert!(Sealer::new(b"other-secret", "token:abc")
+            .open(&value)
+            .is_none());
+        assert!(Sealer::new(b"client-secret", "token:xyz")
+            .open(&value)
+            .is_none());
+    }
+
+    #[test]
+    fn a_tampered_or_truncated_value_does_not_open() {
+        let sealer = Sealer::new(b"client-secret", "token:abc");
+        let value = sealer.seal(&token()).unwrap();
+        for at in [0, 4, 10, value.len() / 2, value.len() - 1] {
+            let mut tampered = value.clone();
+            tampered[at] ^= 1;
+            assert!(sealer.open(&tampered).is_none(), "byte {at}");
+        }
+        for len in 0..value.len() {
+            assert!(sealer.open(&value[..len]).is_none(), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn two_seals_of_one_token_differ() {
+        let sealer = Sealer::new(b"client-secret", "token:abc");
+        assert_ne!(sealer.seal(&token()), sealer.seal(&token()));
+    }
+}

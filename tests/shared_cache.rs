@@ -1,0 +1,461 @@
+//! The shared cache against a real `redis-server`, started here on a free loopback port and
+//! stopped by its PID: several caches standing for several processes, real separate processes,
+//! a lease holder dying, Redis dying and coming back, values that are not ours, encryption
+//! checked by reading Redis directly.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use support::{json, TokenServer};
+use tower_oauth2::{CachePolicy, ClientCredentials, RedisStore};
+
+const SECRET: &str = "fl33t-secret-value";
+
+/// A `redis-server` child process on a loopback port, killed (by its PID) on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> RedisServer {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start redis-server ({error}): these tests need it; install it with \
+                     `apt-get install -y redis-server`"
+                )
+            });
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("Ready to accept connections"));
+        assert!(
+            ready,
+            "redis-server on port {port} exited before it was ready"
+        );
+        // Keep reading its log, so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        RedisServer {
+            child: Some(child),
+            port,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every key and value in it, read directly.
+    fn dump(&self) -> Vec<(String, Vec<u8>)> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+        keys.into_iter()
+            .map(|key| {
+                let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
+                (key, value)
+            })
+            .collect()
+    }
+
+    fn set(&self, key: &str, value: &[u8]) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query(&mut connection)
+            .unwrap();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One client of the fleet: what a process would build.
+fn client(tokens: &TokenServer, redis: &str, policy: CachePolicy) -> ClientCredentials {
+    ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("fleet-client")
+        .client_secret(SECRET)
+        .cache_policy(policy)
+        .shared_cache(RedisStore::new(redis).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Tokens that live `lifetime`, refreshed at half-life, with no floors in the way.
+fn short_lived() -> CachePolicy {
+    CachePolicy::default()
+        .min_lifetime(Duration::ZERO)
+        .min_fetch_interval(Duration::ZERO)
+        .expiry_margin(Duration::from_millis(100))
+        .refresh_ahead(0.5, Duration::ZERO, Duration::from_secs(60))
+        .jitter(0.0)
+        .backoff(Duration::from_millis(50), Duration::from_millis(200))
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_standing_for_processes_share_one_token_request() {
+    let redis = RedisServer::start();
+    let tokens = TokenServer::issuing(3600).await;
+    let fleet: Vec<_> = (0..8)
+        .map(|_| client(&tokens, &redis.url(), CachePolicy::default()))
+        .collect();
+
+    let calls = fleet.iter().flat_map(|member| {
+        (0..50).map(move |_| {
+            let member = member.clone();
+            tokio::spawn(async move { member.token().await.unwrap().secret().to_owned() })
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert_eq!(call.unwrap(), "token-1");
+    }
+    assert_eq!(
+        tokens.hits(),
+        1,
+        "one token request for 8 caches × 50 callers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_refreshes_once_per_lifetime() {
+    let redis = RedisServer::start();
+    let tokens = TokenServer::issuing(2).await;
+    let fleet: Vec<_> = (0..4)
+        .map(|_| client(&tokens, &redis.url(), short_lived()))
+        .collect();
+
+    // 5 s of traffic on 2 s tokens refreshed at half-life: about 5 lifetimes' worth of
+    // refreshes for the whole fleet, not 4 times that.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut failures = 0;
+    while Instant::now() < until {
+        for member in &fleet {
+            failures += usize::from(member.token().await.is_err());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    assert_eq!(failures, 0);
+    let hits = tokens.hits();
+    assert!(
+        (2..=7).contains(&hits),
+        "{hits} token requests for 4 processes over 5 s of 2 s tokens"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_neither_a_token_nor_the_secret() {
+    let redis = RedisServer::start();
+    let tokens = TokenServer::issuing(3600).await;
+    let token = client(&tokens, &redis.url(), CachePolicy::default())
+        .token()
+        .await
+        .unwrap();
+
+    let dump = redis.dump();
+    assert_eq!(dump.len(), 1, "one entry, the lease released: {dump:?}");
+    let (key, value) = &dump[0];
+    assert!(key.starts_with("tower-oauth2:token:"), "{key}");
+    for (name, text) in [("token", token.secret()), ("secret", SECRET)] {
+        assert!(!contains(value, text), "the {name} is readable in Redis");
+        assert!(!key.contains(text), "the {name} is in the key");
+    }
+    assert!(value.starts_with(b"TO2\x01"), "our sealed format");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
+    let redis = RedisServer::start();
+    let tokens = TokenServer::issuing(3600).await;
+    client(&tokens, &redis.url(), CachePolicy::default())
+        .token()
+        .await
+        .unwrap();
+    let (key, _) = redis.dump().remove(0);
+
+    for foreign in [
+        b"garbage".to_vec(),
+        b"TO2\x01short".to_vec(),
+        b"TO2\x01000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_vec(),
+    ] {
+        redis.set(&key, &foreign);
+        let hits = tokens.hits();
+        let token = client(&tokens, &redis.url(), CachePolicy::default())
+            .token()
+            .await
+            .unwrap();
+        assert_eq!(tokens.hits(), hits + 1, "fetched instead of adopting");
+        let (_, value) = redis.dump().remove(0);
+        assert_ne!(value, foreign, "overwritten");
+        assert!(!contains(&value, token.secret()));
+    }
+
+    // A client with another secret (same key: the key holds no secret) cannot read it.
+    let other = ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("fleet-client")
+        .client_secret("another-secret")
+        .shared_cache(RedisStore::new(&redis.url()).unwrap())
+        .build()
+        .unwrap();
+    let hits = tokens.hits();
+    other.token().await.unwrap();
+    assert_eq!(tokens.hits(), hits + 1, "not readable with another secret");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_leaves_the_store_only_while_it_is_still_there() {
+    let redis = RedisServer::start();
+    let tokens = TokenServer::issuing(3600).await;
+    let a = client(&tokens, &redis.url(), CachePolicy::default());
+    let b = client(&tokens, &redis.url(), CachePolicy::default());
+    let first = a.token().await.unwrap();
+    assert_eq!(b.token().await.unwrap().secret(), "token-1");
+
+    // The API rejects token-1 for A: A drops it from Redis too, and fetches token-2.
+    a.invalidate(&first);
+    assert_eq!(a.token().await.unwrap().secret(), "token-2");
+
+    // B's late report about token-1 must not drop token-2: B adopts it.
+    let b_first = b.token().await.unwrap();
+    b.invalidate(&b_first);
+    assert_eq!(b.token().await.unwrap().secret(), "token-2");
+    assert_eq!(tokens.hits(), 2);
+}
+
+#[test]
+fn a_lease_holder_that_dies_mid_fetch_delays_the_others_by_at_most_the_lease() {
+    let redis = RedisServer::start();
+    let servers = tokio::runtime::Runtime::new().unwrap();
+    let stall_first = Arc::new(AtomicBool::new(true));
+    let tokens = servers.block_on({
+        let stall_first = stall_first.clone();
+        TokenServer::start_async(move |_, n| {
+            let stall = stall_first.swap(false, Ordering::SeqCst);
+            async move {
+                if stall {
+                    std::future::pending::<()>().await;
+                }
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "access_token": format!("token-{n}"),
+                        "token_type": "Bearer",
+                        "expires_in": 3600,
+                    }),
+                )
+            }
+        })
+    });
+
+    // The holder: takes the lease, its request hangs, and its process (runtime) dies.
+    let holder = client(&tokens, &redis.url(), CachePolicy::default());
+    let doomed = tokio::runtime::Runtime::new().unwrap();
+    doomed.spawn(async move { holder.token().await });
+    while tokens.hits() == 0 {
+        std::thread::yield_now();
+    }
+    drop(doomed);
+
+    let other = client(&tokens, &redis.url(), CachePolicy::default());
+    let started = Instant::now();
+    let token = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(other.token())
+        .unwrap();
+    let waited = started.elapsed();
+
+    assert_eq!(token.secret(), "token-2");
+    assert!(
+        waited < Duration::from_secs(8),
+        "waited {waited:?}, more than the 5 s lease and a fetch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load_fails_no_call() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let tokens = TokenServer::issuing(1).await;
+    let fleet: Vec<_> = (0..4)
+        .map(|_| client(&tokens, &redis.url(), short_lived()))
+        .collect();
+    let failures = Arc::new(AtomicUsize::new(0));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = fleet
+        .iter()
+        .map(|member| {
+            let (member, failures, calls, stop) = (
+                member.clone(),
+                failures.clone(),
+                calls.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    if member.token().await.is_err() {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted = RedisServer::start_on(port);
+    // Sharing resumes once each process's breaker lets it try again (a few seconds at most).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while restarted.dump().is_empty() {
+        assert!(Instant::now() < deadline, "sharing never resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+    assert!(calls.load(Ordering::SeqCst) > 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_one_timeout_per_backoff_step() {
+    // Accepts connections and never answers; counts them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let tokens = TokenServer::issuing(1).await;
+    let member = client(
+        &tokens,
+        &format!("redis://127.0.0.1:{port}/"),
+        short_lived(),
+    );
+
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        member.token().await.expect("a hung Redis fails no call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let fetches = tokens.hits();
+    let tried = connections.load(Ordering::SeqCst);
+    assert!(fetches >= 6, "{fetches} fetches of 1 s tokens in 4 s");
+    assert!(
+        tried <= 4,
+        "{tried} attempts on a hung Redis over {fetches} fetches: the breaker should allow \
+         one per backoff step (1 s, 2 s, …)"
+    );
+}
+
+/// Real separate processes: this test binary, run again as workers.
+#[test]
+fn separate_processes_share_one_token_request() {
+    if std::env::var_os("FLEET_WORKER_REDIS").is_some() {
+        return; // Running as a worker: `fleet_worker` does the work.
+    }
+    let redis = RedisServer::start();
+    let servers = tokio::runtime::Runtime::new().unwrap();
+    let tokens = servers.block_on(TokenServer::issuing(3600));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "fleet_worker", "--nocapture", "--test-threads=1"])
+                .env("FLEET_WORKER_REDIS", redis.url())
+                .env("FLEET_WORKER_TOKEN_URL", tokens.url())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for worker in workers {
+        let output = worker.wait_with_output().unwrap();
+        assert!(output.status.success(), "a worker failed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("worker token: token-1"),
+            "every process uses the one token: {stdout}"
+        );
+    }
+    assert_eq!(tokens.hits(), 1, "one token request for 4 processes");
+}
+
+/// One process of [`separate_processes_share_one_token_request`]; does nothing on its own.
+#[test]
+fn fleet_worker() {
+    let (Some(redis), Some(token_url)) = (
+        std::env::var_os("FLEET_WORKER_REDIS"),
+        std::env::var_os("FLEET_WORKER_TOKEN_URL"),
+    ) else {
+        return;
+    };
+    let credentials = ClientCredentials::builder()
+        .token_url(token_url.to_str().unwrap())
+        .client_id("fleet-client")
+        .client_secret(SECRET)
+        .shared_cache(RedisStore::new(redis.to_str().unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tokens = runtime.block_on(futures_util::future::join_all((0..20).map(|_| {
+        let credentials = credentials.clone();
+        async move { credentials.token().await.unwrap().secret().to_owned() }
+    })));
+    assert!(tokens.iter().all(|token| token == &tokens[0]));
+    println!("worker token: {}", tokens[0]);
+}
