@@ -37,6 +37,8 @@
 //!   `webpki-roots` choose the parts; see the README for the matrix.
 //! - `reqwest`: [`BearerAuthMiddleware`], the same for `reqwest` clients through
 //!   `reqwest-middleware`.
+//! - `redis`: [`RedisStore`], so that a whole fleet shares one token (implies `shared-cache`:
+//!   the [`SharedStore`] trait, for stores of your own).
 //! - `tonic`: token failures reach tonic callers with a gRPC code (`UNAUTHENTICATED`,
 //!   `UNAVAILABLE`); `From<Error> for tonic::Status` and [`grpc_status`].
 #![forbid(unsafe_code)]

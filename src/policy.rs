@@ -153,6 +153,20 @@ impl CachePolicy {
     /// When to refresh and when to stop using a token fetched at `now`, as durations from `now`
     /// (`None`: never).
     pub(crate) fn plan(&self, now: Instant, stated_expiry: Option<Instant>) -> Plan {
+        self.plan_jittered(now, stated_expiry, random_unit())
+    }
+
+    /// How long after it was issued a token of `lifetime` is due for refresh at the earliest,
+    /// whatever the jitter draws: a token older than that is not fresh for any process.
+    #[cfg(feature = "shared-cache")]
+    pub(crate) fn earliest_refresh(&self, lifetime: Duration) -> Duration {
+        let now = Instant::now();
+        self.plan_jittered(now, now.checked_add(lifetime), 1.0)
+            .refresh_in
+            .unwrap_or(lifetime)
+    }
+
+    fn plan_jittered(&self, now: Instant, stated_expiry: Option<Instant>, unit: f64) -> Plan {
         let Some(stated_expiry) = stated_expiry else {
             return Plan {
                 refresh_in: None,
@@ -167,7 +181,7 @@ impl CachePolicy {
         let ahead = scale(usable, self.refresh_fraction)
             .max(self.refresh_min)
             .min(self.refresh_max);
-        let ahead = scale(ahead, 1.0 + self.jitter * random_unit()).min(usable / 2);
+        let ahead = scale(ahead, 1.0 + self.jitter * unit).min(usable / 2);
         let refresh_in = usable
             .saturating_sub(ahead)
             .max(self.min_fetch_interval)

@@ -3,7 +3,7 @@
 //! - [`TokenServer`], a small OAuth 2.0 token endpoint for the client credentials grant. It
 //!   accepts all three client authentication styles the crate sends (HTTP Basic, `client_id` /
 //!   `client_secret` in a form body, a JSON body), checks the credentials, issues
-//!   `demo-token-1`, `demo-token-2`, … valid for an hour, and counts the requests it gets.
+//!   `demo-token-1`, `demo-token-2`, … valid for an hour (or a chosen lifetime), and counts the requests it gets.
 //! - [`ProtectedApi`], an HTTP API that answers `200` to requests with an accepted bearer token
 //!   and `401` to everything else.
 //!
@@ -49,6 +49,8 @@ pub struct TokenServer {
 
 #[derive(Default)]
 struct TokenState {
+    /// `expires_in` of every token issued, in seconds.
+    lifetime: u64,
     requests: AtomicUsize,
     issued: Mutex<HashSet<String>>,
     last_client_auth: Mutex<Option<&'static str>>,
@@ -56,7 +58,15 @@ struct TokenState {
 
 impl TokenServer {
     pub async fn start() -> std::io::Result<TokenServer> {
-        let state = Arc::new(TokenState::default());
+        Self::issuing_for(Duration::from_secs(3600)).await
+    }
+
+    /// A token server whose tokens live `lifetime` (whole seconds).
+    pub async fn issuing_for(lifetime: Duration) -> std::io::Result<TokenServer> {
+        let state = Arc::new(TokenState {
+            lifetime: lifetime.as_secs(),
+            ..TokenState::default()
+        });
         let app = Router::new()
             .route("/oauth/token", axum::routing::post(issue))
             .with_state(state.clone());
@@ -136,7 +146,7 @@ async fn issue(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: B
     let body = json!({
         "access_token": token,
         "token_type": "Bearer",
-        "expires_in": 3600,
+        "expires_in": state.lifetime,
         "scope": scope,
     });
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()

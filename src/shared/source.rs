@@ -154,13 +154,20 @@ impl SharedSource {
         Ok(Some(shared.to_access_token()))
     }
 
-    /// Whether this process would still use `shared` without refreshing it, had it fetched it.
+    /// Whether no process would refresh `shared` yet, had it fetched it: judged on its whole
+    /// lifetime, with the earliest refresh point jitter allows. (With the lifetime that is left,
+    /// a process refreshing a token would find the same token fresh again, and keep it.)
+    ///
+    /// A token is due a little early (2 % of its lifetime): its `issued_at` was stamped after
+    /// the fetch, and this process's refresh may fire a few milliseconds early on the coarse
+    /// clock. And a token with less left than the policy's
+    /// [`min_lifetime`](CachePolicy::min_lifetime) is not adopted: the cache would use it for
+    /// that floor, past its expiry.
     fn fresh(&self, shared: &SharedToken) -> bool {
         let lifetime = shared.lifetime();
-        let now = crate::token::now();
-        let plan = self.policy.plan(now, now.checked_add(lifetime));
-        let refresh_after = plan.refresh_in.unwrap_or(lifetime);
-        shared.age() < refresh_after && shared.remaining() > Duration::ZERO
+        let slack = lifetime / 50;
+        shared.age().saturating_add(slack) < self.policy.earliest_refresh(lifetime)
+            && shared.remaining() >= self.policy.min_lifetime.max(Duration::from_millis(1))
     }
 
     async fn fetch_and_publish(&self, owner: &str) -> Result<AccessToken, Failure> {
