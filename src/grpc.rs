@@ -46,9 +46,10 @@ impl From<Error> for tonic::Status {
 
 /// The gRPC status for a failed call, if a token failure caused it.
 ///
-/// tonic already reports a token failure with the code this gives (see the [module
-/// docs](self)); this is for errors that reached you by another way, such as a
-/// [`tower::BoxError`] from a layer stack of your own.
+/// With the `tonic` feature, tonic already reports a token failure with the code this gives:
+/// the error's source chain holds a `tonic::Status`, which tonic looks for. This is for errors
+/// that reached you by another way, such as a [`tower::BoxError`] from a layer stack of your
+/// own.
 ///
 /// ```
 /// let status = tonic::Status::from_error(Box::new(tower_oauth2::Error::custom(true, "down")));
