@@ -415,11 +415,14 @@ impl Inner {
             }
             return Ok(None);
         }
+        let now = now();
         let backing_off = control
             .retry_at
-            .is_some_and(|until| now() < until)
-            .then(|| control.last_error.clone())
-            .flatten();
+            .filter(|until| now < *until)
+            .and_then(|until| {
+                let error = control.last_error.as_ref()?;
+                Some(error.retrying_in(until.saturating_duration_since(now)))
+            });
         let launched = match backing_off {
             Some(error) => Err(error),
             None => {

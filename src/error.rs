@@ -105,10 +105,37 @@ struct Inner {
     transient: bool,
     /// Shared, so that the gRPC status in the chain can point at it too.
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+    /// The token endpoint, as `host/path` (never a query, never credentials).
+    endpoint: Option<String>,
+    /// What is likely to fix it, when we can tell.
+    hint: Option<String>,
+    /// When the cache tries again, for an error served during a backoff step.
+    next_attempt_in: Option<Duration>,
     /// This error as a gRPC status, made on first use: tonic looks for a `Status` in the source
     /// chain of a layer's error, and uses its code instead of `Unknown`.
     #[cfg(feature = "tonic")]
     grpc_status: std::sync::OnceLock<tonic::Status>,
+}
+
+impl Inner {
+    /// A copy to add context to (the gRPC status is made again from the new one).
+    fn copy(&self) -> Inner {
+        Inner {
+            kind: self.kind,
+            message: self.message.clone(),
+            status: self.status,
+            oauth: self.oauth.clone(),
+            excerpt: self.excerpt.clone(),
+            retry_after: self.retry_after,
+            transient: self.transient,
+            source: self.source.clone(),
+            endpoint: self.endpoint.clone(),
+            hint: self.hint.clone(),
+            next_attempt_in: self.next_attempt_in,
+            #[cfg(feature = "tonic")]
+            grpc_status: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl Error {
@@ -147,6 +174,9 @@ impl Error {
             retry_after: None,
             transient: matches!(kind, ErrorKind::Transport | ErrorKind::Timeout),
             source: None,
+            endpoint: None,
+            hint: None,
+            next_attempt_in: None,
             #[cfg(feature = "tonic")]
             grpc_status: std::sync::OnceLock::new(),
         }
@@ -163,6 +193,19 @@ impl Error {
         Self::from_inner(Self::build(ErrorKind::Config, message.into()))
     }
 
+    /// The endpoint answered 2xx with a body that is not a token response at all (an HTML
+    /// page, say). `excerpt` must already be bounded, printable and redacted.
+    pub(crate) fn not_a_token_response(message: impl Into<String>, excerpt: String) -> Self {
+        let mut inner = Self::build(ErrorKind::InvalidResponse, message.into());
+        inner.excerpt = Some(excerpt);
+        inner.hint = Some(
+            "this URL does not look like a token endpoint: check token_url (the token \
+             endpoint, not the issuer or an authorization page)"
+                .into(),
+        );
+        Self::from_inner(inner)
+    }
+
     /// The endpoint answered 2xx with something that is not a usable token.
     pub(crate) fn invalid_response(message: impl Into<String>) -> Self {
         Self::from_inner(Self::build(ErrorKind::InvalidResponse, message.into()))
@@ -171,15 +214,25 @@ impl Error {
     pub(crate) fn transport(source: impl Into<BoxError>) -> Self {
         let source = source.into();
         let untrusted = causes(&*source).any(is_certificate_error);
+        let not_tls = causes(&*source).any(is_not_tls);
         let message = if untrusted {
             "the token endpoint's TLS certificate is not trusted (for a private CA, see \
              root_certificate_pem)"
+        } else if not_tls {
+            "the token endpoint does not speak TLS on this port"
         } else {
             "could not reach the token endpoint"
         };
         let mut inner = Self::build(ErrorKind::Transport, message.into());
-        // Retrying does not make a certificate trusted.
-        inner.transient = !untrusted;
+        if not_tls {
+            inner.hint = Some(
+                "check the port and scheme of token_url: an https:// URL pointing at a plain \
+                 HTTP port"
+                    .into(),
+            );
+        }
+        // Retrying does not make a certificate trusted, nor a plain port speak TLS.
+        inner.transient = !untrusted && !not_tls;
         inner.source = Some(source.into());
         Self::from_inner(inner)
     }
@@ -233,6 +286,31 @@ impl Error {
         Self::from_inner(inner)
     }
 
+    fn with(&self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = self.inner.copy();
+        change(&mut inner);
+        Self::from_inner(inner)
+    }
+
+    /// The same error, naming the endpoint (`host/path`) it came from, unless it already does.
+    pub(crate) fn at_endpoint(self, endpoint: &str) -> Self {
+        if self.inner.endpoint.is_some() {
+            return self;
+        }
+        self.with(|inner| inner.endpoint = Some(endpoint.to_owned()))
+    }
+
+    /// The same error, with what is likely to fix it.
+    pub(crate) fn with_hint(self, hint: impl Into<String>) -> Self {
+        let hint = hint.into();
+        self.with(|inner| inner.hint = Some(hint))
+    }
+
+    /// The same error, served again during a backoff step that ends in `delay`.
+    pub(crate) fn retrying_in(&self, delay: Duration) -> Self {
+        self.with(|inner| inner.next_attempt_in = Some(delay))
+    }
+
     /// The cause, shareable with a gRPC status.
     #[cfg(feature = "tonic")]
     pub(crate) fn shared_cause(
@@ -263,6 +341,33 @@ impl Error {
     /// (an HTML error page, say). Bounded, and anything we sent is redacted.
     pub fn body_excerpt(&self) -> Option<&str> {
         self.inner.excerpt.as_deref()
+    }
+
+    /// The token endpoint the failure came from, as `host/path` (no query, no credentials).
+    pub fn endpoint(&self) -> Option<&str> {
+        self.inner.endpoint.as_deref()
+    }
+
+    /// What is likely to fix it, when the crate can tell (also in the `Display` text).
+    ///
+    /// ```
+    /// # async fn demo(credentials: tower_oauth2::ClientCredentials) {
+    /// if let Err(error) = credentials.token().await {
+    ///     eprintln!("no token: {error}");
+    ///     if let Some(hint) = error.hint() {
+    ///         eprintln!("try: {hint}");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn hint(&self) -> Option<&str> {
+        self.inner.hint.as_deref()
+    }
+
+    /// For an error served again during a backoff step: how long until the cache tries the
+    /// endpoint again (measured when the error was served).
+    pub fn next_attempt_in(&self) -> Option<Duration> {
+        self.inner.next_attempt_in
     }
 
     /// How long the endpoint asked us to wait (`Retry-After`), if it did.
@@ -299,6 +404,15 @@ impl fmt::Debug for Error {
         if let Some(source) = &inner.source {
             out.field("source", source);
         }
+        if let Some(endpoint) = &inner.endpoint {
+            out.field("endpoint", endpoint);
+        }
+        if let Some(hint) = &inner.hint {
+            out.field("hint", hint);
+        }
+        if let Some(delay) = inner.next_attempt_in {
+            out.field("next_attempt_in", &delay);
+        }
         out.field("transient", &inner.transient).finish()
     }
 }
@@ -325,6 +439,15 @@ impl fmt::Display for Error {
                 }
                 last = text;
             }
+        }
+        if let Some(endpoint) = &inner.endpoint {
+            write!(f, " (token endpoint {endpoint})")?;
+        }
+        if let Some(hint) = &inner.hint {
+            write!(f, "; {hint}")?;
+        }
+        if let Some(delay) = inner.next_attempt_in {
+            write!(f, "; next attempt in {:.1} s", delay.as_secs_f64())?;
         }
         Ok(())
     }
@@ -355,6 +478,22 @@ fn is_certificate_error(error: &(dyn std::error::Error + 'static)) -> bool {
 
 #[cfg(not(feature = "rustls-no-provider"))]
 fn is_certificate_error(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
+}
+
+/// The peer answered the TLS handshake with something that is not TLS (plain HTTP, usually).
+#[cfg(feature = "rustls-no-provider")]
+fn is_not_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<rustls::Error>(),
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    )
+}
+
+#[cfg(not(feature = "rustls-no-provider"))]
+fn is_not_tls(_: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 

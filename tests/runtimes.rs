@@ -203,7 +203,9 @@ fn at_once(_: usize) -> Duration {
 fn assert_served_throughout(world: &World, tally: &Tally) {
     assert_eq!(tally.rejected, 0, "expired tokens sent: {tally:?}");
     assert_eq!(tally.failed, 0, "{tally:?}");
-    assert!(tally.ok >= 30, "{tally:?}");
+    // 45 calls when nothing else runs; a loaded 2-core machine (the other tests of this file
+    // run at the same time) fits fewer, and that is not what this checks.
+    assert!(tally.ok >= 20, "{tally:?}");
     assert_eq!(world.api.rejected(), 0);
     let fetches = world.fetches();
     assert!((3..=6).contains(&fetches), "{fetches} fetches in 4.5 s");

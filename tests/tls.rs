@@ -119,6 +119,7 @@ async fn a_root_certificate_that_is_not_pem_is_a_configuration_error() {
     let error = ClientCredentials::builder()
         .token_url("https://localhost/oauth/token")
         .client_id("client")
+        .client_secret("secret")
         .root_certificate_pem("not a certificate")
         .build()
         .unwrap_err();

@@ -26,7 +26,7 @@ use crate::error::BoxError;
 use crate::proxy::ProxyConfig;
 use crate::source::{TokenFuture, TokenSource};
 use crate::transport::{self, HttpClient, TokenRequest};
-use crate::{AccessToken, CachePolicy, Error, TokenCache};
+use crate::{AccessToken, CachePolicy, Error, ErrorKind, TokenCache};
 
 /// A token source for the client credentials grant, with its cache built in.
 ///
@@ -157,6 +157,8 @@ pub(crate) fn fuzz_decode(status: u16, content_type: &str, retry_after: &str, bo
 /// The uncached fetch: one token request per call.
 struct Endpoint {
     template: RequestTemplate,
+    /// The endpoint as errors name it: `host[:port]/path`, no query.
+    shown: String,
     http: HttpClient,
     timeout: Duration,
     body_limit: usize,
@@ -167,6 +169,44 @@ struct Endpoint {
 
 impl Endpoint {
     async fn fetch(&self) -> Result<AccessToken, Error> {
+        self.fetch_once().await.map_err(|error| self.explain(error))
+    }
+
+    /// `error`, naming this endpoint and saying what is likely to fix it where we can tell.
+    fn explain(&self, error: Error) -> Error {
+        if error.kind() == ErrorKind::Runtime {
+            return error;
+        }
+        let invalid_client = error
+            .oauth_error()
+            .is_some_and(|oauth| oauth.code() == "invalid_client");
+        let hint = match error.status().map(|status| status.as_u16()) {
+            _ if error.hint().is_some() => None,
+            Some(404 | 405) => Some(
+                "check token_url: the server has no token endpoint at this path (for an \
+                 issuer URL, its metadata at /.well-known/openid-configuration names the \
+                 token_endpoint)",
+            ),
+            Some(400 | 401) if invalid_client && self.template.auth_style == AuthStyle::Basic => {
+                Some(
+                    "check the client id and secret; if they are right, the server may want \
+                     them in the body: .auth_style(AuthStyle::Form)",
+                )
+            }
+            Some(400 | 401) if invalid_client => Some(
+                "check the client id and secret; if they are right, the server may want them \
+                 in an HTTP Basic header: .auth_style(AuthStyle::Basic)",
+            ),
+            _ => None,
+        };
+        let error = match hint {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        };
+        error.at_endpoint(&self.shown)
+    }
+
+    async fn fetch_once(&self) -> Result<AccessToken, Error> {
         match Runtime::current() {
             None => {
                 return Err(Error::runtime(
@@ -232,6 +272,14 @@ impl Endpoint {
                 ?elapsed,
                 expires_in = ?token.expires_at().map(|at| at.saturating_duration_since(crate::token::now())),
                 "token issued"
+            ),
+            Err(error) if parts.status.is_success() => tracing::warn!(
+                target: "tower_oauth2::fetch",
+                host,
+                status = parts.status.as_u16(),
+                ?elapsed,
+                %error,
+                "token response is not a usable token"
             ),
             Err(error) => tracing::warn!(
                 target: "tower_oauth2::fetch",
@@ -531,6 +579,26 @@ impl ClientCredentialsBuilder {
             Some(id) if !id.is_empty() => id,
             _ => return Err(Error::config("client_id is required: call .client_id(..)")),
         };
+        if client_id.trim() != client_id {
+            return Err(Error::config(
+                "client_id has leading or trailing whitespace (a newline at the end of a file or \
+                 variable?): pass it trimmed, e.g. .client_id(id.trim())",
+            ));
+        }
+        let secret = self.client_secret.as_str();
+        if secret.is_empty() {
+            return Err(Error::config(
+                "client_secret is required: call .client_secret(..) with the secret the identity \
+                 provider issued for this client",
+            ));
+        }
+        if secret.trim() != secret {
+            // Never show it: say where the whitespace is, not what the secret is.
+            return Err(Error::config(
+                "client_secret has leading or trailing whitespace (a newline at the end of a \
+                 mounted secret file?): pass it trimmed, e.g. .client_secret(secret.trim())",
+            ));
+        }
         let mut grant_type = "client_credentials".to_owned();
         let mut params = Vec::new();
         if !self.scopes.is_empty() {
@@ -579,7 +647,17 @@ impl ClientCredentialsBuilder {
             params,
         };
         let redact = secrets_sent(&template);
+        let shown = format!(
+            "{}{}",
+            template
+                .url
+                .authority()
+                .map(|authority| authority.as_str().rsplit('@').next().unwrap_or_default())
+                .unwrap_or_default(),
+            template.url.path()
+        );
         let endpoint = Arc::new(Endpoint {
+            shown,
             template,
             http,
             timeout: self.timeout,
@@ -608,6 +686,13 @@ impl ClientCredentialsBuilder {
         let Some(raw) = &self.token_url else {
             return Err(Error::config("token_url is required: call .token_url(..)"));
         };
+        if !raw.contains("://") {
+            return Err(Error::config(format!(
+                "token_url {raw:?} is not an absolute URL (it has no scheme, so no host \
+                 either): give an absolute https://… URL, like \
+                 https://idp.example.com/oauth/token"
+            )));
+        }
         let url: Uri = raw
             .parse()
             .map_err(|e| Error::config(format!("token_url {raw:?} is not a valid URL: {e}")))?;

@@ -62,10 +62,10 @@ pub(crate) fn decode(
             Ok(value) => format!("a JSON {}, not an object", json_type(&value)),
             Err(error) => format!("neither a JSON object nor a form ({error})"),
         };
-        return Err(Error::invalid_response(format!(
-            "the body is {why}: {:?}",
-            excerpt(body, context.redact)
-        )));
+        return Err(Error::not_a_token_response(
+            format!("the token endpoint answered {status}, but the body is {why}"),
+            excerpt(body, context.redact),
+        ));
     };
     let secret = access_token(&fields)?;
     check_token_type(&fields, context.redact)?;

@@ -1,0 +1,219 @@
+//! Errors that say where they came from and what to fix. Full messages are compared (with the
+//! port replaced by `PORT`), so any change to them shows up here as a reviewed diff.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::{json, raw, TokenServer};
+use tower_oauth2::{
+    AuthStyle, CachePolicy, ClientCredentials, ClientCredentialsBuilder, ErrorKind,
+};
+
+const SECRET: &str = "n0t-in-any-message";
+
+fn builder(url: String) -> ClientCredentialsBuilder {
+    ClientCredentials::builder()
+        .token_url(url)
+        .client_id("client-1")
+        .client_secret(SECRET)
+}
+
+/// `message` with the loopback port replaced, for comparing whole messages.
+fn snapshot(message: String, port: u16) -> String {
+    assert!(!message.contains(SECRET), "the secret leaked: {message}");
+    message.replace(&port.to_string(), "PORT")
+}
+
+fn config_message(builder: ClientCredentialsBuilder) -> String {
+    let error = builder.build().expect_err("refused");
+    assert_eq!(error.kind(), ErrorKind::Config);
+    let message = error.to_string();
+    assert!(!message.contains(SECRET), "the secret leaked: {message}");
+    message
+}
+
+#[test]
+fn build_refuses_a_missing_or_empty_secret() {
+    let expected = "client_secret is required: call .client_secret(..) with the secret the \
+                    identity provider issued for this client";
+    let without = || {
+        ClientCredentials::builder()
+            .token_url("https://idp.example.com/oauth/token")
+            .client_id("client-1")
+    };
+    assert_eq!(config_message(without()), expected);
+    assert_eq!(config_message(without().client_secret("")), expected);
+}
+
+#[test]
+fn build_refuses_a_secret_or_id_with_surrounding_whitespace() {
+    let url = || "https://idp.example.com/oauth/token".to_owned();
+    assert_eq!(
+        config_message(builder(url()).client_secret(format!("{SECRET}\n"))),
+        "client_secret has leading or trailing whitespace (a newline at the end of a mounted \
+         secret file?): pass it trimmed, e.g. .client_secret(secret.trim())"
+    );
+    assert!(
+        config_message(builder(url()).client_secret(format!(" {SECRET}")))
+            .starts_with("client_secret has leading or trailing whitespace")
+    );
+    assert_eq!(
+        config_message(builder(url()).client_id("client-1\n")),
+        "client_id has leading or trailing whitespace (a newline at the end of a file or \
+         variable?): pass it trimmed, e.g. .client_id(id.trim())"
+    );
+}
+
+#[test]
+fn build_refuses_a_url_without_a_scheme() {
+    assert_eq!(
+        config_message(builder("idp.example.com/oauth/token".into())),
+        "token_url \"idp.example.com/oauth/token\" is not an absolute URL (it has no scheme, so \
+         no host either): give an absolute https://… URL, like \
+         https://idp.example.com/oauth/token"
+    );
+}
+
+#[tokio::test]
+async fn a_404_names_the_endpoint_and_says_to_check_token_url() {
+    let server = TokenServer::start(|_, _| raw(StatusCode::NOT_FOUND, "text/plain", "")).await;
+    let url = server.url().replace("/oauth/token", "/oauth/tokn");
+    let error = builder(url).build().unwrap().fetch().await.unwrap_err();
+
+    assert_eq!(
+        error.endpoint(),
+        Some(format!("127.0.0.1:{}/oauth/tokn", server.addr.port()).as_str())
+    );
+    assert_eq!(
+        snapshot(error.to_string(), server.addr.port()),
+        "the token endpoint rejected the request: HTTP 404 Not Found (token endpoint \
+         127.0.0.1:PORT/oauth/tokn); check token_url: the server has no token endpoint at this \
+         path (for an issuer URL, its metadata at /.well-known/openid-configuration names the \
+         token_endpoint)"
+    );
+    assert!(!error.is_transient());
+}
+
+#[tokio::test]
+async fn an_html_page_says_the_url_is_not_a_token_endpoint_and_keeps_an_excerpt() {
+    let server = TokenServer::start(|_, _| {
+        raw(
+            StatusCode::OK,
+            "text/html",
+            "<!DOCTYPE html><html><body>Sign in</body></html>",
+        )
+    })
+    .await;
+    let error = builder(server.url())
+        .build()
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::InvalidResponse);
+    assert!(error
+        .body_excerpt()
+        .is_some_and(|excerpt| excerpt.starts_with("<!DOCTYPE html>")));
+    assert_eq!(
+        snapshot(error.to_string(), server.addr.port()),
+        "the token endpoint answered 200 OK, but the body is neither a JSON object nor a form \
+         (expected value at line 1 column 1): body \"<!DOCTYPE html><html><body>Sign \
+         in</body></html>\" (token endpoint 127.0.0.1:PORT/oauth/token); this URL does not look \
+         like a token endpoint: check token_url (the token endpoint, not the issuer or an \
+         authorization page)"
+    );
+}
+
+#[tokio::test]
+async fn invalid_client_suggests_the_other_client_authentication() {
+    let server = TokenServer::start(|_, _| {
+        json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({ "error": "invalid_client" }),
+        )
+    })
+    .await;
+    let basic = builder(server.url())
+        .build()
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(
+        basic
+            .hint()
+            .unwrap()
+            .ends_with(".auth_style(AuthStyle::Form)"),
+        "{basic}"
+    );
+    let form = builder(server.url())
+        .auth_style(AuthStyle::Form)
+        .build()
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(
+        form.hint()
+            .unwrap()
+            .ends_with(".auth_style(AuthStyle::Basic)"),
+        "{form}"
+    );
+    assert_eq!(
+        snapshot(basic.to_string(), server.addr.port()),
+        "the token endpoint rejected the request: HTTP 401 Unauthorized: invalid_client (token \
+         endpoint 127.0.0.1:PORT/oauth/token); check the client id and secret; if they are \
+         right, the server may want them in the body: .auth_style(AuthStyle::Form)"
+    );
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_port_says_so_and_is_permanent() {
+    let server = TokenServer::issuing(3600).await;
+    let url = format!("https://127.0.0.1:{}/oauth/token", server.addr.port());
+    let error = builder(url).build().unwrap().fetch().await.unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Transport);
+    assert!(!error.is_transient(), "retrying cannot help: {error}");
+    let message = snapshot(error.to_string(), server.addr.port());
+    assert!(
+        message.starts_with("the token endpoint does not speak TLS on this port"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(
+            "(token endpoint 127.0.0.1:PORT/oauth/token); check the port and scheme of \
+             token_url: an https:// URL pointing at a plain HTTP port"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_served_during_backoff_says_when_the_next_attempt_is() {
+    let _ticker = support::ticker();
+    let server =
+        TokenServer::start(|_, _| raw(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "down")).await;
+    let credentials = builder(server.url())
+        .cache_policy(
+            CachePolicy::default().backoff(Duration::from_secs(8), Duration::from_secs(8)),
+        )
+        .build()
+        .unwrap();
+
+    let first = credentials.token().await.unwrap_err();
+    assert_eq!(first.next_attempt_in(), None);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let again = credentials.token().await.unwrap_err();
+
+    assert_eq!(server.hits(), 1, "served from the backoff step");
+    let next = again.next_attempt_in().expect("says when");
+    assert!(
+        next > Duration::from_secs(2) && next < Duration::from_secs(8),
+        "{next:?}"
+    );
+    assert!(again.to_string().contains("; next attempt in "), "{again}");
+}
