@@ -56,6 +56,40 @@ use crate::{AccessToken, CachePolicy, Error, ErrorKind, TokenCache};
 pub struct ClientCredentials {
     endpoint: Arc<Endpoint>,
     cache: TokenCache,
+    caching: Arc<Caching>,
+}
+
+/// How a client's tokens are cached, kept to build siblings the same way.
+struct Caching {
+    policy: CachePolicy,
+    #[cfg(feature = "shared-cache")]
+    shared: Option<SharedCaching>,
+}
+
+/// The shared store, and the key material given for it, if any.
+#[cfg(feature = "shared-cache")]
+type SharedCaching = (Arc<dyn crate::SharedStore>, Option<Zeroizing<Vec<u8>>>);
+
+impl Caching {
+    /// A cache in front of `endpoint`, through the shared store if there is one.
+    fn cache(&self, endpoint: &Arc<Endpoint>) -> Result<TokenCache, Error> {
+        #[cfg(feature = "shared-cache")]
+        if let Some((store, key)) = &self.shared {
+            let shared = shared_source(
+                endpoint,
+                store.clone(),
+                key.clone(),
+                &self.policy,
+                endpoint.timeout,
+                endpoint.default_lifetime,
+            )?;
+            return Ok(TokenCache::with_policy(shared, self.policy.clone()));
+        }
+        Ok(TokenCache::with_policy(
+            endpoint.clone(),
+            self.policy.clone(),
+        ))
+    }
 }
 
 impl ClientCredentials {
@@ -89,6 +123,65 @@ impl ClientCredentials {
     /// replaced is ignored, so a late report cannot drop its successor.
     pub fn invalidate(&self, token: &AccessToken) {
         self.cache.invalidate(token);
+    }
+
+    /// A sibling client asking for tokens for `audience` instead: the same configuration,
+    /// credentials and HTTP client, with a cache of its own (and its own shared-cache entry).
+    /// For a service that calls several APIs with one client registration.
+    ///
+    /// ```no_run
+    /// # fn demo(credentials: tower_oauth2::ClientCredentials) {
+    /// let orders = credentials.with_audience("https://orders.example.com");
+    /// let billing = credentials.with_audience("https://billing.example.com");
+    /// // Each gets, caches, refreshes and invalidates its own token.
+    /// # let _ = (orders, billing);
+    /// # }
+    /// ```
+    pub fn with_audience(&self, audience: impl Into<String>) -> ClientCredentials {
+        self.sibling("audience", Some(audience.into()))
+    }
+
+    /// A sibling client asking for tokens with these `scopes` (space-joined; none: no `scope`
+    /// parameter) instead, like [`with_audience`](Self::with_audience).
+    pub fn with_scopes<I, S>(&self, scopes: I) -> ClientCredentials
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+        self.sibling("scope", (!scopes.is_empty()).then(|| scopes.join(" ")))
+    }
+
+    /// A sibling whose token requests set parameter `name` to `value` (or leave it out).
+    fn sibling(&self, name: &str, value: Option<String>) -> ClientCredentials {
+        let mut template = self.endpoint.template.clone();
+        let at = template.params.iter().position(|(n, _)| n == name);
+        match (at, value) {
+            (Some(at), Some(value)) => template.params[at].1 = Zeroizing::new(value),
+            (None, Some(value)) => template
+                .params
+                .push((name.to_owned(), Zeroizing::new(value))),
+            (Some(at), None) => drop(template.params.remove(at)),
+            (None, None) => {}
+        }
+        let endpoint = Arc::new(Endpoint {
+            template,
+            shown: self.endpoint.shown.clone(),
+            http: self.endpoint.http.clone(),
+            timeout: self.endpoint.timeout,
+            body_limit: self.endpoint.body_limit,
+            default_lifetime: self.endpoint.default_lifetime,
+            redact: self.endpoint.redact.clone(),
+        });
+        // Only the shared store's key material could be refused, and it was accepted already.
+        let cache = self.caching.cache(&endpoint).unwrap_or_else(|_| {
+            TokenCache::with_policy(endpoint.clone(), self.caching.policy.clone())
+        });
+        ClientCredentials {
+            endpoint,
+            cache,
+            caching: self.caching.clone(),
+        }
     }
 
     /// **Bypasses the cache**: sends a token request to the endpoint on every call, and does
@@ -665,21 +758,17 @@ impl ClientCredentialsBuilder {
             default_lifetime: self.default_lifetime,
             redact,
         });
-        #[cfg(feature = "shared-cache")]
-        if let Some(store) = self.shared_store {
-            let shared = shared_source(
-                &endpoint,
-                store,
-                self.shared_key,
-                &self.policy,
-                self.timeout,
-                self.default_lifetime,
-            )?;
-            let cache = TokenCache::with_policy(shared, self.policy);
-            return Ok(ClientCredentials { endpoint, cache });
-        }
-        let cache = TokenCache::with_policy(endpoint.clone(), self.policy);
-        Ok(ClientCredentials { endpoint, cache })
+        let caching = Arc::new(Caching {
+            policy: self.policy,
+            #[cfg(feature = "shared-cache")]
+            shared: self.shared_store.map(|store| (store, self.shared_key)),
+        });
+        let cache = caching.cache(&endpoint)?;
+        Ok(ClientCredentials {
+            endpoint,
+            cache,
+            caching,
+        })
     }
 
     fn checked_url(&self) -> Result<Uri, Error> {

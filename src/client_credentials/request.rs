@@ -28,6 +28,7 @@ pub enum AuthStyle {
 }
 
 /// Everything needed to build one token request; built once, encoded per fetch.
+#[derive(Clone)]
 pub(crate) struct RequestTemplate {
     pub(crate) url: Uri,
     pub(crate) client_id: String,
