@@ -31,6 +31,7 @@ use zeroize::Zeroizing;
 use crate::clock::{coarse_deadline, coarse_now, ticks, Runtime, Ticks};
 use crate::policy::CachePolicy;
 use crate::source::{TokenFuture, TokenSource};
+use crate::telemetry::Metrics;
 use crate::token::now;
 use crate::{AccessToken, Error};
 use flight::{Flight, Outcome, Stall};
@@ -91,6 +92,7 @@ struct Inner {
     policy: CachePolicy,
     current: ArcSwapOption<Entry>,
     control: Mutex<Control>,
+    metrics: Metrics,
 }
 
 /// Every live cache, by slot. Slots are reused, so each thread's copies stay a short dense
@@ -228,9 +230,10 @@ impl TokenCache {
         let inner = Arc::new(Inner {
             slot,
             source: Arc::new(source),
-            policy,
+            policy: policy.clone(),
             current: ArcSwapOption::empty(),
             control: Mutex::new(Control::default()),
+            metrics: Metrics::new(&policy.name),
         });
         if slot == slots.len() {
             slots.push(None);
@@ -389,8 +392,14 @@ impl Inner {
         let mut stalled = None;
         if let Some(flight) = &control.flight {
             match flight.stall(here.map(|runtime| runtime.id)) {
-                None => return Ok(Some(flight.clone())),
+                None => {
+                    flight.joined();
+                    return Ok(Some(flight.clone()));
+                }
                 Some(stall) => {
+                    if stall == Stall::TimedOut {
+                        self.metrics.fetched("timeout", flight.running_for());
+                    }
                     stalled = control.flight.take();
                     if stall == Stall::TimedOut {
                         self.record_failure(
@@ -468,6 +477,7 @@ impl Inner {
             let given_up = control.flight.take();
             match stall {
                 Stall::TimedOut => {
+                    self.metrics.fetched("timeout", flight.running_for());
                     self.record_failure(&mut control, Error::timeout(self.policy.fetch_timeout))
                 }
                 Stall::Orphaned => tracing::info!(
@@ -490,8 +500,14 @@ impl Inner {
             return Outcome::Abandoned;
         }
         let finished = control.flight.take();
+        if let Some(flight) = &finished {
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            self.metrics.fetched(outcome, flight.running_for());
+            self.metrics.flight_waiters(flight.callers());
+        }
         let outcome = match result.and_then(|token| self.install(token)) {
             Ok(entry) => {
+                self.metrics.failures(0);
                 control.failures = 0;
                 control.retry_at = None;
                 control.last_error = None;
@@ -520,6 +536,7 @@ impl Inner {
             return;
         }
         control.failures = control.failures.saturating_add(1);
+        self.metrics.failures(control.failures);
         let delay = self
             .policy
             .backoff_delay(control.failures, error.retry_after());
@@ -555,6 +572,7 @@ impl Inner {
         });
         self.current.store(Some(entry.clone()));
         thread_copies::bump();
+        self.metrics.installed(plan.expires_in);
         Ok(entry)
     }
 
@@ -586,6 +604,7 @@ impl Inner {
             return;
         }
         thread_copies::bump();
+        self.metrics.invalidated();
         control.last_invalidation = Some(now);
         drop(control);
         tracing::info!(

@@ -37,6 +37,8 @@
 //!   `webpki-roots` choose the parts; see the README for the matrix.
 //! - `reqwest`: [`BearerAuthMiddleware`], the same for `reqwest` clients through
 //!   `reqwest-middleware`.
+//! - `metrics`: fetches, their latency, waiters, the cached token's expiry, invalidations and
+//!   failures through the `metrics` facade, labelled with [`CachePolicy::name`].
 //! - `redis`: [`RedisStore`], so that a whole fleet shares one token (implies `shared-cache`:
 //!   the [`SharedStore`] trait, for stores of your own).
 //! - `tonic`: token failures reach tonic callers with a gRPC code (`UNAUTHENTICATED`,
@@ -60,6 +62,7 @@ mod retry;
 #[cfg(feature = "shared-cache")]
 mod shared;
 mod source;
+mod telemetry;
 mod token;
 mod transport;
 

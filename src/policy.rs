@@ -57,6 +57,7 @@ pub struct CachePolicy {
     pub(crate) min_lifetime: Duration,
     pub(crate) min_fetch_interval: Duration,
     pub(crate) fetch_timeout: Duration,
+    pub(crate) name: std::sync::Arc<str>,
 }
 
 impl Default for CachePolicy {
@@ -74,6 +75,7 @@ impl Default for CachePolicy {
             min_lifetime: Duration::from_secs(2),
             min_fetch_interval: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(30),
+            name: std::sync::Arc::from("default"),
         }
     }
 }
@@ -140,6 +142,13 @@ impl CachePolicy {
     /// The shortest time between a fetch and the refresh ahead that follows it (default 1 s).
     pub fn min_fetch_interval(mut self, interval: Duration) -> Self {
         self.min_fetch_interval = interval;
+        self
+    }
+
+    /// The name this cache's metrics are labelled with (`client`, feature `metrics`; default
+    /// `default`): say which API or client registration it serves. Never put a secret here.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = std::sync::Arc::from(name.into());
         self
     }
 

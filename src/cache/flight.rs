@@ -63,6 +63,9 @@ pub(super) struct Flight {
     timeout: Ticks,
     outcome: Mutex<Option<Outcome>>,
     ended: Notify,
+    /// When it started, and how many callers asked for it, for metrics.
+    started: std::time::Instant,
+    callers: AtomicUsize,
 }
 
 /// Signs that a flight's home is still working on it.
@@ -148,7 +151,24 @@ impl Flight {
             timeout,
             outcome: Mutex::new(None),
             ended: Notify::new(),
+            started: std::time::Instant::now(),
+            callers: AtomicUsize::new(1),
         })
+    }
+
+    /// Another caller asks for this flight.
+    pub(super) fn joined(&self) {
+        self.callers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many callers asked for it.
+    pub(super) fn callers(&self) -> usize {
+        self.callers.load(Ordering::Relaxed)
+    }
+
+    /// How long it has run.
+    pub(super) fn running_for(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Whether this flight should be given up, as seen from runtime `here`.
