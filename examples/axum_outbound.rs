@@ -76,7 +76,7 @@ async fn item(
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let token_server = support::TokenServer::start().await?;
+    let token_server = support::token_server().await?;
     let upstream = support::ProtectedApi::start(token_server.validator()).await?;
 
     // The front API, with its outbound client in State.

@@ -96,7 +96,7 @@ async fn main() -> ExitCode {
 
 /// Everything against the embedded token server. `Ok(false)`: a check failed.
 async fn embedded(requests: usize) -> Result<bool, BoxError> {
-    let token_server = support::TokenServer::start().await?;
+    let token_server = support::token_server().await?;
     let mut ok = true;
     println!("Embedded token server: {}", token_server.url());
     let credentials = |style: AuthStyle, secret: &str| {
@@ -116,7 +116,9 @@ async fn embedded(requests: usize) -> Result<bool, BoxError> {
         (AuthStyle::Json, "JSON body"),
     ] {
         let token = credentials(style, support::CLIENT_SECRET)?.fetch().await?;
-        let seen = token_server.last_client_auth().unwrap_or("nothing");
+        let seen = token_server
+            .last_client_auth()
+            .map_or_else(|| "nothing".to_owned(), |auth| auth.to_string());
         let verdict = check(&mut ok, seen == expected);
         println!(
             "   {:<5} -> {}; server saw credentials in: {seen} {verdict}",

@@ -45,7 +45,7 @@ fn main() -> Result<(), BoxError> {
     };
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let token_server = runtime.block_on(support::TokenServer::issuing_for(LIFETIME))?;
+    let token_server = runtime.block_on(support::token_server_issuing_for(LIFETIME))?;
     let redis = Redis::start()?;
 
     println!(
@@ -62,7 +62,7 @@ fn main() -> Result<(), BoxError> {
             let before = token_server.requests();
             let store = shared.then(|| (redis.url(), format!("fleet-{run}:")));
             let workers: Vec<Child> = (0..count)
-                .map(|_| spawn_worker(token_server.url(), store.as_ref()))
+                .map(|_| spawn_worker(&token_server.url(), store.as_ref()))
                 .collect::<Result<_, _>>()?;
             for worker in workers {
                 if !worker.wait_with_output()?.status.success() {

@@ -21,7 +21,7 @@ use tower_oauth2::{BearerAuthLayer, BoxError, ClientCredentials};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let token_server = support::TokenServer::start().await?;
+    let token_server = support::token_server().await?;
     let api = support::ProtectedApi::start(token_server.validator()).await?;
 
     // One `ClientCredentials` per credential set: it holds the token cache.

@@ -25,7 +25,7 @@ use tower_oauth2::{BearerAuthLayer, BoxError, ClientCredentials};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let token_server = support::TokenServer::start().await?;
+    let token_server = support::token_server().await?;
 
     // The gRPC server: Health, behind a bearer token check.
     let issued = token_server.validator();

@@ -37,6 +37,7 @@
 //!   `webpki-roots` choose the parts; see the README for the matrix.
 //! - `reqwest`: [`BearerAuthMiddleware`], the same for `reqwest` clients through
 //!   `reqwest-middleware`.
+//! - `test-util`: [`test_util::TokenServer`], a token endpoint on loopback for your tests.
 //! - `metrics`: fetches, their latency, waiters, the cached token's expiry, invalidations and
 //!   failures through the `metrics` facade, labelled with [`CachePolicy::name`].
 //! - `redis`: [`RedisStore`], so that a whole fleet shares one token (implies `shared-cache`:
@@ -63,6 +64,8 @@ mod retry;
 mod shared;
 mod source;
 mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod token;
 mod transport;
 

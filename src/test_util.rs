@@ -1,0 +1,415 @@
+//! [`TokenServer`]: a real OAuth 2.0 token endpoint on loopback, for testing code that uses this
+//! crate (feature `test-util`).
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// How a client authenticated to the [`TokenServer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// `Authorization: Basic`, id and secret form-urlencoded (RFC 6749 §2.3.1).
+    Basic,
+    /// `client_id` and `client_secret` in a form body.
+    Form,
+    /// `client_id` and `client_secret` in a JSON body.
+    Json,
+}
+
+impl std::fmt::Display for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ClientAuth::Basic => "HTTP Basic",
+            ClientAuth::Form => "form body",
+            ClientAuth::Json => "JSON body",
+        })
+    }
+}
+
+/// A failure for the [`TokenServer`] to answer with, instead of a token.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Failure {
+    /// An RFC 6749 §5.2 error: this status and `{"error": code}`.
+    OAuth {
+        /// The HTTP status, e.g. 400 or 401.
+        status: u16,
+        /// The `error` code, e.g. `invalid_client`.
+        error: String,
+    },
+    /// This status with `Retry-After: seconds` and an empty body (e.g. 429 or 503).
+    RetryAfter {
+        /// The HTTP status.
+        status: u16,
+        /// The `Retry-After` value, in seconds.
+        seconds: u64,
+    },
+    /// Any status, content type and body: an HTML error page, a body that is not a token.
+    Body {
+        /// The HTTP status.
+        status: u16,
+        /// The `Content-Type`.
+        content_type: String,
+        /// The body.
+        body: String,
+    },
+    /// A normal answer, after this delay (for timeouts, and callers that wait together).
+    Delay(Duration),
+}
+
+/// A token endpoint for the client credentials grant on `127.0.0.1`, for your tests: it checks
+/// the client's credentials in every style the crate sends (HTTP Basic, form or JSON body),
+/// issues `<prefix>-1`, `<prefix>-2`, … with the lifetime you choose, counts requests, and
+/// answers with the [`Failure`]s you queue. It stops when dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+/// use tower_oauth2::test_util::{Failure, TokenServer};
+/// use tower_oauth2::{BearerAuthLayer, ClientCredentials};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// let server = TokenServer::builder()
+///     .client("my-service", "test-secret")
+///     .lifetime(Duration::from_secs(300))
+///     .start()
+///     .await?;
+/// let credentials = ClientCredentials::builder()
+///     .token_url(server.url())
+///     .client_id("my-service")
+///     .client_secret("test-secret")
+///     .build()?;
+///
+/// // The code under test: a client behind the layer.
+/// let api = service_fn(|request: http::Request<()>| async move {
+///     let auth = request.headers()["authorization"].to_str().unwrap().to_owned();
+///     Ok::<_, std::convert::Infallible>(http::Response::new(auth))
+/// });
+/// let client = ServiceBuilder::new().layer(BearerAuthLayer::new(credentials)).service(api);
+///
+/// for _ in 0..3 {
+///     let response = client.clone().oneshot(http::Request::new(())).await?;
+///     assert_eq!(response.body(), "Bearer token-1");
+/// }
+/// assert_eq!(server.requests(), 1);
+/// assert!(server.accepts("token-1"));
+///
+/// // An outage: the next token request fails.
+/// server.fail_next(1, Failure::RetryAfter { status: 503, seconds: 1 });
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct TokenServer {
+    url: String,
+    state: Arc<State>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+/// Configures a [`TokenServer`].
+#[derive(Debug, Clone)]
+pub struct TokenServerBuilder {
+    client_id: String,
+    client_secret: String,
+    lifetime: Duration,
+    prefix: String,
+    latency: Duration,
+}
+
+#[derive(Debug)]
+struct State {
+    client_id: String,
+    client_secret: String,
+    prefix: String,
+    latency: Duration,
+    lifetime: Mutex<Duration>,
+    requests: AtomicUsize,
+    issued: Mutex<HashMap<String, Instant>>,
+    failures: Mutex<VecDeque<Failure>>,
+    last_auth: Mutex<Option<ClientAuth>>,
+}
+
+impl TokenServerBuilder {
+    /// The client it accepts (default `test-client` / `test-secret`).
+    pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self.client_secret = secret.into();
+        self
+    }
+
+    /// `expires_in` of the tokens it issues (whole seconds; default one hour).
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// What issued tokens start with (default `token`: `token-1`, `token-2`, …).
+    pub fn token_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Take this long to answer each request, like a real identity provider (default none).
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Listen on a free port of `127.0.0.1`. Needs a tokio runtime with IO.
+    pub async fn start(self) -> std::io::Result<TokenServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let state = Arc::new(State {
+            client_id: self.client_id,
+            client_secret: self.client_secret,
+            prefix: self.prefix,
+            latency: self.latency,
+            lifetime: Mutex::new(self.lifetime),
+            requests: AtomicUsize::new(0),
+            issued: Mutex::new(HashMap::new()),
+            failures: Mutex::new(VecDeque::new()),
+            last_auth: Mutex::new(None),
+        });
+        let serving = state.clone();
+        let accepting = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(answer(&state, request).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(TokenServer {
+            url: format!("http://{addr}/oauth/token"),
+            state,
+            accepting,
+        })
+    }
+}
+
+impl TokenServer {
+    /// A token server with the defaults (see [`TokenServerBuilder`]).
+    pub async fn start() -> std::io::Result<TokenServer> {
+        Self::builder().start().await
+    }
+
+    /// Configure one.
+    pub fn builder() -> TokenServerBuilder {
+        TokenServerBuilder {
+            client_id: "test-client".into(),
+            client_secret: "test-secret".into(),
+            lifetime: Duration::from_secs(3600),
+            prefix: "token".into(),
+            latency: Duration::ZERO,
+        }
+    }
+
+    /// The token endpoint URL, for `ClientCredentials::builder().token_url(..)`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// How many token requests arrived (answered, refused or failed).
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// How many tokens it issued.
+    pub fn issued(&self) -> usize {
+        lock(&self.state.issued).len()
+    }
+
+    /// Whether `token` was issued here and has not expired: what a resource server checks.
+    pub fn accepts(&self, token: &str) -> bool {
+        accepts(&self.state, token)
+    }
+
+    /// [`accepts`](Self::accepts), to hand to a resource server running elsewhere.
+    pub fn validator(&self) -> impl Fn(&str) -> bool + Clone + Send + Sync + 'static {
+        let state = self.state.clone();
+        move |token: &str| accepts(&state, token)
+    }
+
+    /// How the last client that sent credentials authenticated.
+    pub fn last_client_auth(&self) -> Option<ClientAuth> {
+        *lock(&self.state.last_auth)
+    }
+
+    /// Answer the next `times` token requests with `failure`, after any already queued.
+    pub fn fail_next(&self, times: usize, failure: Failure) {
+        lock(&self.state.failures).extend(std::iter::repeat_n(failure, times));
+    }
+
+    /// Issue tokens with this lifetime from now on.
+    pub fn set_lifetime(&self, lifetime: Duration) {
+        *lock(&self.state.lifetime) = lifetime;
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+fn accepts(state: &State, token: &str) -> bool {
+    let lifetime = *lock(&state.lifetime);
+    lock(&state.issued)
+        .get(token)
+        .is_some_and(|issued| issued.elapsed() < lifetime)
+}
+
+async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    if !state.latency.is_zero() {
+        tokio::time::sleep(state.latency).await;
+    }
+    let failure = lock(&state.failures).pop_front();
+    match failure {
+        Some(Failure::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Failure::OAuth { status, error }) => return oauth_error(status, &error),
+        Some(Failure::RetryAfter { status, seconds }) => {
+            let mut response = plain(status, "text/plain", String::new());
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(RETRY_AFTER, value);
+            }
+            return response;
+        }
+        Some(Failure::Body {
+            status,
+            content_type,
+            body,
+        }) => return plain(status, &content_type, body),
+        None => {}
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(body) = Limited::new(body, 64 * 1024).collect().await else {
+        return oauth_error(400, "invalid_request");
+    };
+    let body = body.to_bytes();
+    let is_json = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    let params: HashMap<String, String> = if is_json {
+        match serde_json::from_slice(&body) {
+            Ok(params) => params,
+            Err(_) => return oauth_error(400, "invalid_request"),
+        }
+    } else {
+        form_urlencoded::parse(&body).into_owned().collect()
+    };
+    // Exactly one client authentication method (RFC 6749 §2.3).
+    let (auth, id, secret) = match (basic(&parts.headers), params.get("client_id")) {
+        (Some((id, secret)), None) => (ClientAuth::Basic, id, secret),
+        (None, Some(id)) => {
+            let auth = if is_json {
+                ClientAuth::Json
+            } else {
+                ClientAuth::Form
+            };
+            let secret = params.get("client_secret").cloned().unwrap_or_default();
+            (auth, id.clone(), secret)
+        }
+        _ => return oauth_error(400, "invalid_request"),
+    };
+    *lock(&state.last_auth) = Some(auth);
+    if id != state.client_id || secret != state.client_secret {
+        let mut response = oauth_error(401, "invalid_client");
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"test\""),
+        );
+        return response;
+    }
+    if params.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error(400, "unsupported_grant_type");
+    }
+    let token = {
+        let mut issued = lock(&state.issued);
+        let token = format!("{}-{}", state.prefix, issued.len() + 1);
+        issued.insert(token.clone(), Instant::now());
+        token
+    };
+    let mut body = serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": lock(&state.lifetime).as_secs(),
+    });
+    if let Some(scope) = params.get("scope") {
+        body["scope"] = scope.clone().into();
+    }
+    let mut response = plain(200, "application/json", body.to_string());
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))`, decoded.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let encoded = headers
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |text: &str| -> String {
+        form_urlencoded::parse(text.as_bytes())
+            .map(|(key, _)| key.into_owned())
+            .next()
+            .unwrap_or_default()
+    };
+    Some((unescape(id), unescape(secret)))
+}
+
+fn oauth_error(status: u16, code: &str) -> Response<Full<Bytes>> {
+    plain(
+        status,
+        "application/json",
+        serde_json::json!({ "error": code }).to_string(),
+    )
+}
+
+fn plain(status: u16, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
