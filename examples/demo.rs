@@ -7,8 +7,12 @@
 //!    `Json`) and described: type, lifetime, scope;
 //! 2. a wrong secret shows what a rejected token request looks like;
 //! 3. a hyper-util client wrapped in `BearerAuthLayer` sends 4000 concurrent requests to a
-//!    protected API, and the demo reports how many token requests that cost (one), how many
-//!    requests succeeded, and their latency.
+//!    protected API at a cold start, and the demo reports how many token requests that cost
+//!    (one, counted by the client and by the server), the time to the first token, how many
+//!    requests succeeded, and their latency once the token is cached;
+//! 4. two-second tokens under steady calls: refreshed ahead, no caller waits;
+//! 5. the API revokes the token in use: one 401, exactly that token dropped, the next request
+//!    carries a new one.
 //!
 //! With `--token-url` (or `TOKEN_URL`) it talks to your identity provider instead: it fetches a
 //! token, describes it, and runs step 3 against a local API that accepts any bearer token.
@@ -63,6 +67,10 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let _ = SNAPSHOTTER.set(recorder.snapshotter());
+    let _ = recorder.install();
+
     let options = match Options::parse(std::env::args().skip(1)) {
         Ok(Some(options)) => options,
         Ok(None) => {
@@ -92,6 +100,29 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads the crate's metrics (feature `metrics`), which a real service would export.
+static SNAPSHOTTER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+    std::sync::OnceLock::new();
+/// Token requests counted so far: the recorder hands counters out as increments.
+static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many token requests this process's clients made, by the crate's own metrics.
+fn client_side_fetches() -> u64 {
+    use metrics_util::debugging::DebugValue;
+    let new: u64 = SNAPSHOTTER
+        .get()
+        .map(|snapshotter| snapshotter.snapshot().into_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "tower_oauth2_token_fetches_total")
+        .map(|(.., value)| match value {
+            DebugValue::Counter(count) => count,
+            _ => 0,
+        })
+        .sum();
+    FETCHES.fetch_add(new, std::sync::atomic::Ordering::SeqCst) + new
 }
 
 /// Everything against the embedded token server. `Ok(false)`: a check failed.
@@ -146,9 +177,10 @@ async fn embedded(requests: usize) -> Result<bool, BoxError> {
         }
     }
 
-    println!("\n3. {requests} concurrent requests through one BearerAuthLayer");
+    println!("\n3. {requests} concurrent requests through one BearerAuthLayer, twice");
     let api = support::ProtectedApi::start(token_server.validator()).await?;
     let before = token_server.requests();
+    let before_here = client_side_fetches();
     let report = load(
         credentials(AuthStyle::Basic, support::CLIENT_SECRET)?,
         api.url(),
@@ -156,11 +188,114 @@ async fn embedded(requests: usize) -> Result<bool, BoxError> {
     )
     .await?;
     let token_requests = token_server.requests() - before;
-    let verdict = check(&mut ok, token_requests == 1);
+    let fetched = client_side_fetches() - before_here;
+    let verdict = check(&mut ok, token_requests == 1 && fetched == 1);
     println!(
-        "   token requests served by the token server: {token_requests} (expected 1) {verdict}"
+        "   token requests: {fetched} made by the client (its own metrics), {token_requests} \
+         served by the token server (expected 1) {verdict}"
     );
     ok &= report.print(api.distinct_tokens());
+
+    println!("\n4. Two-second tokens, a call every 50 ms for 5 s: refreshed ahead, nobody waits");
+    ok &= short_tokens().await?;
+
+    println!("\n5. The API rejects the current token once (401)");
+    ok &= rejected_once().await?;
+    Ok(ok)
+}
+
+/// Calls through the layer while 2 s tokens expire: every call succeeds, and none waits for a
+/// refresh (the slowest call after the first is as fast as the others).
+async fn short_tokens() -> Result<bool, BoxError> {
+    let mut ok = true;
+    // A slow token server: a caller that waited for a refresh would take half a second.
+    let token_server = support::TokenServer::builder()
+        .client(support::CLIENT_ID, support::CLIENT_SECRET)
+        .lifetime(Duration::from_secs(2))
+        .latency(Duration::from_millis(500))
+        .start()
+        .await?;
+    let api = support::ProtectedApi::start(token_server.validator()).await?;
+    let credentials = ClientCredentials::builder()
+        .token_url(token_server.url())
+        .client_id(support::CLIENT_ID)
+        .client_secret(support::CLIENT_SECRET)
+        .build()?;
+    let client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(credentials))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+    let uri: http::Uri = format!("{}/orders", api.url()).parse()?;
+    let (mut failed, mut slowest, mut calls) = (0, Duration::ZERO, 0);
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        let sent = Instant::now();
+        let request = http::Request::get(uri.clone()).body(Empty::new())?;
+        match client.clone().oneshot(request).await {
+            Ok(response) if response.status().is_success() => {}
+            _ => failed += 1,
+        }
+        if calls > 0 {
+            slowest = slowest.max(sent.elapsed());
+        }
+        calls += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let verdict = check(&mut ok, failed == 0);
+    println!("   calls: {calls}, failed: {failed} {verdict}");
+    let refreshes = token_server.requests();
+    let verdict = check(&mut ok, (3..=6).contains(&refreshes));
+    println!("   token requests: {refreshes} (one per ~1 s of a 2 s token) {verdict}");
+    let verdict = check(&mut ok, slowest < Duration::from_millis(400));
+    println!(
+        "   slowest call after the first: {:.1} ms (a wait for a refresh would be >= 500 ms) \
+         {verdict}",
+        slowest.as_secs_f64() * 1000.0
+    );
+    Ok(ok)
+}
+
+/// The API revokes the token in use: the request that carried it gets 401, the layer drops
+/// exactly that token, and the next request carries a new one.
+async fn rejected_once() -> Result<bool, BoxError> {
+    let mut ok = true;
+    let token_server = support::token_server().await?;
+    let revoked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let api = {
+        let (revoked, valid) = (revoked.clone(), token_server.validator());
+        support::ProtectedApi::start(move |token| {
+            valid(token) && !revoked.lock().unwrap().iter().any(|r| r == token)
+        })
+        .await?
+    };
+    let credentials = ClientCredentials::builder()
+        .token_url(token_server.url())
+        .client_id(support::CLIENT_ID)
+        .client_secret(support::CLIENT_SECRET)
+        .build()?;
+    let client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(credentials.clone()))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>());
+    let uri: http::Uri = format!("{}/orders", api.url()).parse()?;
+    let call = || async {
+        let request = http::Request::get(uri.clone()).body(Empty::new())?;
+        Ok::<_, BoxError>(client.clone().oneshot(request).await?.status())
+    };
+    call().await?;
+    let first = credentials.token().await?;
+    revoked.lock().unwrap().push(first.secret().to_owned());
+    let statuses = [call().await?, call().await?, call().await?];
+    let verdict = check(
+        &mut ok,
+        statuses.map(|s| s.as_u16()) == [401, 200, 200] && token_server.requests() == 2,
+    );
+    println!(
+        "   statuses after the revocation: {}, {}, {}; token requests: {} (expected 401, then \
+         200 with a new token; 2) {verdict}",
+        statuses[0].as_u16(),
+        statuses[1].as_u16(),
+        statuses[2].as_u16(),
+        token_server.requests()
+    );
     Ok(ok)
 }
 
@@ -189,11 +324,18 @@ async fn against_provider(provider: Provider, requests: usize) -> Result<bool, B
     let token = credentials.fetch().await?;
     println!("   {}", describe(&token));
 
-    println!("\n2. {requests} concurrent requests through one BearerAuthLayer");
-    println!("   (to a local API accepting any bearer token; the provider's count is not visible)");
+    println!("\n2. {requests} concurrent requests through one BearerAuthLayer, twice");
+    println!("   (to a local API accepting any bearer token)");
     let api = support::ProtectedApi::start(|_| true).await?;
+    let before = client_side_fetches();
     let report = load(credentials, api.url(), requests).await?;
-    Ok(report.print(api.distinct_tokens()))
+    let mut ok = true;
+    let fetched = client_side_fetches() - before;
+    let verdict = check(&mut ok, fetched == 1);
+    println!(
+        "   token requests this client made (its own metrics): {fetched} (expected 1) {verdict}"
+    );
+    Ok(report.print(api.distinct_tokens()) && ok)
 }
 
 /// The URL to print: no user info, no query (either might hold something secret).
@@ -240,13 +382,18 @@ fn check(ok: &mut bool, passed: bool) -> &'static str {
 struct Report {
     succeeded: usize,
     failures: Vec<String>,
+    /// Of the requests sent with the token cached.
     latencies: Vec<Duration>,
+    /// From the cold start to the first token.
+    first_token: Duration,
+    /// Of the wave with the token cached.
     elapsed: Duration,
 }
 
 /// Send `requests` concurrent `GET`s to `api_url`, all through ONE client wrapped in
-/// `BearerAuthLayer` with `credentials`. The cache starts empty: every request waits for the
-/// same token request, then they all go out with its token.
+/// `BearerAuthLayer` with `credentials`, twice: at a cold start (every request waits for the
+/// same token request; the time to that first token is measured on its own), then with the
+/// token cached (the latencies reported).
 async fn load(
     credentials: ClientCredentials,
     api_url: &str,
@@ -257,46 +404,57 @@ async fn load(
         .http2_only(true)
         .build_http::<Empty<Bytes>>();
     let service = ServiceBuilder::new()
-        .layer(BearerAuthLayer::new(credentials))
+        .layer(BearerAuthLayer::new(credentials.clone()))
         .service(client);
-
     let uri: http::Uri = format!("{api_url}/orders").parse()?;
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for _ in 0..requests {
-        let service = service.clone(); // clones share the token cache
-        let request = http::Request::get(uri.clone()).body(Empty::new())?;
-        tasks.spawn(async move {
-            let sent = Instant::now();
-            let outcome = match service.oneshot(request).await {
-                Ok(response) if response.status().is_success() => response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                Ok(response) => Err(format!("HTTP {}", response.status())),
-                Err(error) => Err(error.to_string()), // never contains a secret
-            };
-            (outcome, sent.elapsed())
-        });
-    }
 
     let mut report = Report {
         succeeded: 0,
         failures: Vec::new(),
         latencies: Vec::with_capacity(requests),
+        first_token: Duration::ZERO,
         elapsed: Duration::ZERO,
     };
-    while let Some(joined) = tasks.join_next().await {
-        let (outcome, latency) = joined?;
-        report.latencies.push(latency);
-        match outcome {
-            Ok(()) => report.succeeded += 1,
-            Err(error) => report.failures.push(error),
+    for cold in [true, false] {
+        let started = Instant::now();
+        let mut tasks = JoinSet::new();
+        for _ in 0..requests {
+            let service = service.clone(); // clones share the token cache
+            let request = http::Request::get(uri.clone()).body(Empty::new())?;
+            tasks.spawn(async move {
+                let sent = Instant::now();
+                let outcome = match service.oneshot(request).await {
+                    Ok(response) if response.status().is_success() => response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    Ok(response) => Err(format!("HTTP {}", response.status())),
+                    Err(error) => Err(error.to_string()), // never contains a secret
+                };
+                (outcome, sent.elapsed())
+            });
+        }
+        if cold {
+            // Joins the token request the layer's callers started.
+            credentials.token().await?;
+            report.first_token = started.elapsed();
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (outcome, latency) = joined?;
+            match outcome {
+                Ok(()) => report.succeeded += 1,
+                Err(error) => report.failures.push(error),
+            }
+            if !cold {
+                report.latencies.push(latency);
+            }
+        }
+        if !cold {
+            report.elapsed = started.elapsed();
         }
     }
-    report.elapsed = started.elapsed();
     report.latencies.sort();
     Ok(report)
 }
@@ -324,7 +482,12 @@ impl Report {
                 .map_or(0.0, |d| ms(*d))
         };
         println!(
-            "   latency ms: p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1} (all done in {:.0} ms)",
+            "   time to the first token: {:.1} ms (every request of the cold start waited for it)",
+            ms(self.first_token)
+        );
+        println!(
+            "   latency ms with the token cached: p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1} (all \
+             done in {:.0} ms)",
             percentile(0.50),
             percentile(0.90),
             percentile(0.99),
