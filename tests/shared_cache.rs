@@ -233,6 +233,26 @@ async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
         assert!(!contains(&value, token.secret()));
     }
 
+    // Another type of value under the key: a list.
+    {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let _: () = redis::cmd("DEL").arg(&key).query(&mut connection).unwrap();
+        let _: () = redis::cmd("LPUSH")
+            .arg(&key)
+            .arg("x")
+            .query(&mut connection)
+            .unwrap();
+    }
+    let hits = tokens.hits();
+    client(&tokens, &redis.url(), CachePolicy::default())
+        .token()
+        .await
+        .unwrap();
+    assert_eq!(tokens.hits(), hits + 1);
+    let (_, value) = redis.dump().remove(0);
+    assert!(value.starts_with(b"TO2\x01"), "the list was replaced");
+
     // A client with another secret (same key: the key holds no secret) cannot read it.
     let other = ClientCredentials::builder()
         .token_url(tokens.url())

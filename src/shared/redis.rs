@@ -143,10 +143,16 @@ impl SharedStore for RedisStore {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
         let key = self.key(key);
         Box::pin(self.run(move |mut connection| async move {
-            redis::cmd("GET")
+            let value = redis::cmd("GET")
                 .arg(&key)
                 .query_async(&mut connection)
-                .await
+                .await;
+            match value {
+                // Something else lives under our key (a list, a hash): not ours, so it is
+                // treated like any foreign value, and the next publication replaces it.
+                Err(error) if error.code() == Some("WRONGTYPE") => Ok(Some(Vec::new())),
+                other => other,
+            }
         }))
     }
 
