@@ -1,6 +1,7 @@
 //! [`ClientCredentials`]: the OAuth 2.0 client credentials grant (RFC 6749 §4.4) against any
 //! token endpoint. Every rule about the wire format lives here; caching is [`TokenCache`]'s.
 
+mod discovery;
 mod request;
 mod response;
 
@@ -166,6 +167,7 @@ impl ClientCredentials {
         }
         let endpoint = Arc::new(Endpoint {
             template,
+            discovery: self.endpoint.discovery.clone(),
             shown: self.endpoint.shown.clone(),
             http: self.endpoint.http.clone(),
             timeout: self.endpoint.timeout,
@@ -250,6 +252,8 @@ pub(crate) fn fuzz_decode(status: u16, content_type: &str, retry_after: &str, bo
 /// The uncached fetch: one token request per call.
 struct Endpoint {
     template: RequestTemplate,
+    /// With an issuer instead of a token URL (then `template.url` is the issuer's).
+    discovery: Option<Arc<discovery::Discovery>>,
     /// The endpoint as errors name it: `host[:port]/path`, no query.
     shown: String,
     http: HttpClient,
@@ -262,11 +266,21 @@ struct Endpoint {
 
 impl Endpoint {
     async fn fetch(&self) -> Result<AccessToken, Error> {
-        self.fetch_once().await.map_err(|error| self.explain(error))
+        let url = match &self.discovery {
+            None => self.template.url.clone(),
+            Some(discovery) => discovery
+                .token_endpoint(&self.http, self.timeout, self.body_limit)
+                .await
+                .map_err(|error| self.explain(error, &self.shown))?,
+        };
+        let shown = shown(&url);
+        self.fetch_once(&url)
+            .await
+            .map_err(|error| self.explain(error, &shown))
     }
 
     /// `error`, naming this endpoint and saying what is likely to fix it where we can tell.
-    fn explain(&self, error: Error) -> Error {
+    fn explain(&self, error: Error, shown: &str) -> Error {
         if error.kind() == ErrorKind::Runtime {
             return error;
         }
@@ -296,10 +310,10 @@ impl Endpoint {
             Some(hint) => error.with_hint(hint),
             None => error,
         };
-        error.at_endpoint(&self.shown)
+        error.at_endpoint(shown)
     }
 
-    async fn fetch_once(&self) -> Result<AccessToken, Error> {
+    async fn fetch_once(&self, url: &Uri) -> Result<AccessToken, Error> {
         match Runtime::current() {
             None => {
                 return Err(Error::runtime(
@@ -318,8 +332,8 @@ impl Endpoint {
             Some(_) => {}
         }
         let started = Instant::now();
-        let host = self.template.url.host().unwrap_or_default();
-        let request = self.template.encode()?;
+        let host = url.host().unwrap_or_default();
+        let request = self.template.encode(url)?;
         // A panic in the HTTP client is an error like any other. One cause is the caller's
         // setup, not the endpoint: a runtime without IO makes tokio panic inside the connector.
         let exchange = AssertUnwindSafe(transport::send(&self.http, request, self.body_limit))
@@ -436,6 +450,7 @@ impl fmt::Debug for Endpoint {
 #[must_use]
 pub struct ClientCredentialsBuilder {
     token_url: Option<String>,
+    issuer: Option<String>,
     client_id: Option<String>,
     client_secret: Zeroizing<String>,
     auth_style: AuthStyle,
@@ -462,6 +477,7 @@ impl Default for ClientCredentialsBuilder {
     fn default() -> Self {
         ClientCredentialsBuilder {
             token_url: None,
+            issuer: None,
             client_id: None,
             client_secret: Zeroizing::new(String::new()),
             auth_style: AuthStyle::Basic,
@@ -509,6 +525,25 @@ impl ClientCredentialsBuilder {
     /// [`allow_insecure_http`](Self::allow_insecure_http)).
     pub fn token_url(mut self, url: impl Into<String>) -> Self {
         self.token_url = Some(url.into());
+        self
+    }
+
+    /// The issuer (`https://idp.example.com`), instead of the token URL: the token endpoint is
+    /// read from its metadata (RFC 8414 `/.well-known/oauth-authorization-server`, then OpenID
+    /// Connect `/.well-known/openid-configuration`) on the first fetch, and kept. Metadata
+    /// whose `issuer` is not exactly this one is refused before any credential is sent.
+    /// `build()` stays synchronous.
+    ///
+    /// ```
+    /// let credentials = tower_oauth2::ClientCredentials::builder()
+    ///     .issuer("https://idp.example.com")
+    ///     .client_id("my-service")
+    ///     .client_secret("secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_oauth2::Error>(())
+    /// ```
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
         self
     }
 
@@ -667,7 +702,7 @@ impl ClientCredentialsBuilder {
 
     /// Check the configuration and build the client.
     pub fn build(self) -> Result<ClientCredentials, Error> {
-        let url = self.checked_url()?;
+        let (url, discover) = self.checked_url()?;
         let client_id = match self.client_id {
             Some(id) if !id.is_empty() => id,
             _ => return Err(Error::config("client_id is required: call .client_id(..)")),
@@ -726,6 +761,7 @@ impl ClientCredentialsBuilder {
             }
             params.push((name, value));
         }
+        let custom_http = self.http.is_some();
         let http = match self.http {
             Some(http) => http,
             None => transport::default_client(&self.root_certificates, &self.proxy)?,
@@ -740,17 +776,20 @@ impl ClientCredentialsBuilder {
             params,
         };
         let redact = secrets_sent(&template);
-        let shown = format!(
-            "{}{}",
-            template
-                .url
-                .authority()
-                .map(|authority| authority.as_str().rsplit('@').next().unwrap_or_default())
-                .unwrap_or_default(),
-            template.url.path()
-        );
+        let shown = shown(&template.url);
+        let discovery = discover.then(|| {
+            Arc::new(discovery::Discovery::new(
+                self.issuer.clone().unwrap_or_default(),
+                template.url.clone(),
+                UrlRules {
+                    allow_insecure_http: self.allow_insecure_http,
+                    custom_http,
+                },
+            ))
+        });
         let endpoint = Arc::new(Endpoint {
             shown,
+            discovery,
             template,
             http,
             timeout: self.timeout,
@@ -771,44 +810,71 @@ impl ClientCredentialsBuilder {
         })
     }
 
-    fn checked_url(&self) -> Result<Uri, Error> {
-        let Some(raw) = &self.token_url else {
-            return Err(Error::config("token_url is required: call .token_url(..)"));
+    /// The configured token URL or issuer, checked, and which of the two it is.
+    fn checked_url(&self) -> Result<(Uri, bool), Error> {
+        let rules = UrlRules {
+            allow_insecure_http: self.allow_insecure_http,
+            custom_http: self.http.is_some(),
         };
+        match (&self.token_url, &self.issuer) {
+            (Some(_), Some(_)) => Err(Error::config(
+                "give either token_url or issuer, not both: with an issuer, the token endpoint \
+                 comes from its metadata",
+            )),
+            (Some(raw), None) => Ok((rules.check(raw, "token_url")?, false)),
+            (None, Some(raw)) => Ok((rules.check(raw, "issuer")?, true)),
+            (None, None) => Err(Error::config(
+                "token_url is required: call .token_url(..) (or .issuer(..) to discover it)",
+            )),
+        }
+    }
+}
+
+/// Which URLs a client may send credentials to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UrlRules {
+    pub(crate) allow_insecure_http: bool,
+    pub(crate) custom_http: bool,
+}
+
+impl UrlRules {
+    /// `raw` (named `what` in errors) as an absolute `https` URL, or `http` to loopback (or
+    /// anywhere, if allowed).
+    pub(crate) fn check(&self, raw: &str, what: &str) -> Result<Uri, Error> {
         if !raw.contains("://") {
             return Err(Error::config(format!(
-                "token_url {raw:?} is not an absolute URL (it has no scheme, so no host \
+                "{what} {raw:?} is not an absolute URL (it has no scheme, so no host \
                  either): give an absolute https://… URL, like \
                  https://idp.example.com/oauth/token"
             )));
         }
         let url: Uri = raw
             .parse()
-            .map_err(|e| Error::config(format!("token_url {raw:?} is not a valid URL: {e}")))?;
+            .map_err(|e| Error::config(format!("{what} {raw:?} is not a valid URL: {e}")))?;
         let host = url.host().ok_or_else(|| {
             Error::config(format!(
-                "token_url {raw:?} has no host: give an absolute URL like https://host/oauth/token"
+                "{what} {raw:?} has no host: give an absolute URL like https://host/oauth/token"
             ))
         })?;
         match url.scheme_str() {
             Some("https") => {
-                if cfg!(not(feature = "rustls-no-provider")) && self.http.is_none() {
-                    return Err(Error::config(
-                        "https token URLs need the `rustls` feature or your own .http_client(..)",
-                    ));
+                if cfg!(not(feature = "rustls-no-provider")) && !self.custom_http {
+                    return Err(Error::config(format!(
+                        "https {what}s need the `rustls` feature or your own .http_client(..)"
+                    )));
                 }
             }
             Some("http") if self.allow_insecure_http || is_loopback(host) => {}
             Some("http") => {
                 return Err(Error::config(format!(
-                    "token_url {raw:?} is plain http to a non-loopback host, which would send the \
+                    "{what} {raw:?} is plain http to a non-loopback host, which would send the \
                      client secret in clear text: use https, or .allow_insecure_http() on a \
                      trusted network"
                 )))
             }
             _ => {
                 return Err(Error::config(format!(
-                    "token_url {raw:?} must start with https:// (or http:// for loopback)"
+                    "{what} {raw:?} must start with https:// (or http:// for loopback)"
                 )))
             }
         }
@@ -873,6 +939,15 @@ fn shared_source(
             default_lifetime,
         },
     ))
+}
+
+/// `url` as errors name it: `host[:port]/path`, no credentials, no query.
+fn shown(url: &Uri) -> String {
+    let authority = url
+        .authority()
+        .map(|authority| authority.as_str().rsplit('@').next().unwrap_or_default())
+        .unwrap_or_default();
+    format!("{authority}{}", url.path())
 }
 
 pub(crate) fn is_loopback(host: &str) -> bool {

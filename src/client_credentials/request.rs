@@ -43,7 +43,8 @@ pub(crate) struct RequestTemplate {
 const USER_AGENT_VALUE: &str = concat!("tower-oauth2/", env!("CARGO_PKG_VERSION"));
 
 impl RequestTemplate {
-    pub(crate) fn encode(&self) -> Result<TokenRequest, Error> {
+    /// The request to the token endpoint at `url`.
+    pub(crate) fn encode(&self, url: &Uri) -> Result<TokenRequest, Error> {
         let (content_type, body) = match self.auth_style {
             AuthStyle::Basic => ("application/x-www-form-urlencoded", self.form_body(false)),
             AuthStyle::Form => ("application/x-www-form-urlencoded", self.form_body(true)),
@@ -51,7 +52,7 @@ impl RequestTemplate {
         };
         let mut request = http::Request::builder()
             .method(Method::POST)
-            .uri(self.url.clone())
+            .uri(url.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .header(CONTENT_TYPE, HeaderValue::from_static(content_type))
             .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))

@@ -1,0 +1,205 @@
+//! Finding the token endpoint from the issuer: RFC 8414 authorization server metadata, then
+//! OpenID Connect Discovery. Done on the first fetch, and kept; a failure is not kept.
+//!
+//! The metadata is refused unless its `issuer` is exactly the configured one (RFC 8414 §3.3),
+//! before any credential is sent, and its `token_endpoint` obeys the same rules as a configured
+//! token URL. The requests obey the same transport rules as token requests: the timeout, the
+//! body limit, no redirects.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::ACCEPT;
+use http::{HeaderValue, Method, StatusCode, Uri};
+use http_body_util::Full;
+use serde_json::Value;
+
+use super::UrlRules;
+use crate::transport::{self, HttpClient};
+use crate::Error;
+
+/// The issuer to discover the token endpoint from, and what was found.
+pub(super) struct Discovery {
+    /// As configured: the metadata must name exactly this.
+    issuer: String,
+    issuer_url: Uri,
+    rules: UrlRules,
+    token_endpoint: tokio::sync::OnceCell<Uri>,
+}
+
+impl Discovery {
+    pub(super) fn new(issuer: String, issuer_url: Uri, rules: UrlRules) -> Self {
+        Discovery {
+            issuer,
+            issuer_url,
+            rules,
+            token_endpoint: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The token endpoint, discovered on first use.
+    pub(super) async fn token_endpoint(
+        &self,
+        http: &HttpClient,
+        timeout: Duration,
+        body_limit: usize,
+    ) -> Result<Uri, Error> {
+        self.token_endpoint
+            .get_or_try_init(|| self.discover(http, timeout, body_limit))
+            .await
+            .cloned()
+    }
+
+    async fn discover(
+        &self,
+        http: &HttpClient,
+        timeout: Duration,
+        body_limit: usize,
+    ) -> Result<Uri, Error> {
+        let mut last = None;
+        for url in metadata_urls(&self.issuer_url) {
+            let shown = format!(
+                "{}{}",
+                url.authority().map_or("", |a| a.as_str()),
+                url.path()
+            );
+            match self.metadata(http, url, timeout, body_limit).await {
+                Ok(Some(metadata)) => {
+                    return self.token_endpoint_in(&metadata).map_err(|e| {
+                        e.at_endpoint(&shown).with_hint(
+                            "check the issuer: it must be exactly the `issuer` of the \\
+                             provider's metadata (scheme, host, path, trailing slash)",
+                        )
+                    })
+                }
+                // Not at this location: try the next.
+                Ok(None) => {}
+                Err(error) => last = Some(error.at_endpoint(&shown)),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Error::invalid_response(
+                "the issuer publishes no metadata at /.well-known/oauth-authorization-server \\
+                 or /.well-known/openid-configuration",
+            )
+            .with_hint("check the issuer URL, or give the token endpoint with .token_url(..)")
+        }))
+    }
+
+    /// The metadata document at `url`; `None` if there is none there (404, 405, 410).
+    async fn metadata(
+        &self,
+        http: &HttpClient,
+        url: Uri,
+        timeout: Duration,
+        body_limit: usize,
+    ) -> Result<Option<serde_json::Map<String, Value>>, Error> {
+        let mut request = http::Request::new(Full::new(Bytes::new()));
+        *request.method_mut() = Method::GET;
+        *request.uri_mut() = url;
+        request
+            .headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let (parts, body) =
+            tokio::time::timeout(timeout, transport::send(http, request, body_limit))
+                .await
+                .map_err(|_| Error::timeout(timeout))??;
+        if matches!(
+            parts.status,
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::GONE
+        ) {
+            return Ok(None);
+        }
+        if !parts.status.is_success() {
+            return Err(Error::rejected(
+                parts.status,
+                None,
+                None,
+                None,
+                Some("the issuer's metadata could not be read".into()),
+            ));
+        }
+        let body = body.map_err(|_| {
+            Error::invalid_response(format!(
+                "the issuer's metadata is larger than the limit of {body_limit} bytes"
+            ))
+        })?;
+        match serde_json::from_slice(&body) {
+            Ok(Value::Object(metadata)) => Ok(Some(metadata)),
+            _ => Err(Error::invalid_response(
+                "the issuer's metadata is not a JSON object",
+            )),
+        }
+    }
+
+    fn token_endpoint_in(&self, metadata: &serde_json::Map<String, Value>) -> Result<Uri, Error> {
+        match metadata.get("issuer") {
+            Some(Value::String(issuer)) if *issuer == self.issuer => {}
+            Some(Value::String(issuer)) => {
+                return Err(Error::invalid_response(format!(
+                    "the metadata names issuer {issuer:?}, not the configured {:?}; refused \\
+                     before sending any credential (RFC 8414 §3.3)",
+                    self.issuer
+                )))
+            }
+            _ => {
+                return Err(Error::invalid_response(
+                    "the issuer's metadata has no `issuer`",
+                ))
+            }
+        }
+        let Some(Value::String(endpoint)) = metadata.get("token_endpoint") else {
+            return Err(Error::invalid_response(
+                "the issuer's metadata has no `token_endpoint`",
+            ));
+        };
+        self.rules
+            .check(endpoint, "the discovered token_endpoint")
+            .map_err(|e| Error::invalid_response(e.to_string()))
+    }
+}
+
+/// Where the metadata of `issuer` may be, in order: RFC 8414 §3.1 (the well-known segment
+/// between host and path), then OpenID Connect Discovery 1.0 §4 (appended to the issuer).
+fn metadata_urls(issuer: &Uri) -> Vec<Uri> {
+    let scheme = issuer.scheme_str().unwrap_or("https");
+    let authority = issuer.authority().map_or("", |a| a.as_str());
+    let path = issuer.path().trim_end_matches('/');
+    [
+        format!("{scheme}://{authority}/.well-known/oauth-authorization-server{path}"),
+        format!("{scheme}://{authority}{path}/.well-known/openid-configuration"),
+    ]
+    .into_iter()
+    .filter_map(|url| url.parse().ok())
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(issuer: &str) -> Vec<String> {
+        metadata_urls(&issuer.parse().unwrap())
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn well_known_locations_follow_rfc_8414_then_openid_connect() {
+        assert_eq!(
+            urls("https://idp.example.com"),
+            [
+                "https://idp.example.com/.well-known/oauth-authorization-server",
+                "https://idp.example.com/.well-known/openid-configuration",
+            ]
+        );
+        assert_eq!(
+            urls("https://idp.example.com/tenant/v2/"),
+            [
+                "https://idp.example.com/.well-known/oauth-authorization-server/tenant/v2",
+                "https://idp.example.com/tenant/v2/.well-known/openid-configuration",
+            ]
+        );
+    }
+}
