@@ -90,13 +90,25 @@ async fn read_limited(
 pub(crate) fn default_client(
     extra_roots_pem: &[Vec<u8>],
     proxy: &ProxyConfig,
+    identity: Option<&ClientIdentity>,
 ) -> Result<HttpClient, Error> {
     let roots = root_certificates(extra_roots_pem)?;
     let tls = rustls::ClientConfig::builder_with_provider(crypto_provider()?)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let tls = match identity {
+        None => tls.with_no_client_auth(),
+        Some(identity) => {
+            let (chain, key) = identity.parse()?;
+            tls.with_client_auth_cert(chain, key).map_err(|e| {
+                Error::config(format!(
+                    "tls_client_auth: the certificate and key do not form a TLS client \
+                     identity: {e}"
+                ))
+            })?
+        }
+    };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -104,6 +116,55 @@ pub(crate) fn default_client(
         .enable_http2()
         .wrap_connector(ProxyConnector::new(proxy)?);
     Ok(boxed(hyper_client(connector)))
+}
+
+/// A TLS client certificate chain and its private key (PEM), for mutual-TLS client
+/// authentication (RFC 8705).
+#[derive(Clone)]
+// Without rustls, `build()` refuses an identity before anything reads it.
+#[cfg_attr(not(feature = "rustls-no-provider"), allow(dead_code))]
+pub(crate) struct ClientIdentity {
+    pub(crate) chain_pem: Vec<u8>,
+    pub(crate) key_pem: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity { .. }")
+    }
+}
+
+impl ClientIdentity {
+    /// The chain and key, or a configuration error that says what is missing. Never shows the
+    /// key.
+    #[cfg(feature = "rustls-no-provider")]
+    fn parse(
+        &self,
+    ) -> Result<
+        (
+            Vec<rustls::pki_types::CertificateDer<'static>>,
+            rustls::pki_types::PrivateKeyDer<'static>,
+        ),
+        Error,
+    > {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let chain = CertificateDer::pem_slice_iter(&self.chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                Error::config("tls_client_auth: the certificate chain is not valid PEM")
+            })?;
+        if chain.is_empty() {
+            return Err(Error::config(
+                "tls_client_auth: no `BEGIN CERTIFICATE` block in the certificate chain",
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|_| {
+            Error::config("tls_client_auth: no private key (PKCS#8, PKCS#1 or SEC1 PEM) in the key")
+        })?;
+        Ok((chain, key))
+    }
 }
 
 /// The process-wide provider if the application installed one (its choice wins), else the one
@@ -175,7 +236,13 @@ fn root_certificates(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::RootCertStor
 pub(crate) fn default_client(
     extra_roots_pem: &[Vec<u8>],
     proxy: &ProxyConfig,
+    identity: Option<&ClientIdentity>,
 ) -> Result<HttpClient, Error> {
+    if identity.is_some() {
+        return Err(Error::config(
+            "tls_client_auth needs the `rustls` feature (or pass your own http_client)",
+        ));
+    }
     if !extra_roots_pem.is_empty() {
         return Err(Error::config(
             "root_certificate_pem needs the `rustls` feature (or pass your own http_client)",
@@ -204,7 +271,7 @@ mod tests {
     ))]
     #[test]
     fn without_a_provider_build_says_how_to_get_one() {
-        let error = super::default_client(&[], &Default::default())
+        let error = super::default_client(&[], &Default::default(), None)
             .err()
             .expect("no provider, no client");
         assert_eq!(error.kind(), crate::ErrorKind::Config);
@@ -215,6 +282,6 @@ mod tests {
 
         // Once the application installs one, it is used.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        assert!(super::default_client(&[], &Default::default()).is_ok());
+        assert!(super::default_client(&[], &Default::default(), None).is_ok());
     }
 }

@@ -24,15 +24,19 @@ pub(super) struct Discovery {
     issuer: String,
     issuer_url: Uri,
     rules: UrlRules,
+    /// Prefer `mtls_endpoint_aliases.token_endpoint` (RFC 8705 §5): the client authenticates
+    /// with a TLS certificate.
+    mtls: bool,
     token_endpoint: tokio::sync::OnceCell<Uri>,
 }
 
 impl Discovery {
-    pub(super) fn new(issuer: String, issuer_url: Uri, rules: UrlRules) -> Self {
+    pub(super) fn new(issuer: String, issuer_url: Uri, rules: UrlRules, mtls: bool) -> Self {
         Discovery {
             issuer,
             issuer_url,
             rules,
+            mtls,
             token_endpoint: tokio::sync::OnceCell::new(),
         }
     }
@@ -148,7 +152,11 @@ impl Discovery {
                 ))
             }
         }
-        let Some(Value::String(endpoint)) = metadata.get("token_endpoint") else {
+        let alias = metadata
+            .get("mtls_endpoint_aliases")
+            .and_then(|aliases| aliases.get("token_endpoint"))
+            .filter(|_| self.mtls);
+        let Some(Value::String(endpoint)) = alias.or_else(|| metadata.get("token_endpoint")) else {
             return Err(Error::invalid_response(
                 "the issuer's metadata has no `token_endpoint`",
             ));
@@ -200,6 +208,36 @@ mod tests {
                 "https://idp.example.com/.well-known/oauth-authorization-server/tenant/v2",
                 "https://idp.example.com/tenant/v2/.well-known/openid-configuration",
             ]
+        );
+    }
+
+    #[test]
+    fn with_a_client_certificate_the_mtls_alias_is_preferred() {
+        let metadata = serde_json::json!({
+            "issuer": "https://idp.example.com",
+            "token_endpoint": "https://idp.example.com/token",
+            "mtls_endpoint_aliases": { "token_endpoint": "https://mtls.idp.example.com/token" },
+        });
+        let metadata = metadata.as_object().unwrap();
+        let rules = UrlRules {
+            allow_insecure_http: false,
+            custom_http: true,
+        };
+        let discovery = |mtls| {
+            Discovery::new(
+                "https://idp.example.com".into(),
+                "https://idp.example.com".parse().unwrap(),
+                rules,
+                mtls,
+            )
+        };
+        assert_eq!(
+            discovery(true).token_endpoint_in(metadata).unwrap(),
+            "https://mtls.idp.example.com/token"
+        );
+        assert_eq!(
+            discovery(false).token_endpoint_in(metadata).unwrap(),
+            "https://idp.example.com/token"
         );
     }
 }

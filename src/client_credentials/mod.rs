@@ -465,6 +465,7 @@ pub struct ClientCredentialsBuilder {
     allow_insecure_http: bool,
     root_certificates: Vec<Vec<u8>>,
     proxy: ProxyConfig,
+    tls_identity: Option<transport::ClientIdentity>,
     #[cfg(feature = "shared-cache")]
     shared_store: Option<Arc<dyn crate::SharedStore>>,
     #[cfg(feature = "shared-cache")]
@@ -491,6 +492,7 @@ impl Default for ClientCredentialsBuilder {
             allow_insecure_http: false,
             root_certificates: Vec::new(),
             proxy: ProxyConfig::default(),
+            tls_identity: None,
             #[cfg(feature = "shared-cache")]
             shared_store: None,
             #[cfg(feature = "shared-cache")]
@@ -650,6 +652,26 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Authenticate with a TLS client certificate instead of a secret (RFC 8705 §2:
+    /// `tls_client_auth` and `self_signed_tls_client_auth`): `chain_pem` (the certificate
+    /// first, then any intermediates) and its private key `key_pem` (PKCS#8, PKCS#1 or SEC1)
+    /// are presented on the TLS connection to the token endpoint, and the body carries only
+    /// `client_id`. With [`issuer`](Self::issuer), the metadata's
+    /// `mtls_endpoint_aliases.token_endpoint` is used when there is one. Needs the built-in
+    /// HTTP client (not [`http_client`](Self::http_client)). The key is zeroized on drop and
+    /// never shown.
+    pub fn tls_client_auth(
+        mut self,
+        chain_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls_identity = Some(transport::ClientIdentity {
+            chain_pem: chain_pem.into(),
+            key_pem: Zeroizing::new(key_pem.into()),
+        });
+        self
+    }
+
     /// Connect to the token endpoint directly, ignoring the proxy environment variables.
     pub fn no_proxy(mut self) -> Self {
         self.proxy = ProxyConfig::Direct;
@@ -714,7 +736,20 @@ impl ClientCredentialsBuilder {
             ));
         }
         let secret = self.client_secret.as_str();
-        if secret.is_empty() {
+        if self.tls_identity.is_some() {
+            if !secret.is_empty() {
+                return Err(Error::config(
+                    "give either a client secret or tls_client_auth, not both: with a TLS \
+                     client certificate, the body carries only client_id",
+                ));
+            }
+            if self.http.is_some() {
+                return Err(Error::config(
+                    "tls_client_auth configures the built-in HTTP client; with your own \
+                     .http_client(..), give it the client certificate instead",
+                ));
+            }
+        } else if secret.is_empty() {
             return Err(Error::config(
                 "client_secret is required: call .client_secret(..) with the secret the identity \
                  provider issued for this client",
@@ -764,13 +799,21 @@ impl ClientCredentialsBuilder {
         let custom_http = self.http.is_some();
         let http = match self.http {
             Some(http) => http,
-            None => transport::default_client(&self.root_certificates, &self.proxy)?,
+            None => transport::default_client(
+                &self.root_certificates,
+                &self.proxy,
+                self.tls_identity.as_ref(),
+            )?,
         };
         let template = RequestTemplate {
             url,
             client_id,
             client_secret: self.client_secret,
-            auth_style: self.auth_style,
+            // A certificate authenticates the client: the body carries only client_id.
+            auth_style: match (self.tls_identity.is_some(), self.auth_style) {
+                (true, AuthStyle::Basic) => AuthStyle::Form,
+                (_, style) => style,
+            },
             basic_urlencode: self.basic_urlencode,
             grant_type,
             params,
@@ -785,6 +828,7 @@ impl ClientCredentialsBuilder {
                     allow_insecure_http: self.allow_insecure_http,
                     custom_http,
                 },
+                self.tls_identity.is_some(),
             ))
         });
         let endpoint = Arc::new(Endpoint {
@@ -800,7 +844,16 @@ impl ClientCredentialsBuilder {
         let caching = Arc::new(Caching {
             policy: self.policy,
             #[cfg(feature = "shared-cache")]
-            shared: self.shared_store.map(|store| (store, self.shared_key)),
+            // Without a secret, the key of a TLS client certificate is what only this client
+            // holds.
+            shared: self.shared_store.map(|store| {
+                let key = self.shared_key.or_else(|| {
+                    self.tls_identity
+                        .as_ref()
+                        .map(|identity| identity.key_pem.clone())
+                });
+                (store, key)
+            }),
         });
         let cache = caching.cache(&endpoint)?;
         Ok(ClientCredentials {
