@@ -39,6 +39,53 @@ impl std::fmt::Display for ClientAuth {
     }
 }
 
+/// A request the [`TokenServer`] received, fully read.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Received {
+    /// The method (`POST` from this crate).
+    pub method: http::Method,
+    /// The path and query it was sent to.
+    pub uri: http::Uri,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl Received {
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The body, read as `application/x-www-form-urlencoded`.
+    pub fn form(&self) -> HashMap<String, String> {
+        form_urlencoded::parse(&self.body).into_owned().collect()
+    }
+
+    /// The body, read as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+
+    /// `Authorization: Basic` as sent: `(id, secret)` after base64, before any url-decoding.
+    pub fn basic(&self) -> Option<(String, String)> {
+        let encoded = self.header("authorization")?.strip_prefix("Basic ")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        let (id, secret) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+        Some((id.to_owned(), secret.to_owned()))
+    }
+}
+
+/// Answers a request in place of the [`TokenServer`]'s own behaviour; see
+/// [`TokenServerBuilder::script`].
+type Script = dyn Fn(Received, usize) -> futures_util::future::BoxFuture<'static, Option<Response<Full<Bytes>>>>
+    + Send
+    + Sync;
+
 /// A failure for the [`TokenServer`] to answer with, instead of a token.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -113,16 +160,17 @@ pub enum Failure {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct TokenServer {
+    addr: SocketAddr,
     url: String,
     state: Arc<State>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
 /// Configures a [`TokenServer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TokenServerBuilder {
+    script: Option<Arc<Script>>,
     client_id: String,
     client_secret: String,
     lifetime: Duration,
@@ -130,8 +178,9 @@ pub struct TokenServerBuilder {
     latency: Duration,
 }
 
-#[derive(Debug)]
 struct State {
+    script: Option<Arc<Script>>,
+    received: Mutex<Vec<Received>>,
     client_id: String,
     client_secret: String,
     prefix: String,
@@ -141,6 +190,17 @@ struct State {
     issued: Mutex<HashMap<String, Instant>>,
     failures: Mutex<VecDeque<Failure>>,
     last_auth: Mutex<Option<ClientAuth>>,
+}
+
+impl std::fmt::Debug for TokenServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenServerBuilder")
+            .field("client_id", &self.client_id)
+            .field("lifetime", &self.lifetime)
+            .field("prefix", &self.prefix)
+            .field("scripted", &self.script.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenServerBuilder {
@@ -163,6 +223,37 @@ impl TokenServerBuilder {
         self
     }
 
+    /// Answer requests yourself: `script(request, n)` (`n` counts requests from 1) returns the
+    /// response, or `None` for the server's own behaviour (checking the credentials and
+    /// issuing a token). For endpoints that misbehave in ways [`Failure`] does not cover.
+    ///
+    /// ```
+    /// # async fn demo() -> std::io::Result<()> {
+    /// use tower_oauth2::test_util::TokenServer;
+    ///
+    /// // Every third request is refused with a 500.
+    /// let server = TokenServer::builder()
+    ///     .script(|_request, n| async move {
+    ///         (n % 3 == 0).then(|| {
+    ///             let mut response = http::Response::new("oops".into());
+    ///             *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    ///             response
+    ///         })
+    ///     })
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn script<F, Fut>(mut self, script: F) -> Self
+    where
+        F: Fn(Received, usize) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Option<Response<Full<Bytes>>>> + Send + 'static,
+    {
+        self.script = Some(Arc::new(move |request, n| Box::pin(script(request, n))));
+        self
+    }
+
     /// Take this long to answer each request, like a real identity provider (default none).
     pub fn latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
@@ -174,6 +265,8 @@ impl TokenServerBuilder {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let state = Arc::new(State {
+            script: self.script,
+            received: Mutex::new(Vec::new()),
             client_id: self.client_id,
             client_secret: self.client_secret,
             prefix: self.prefix,
@@ -203,6 +296,7 @@ impl TokenServerBuilder {
             }
         });
         Ok(TokenServer {
+            addr,
             url: format!("http://{addr}/oauth/token"),
             state,
             accepting,
@@ -219,6 +313,7 @@ impl TokenServer {
     /// Configure one.
     pub fn builder() -> TokenServerBuilder {
         TokenServerBuilder {
+            script: None,
             client_id: "test-client".into(),
             client_secret: "test-secret".into(),
             lifetime: Duration::from_secs(3600),
@@ -230,6 +325,16 @@ impl TokenServer {
     /// The token endpoint URL, for `ClientCredentials::builder().token_url(..)`.
     pub fn url(&self) -> String {
         self.url.clone()
+    }
+
+    /// The address it listens on (`127.0.0.1`, a free port).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Every request received so far, in order.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.state.received).clone()
     }
 
     /// How many token requests arrived (answered, refused or failed).
@@ -269,6 +374,15 @@ impl TokenServer {
     }
 }
 
+impl std::fmt::Debug for TokenServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenServer")
+            .field("url", &self.url)
+            .field("requests", &self.requests())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for TokenServer {
     fn drop(&mut self) {
         self.accepting.abort();
@@ -283,7 +397,24 @@ fn accepts(state: &State, token: &str) -> bool {
 }
 
 async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    state.requests.fetch_add(1, Ordering::SeqCst);
+    let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let (parts, body) = request.into_parts();
+    let Ok(body) = Limited::new(body, 64 * 1024).collect().await else {
+        return oauth_error(400, "invalid_request");
+    };
+    let body = body.to_bytes();
+    let received = Received {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    };
+    lock(&state.received).push(received.clone());
+    if let Some(script) = &state.script {
+        if let Some(response) = script(received, n).await {
+            return response;
+        }
+    }
     if !state.latency.is_zero() {
         tokio::time::sleep(state.latency).await;
     }
@@ -305,11 +436,6 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         }) => return plain(status, &content_type, body),
         None => {}
     }
-    let (parts, body) = request.into_parts();
-    let Ok(body) = Limited::new(body, 64 * 1024).collect().await else {
-        return oauth_error(400, "invalid_request");
-    };
-    let body = body.to_bytes();
     let is_json = parts
         .headers
         .get(CONTENT_TYPE)

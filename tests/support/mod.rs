@@ -1,59 +1,26 @@
 //! Real servers on loopback for the integration tests: a token endpoint whose behaviour each
-//! test scripts, and a protected API that checks bearer tokens.
+//! test scripts (the crate's public `test_util::TokenServer` with a script), and a protected
+//! API that checks bearer tokens.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 pub type Body = Full<Bytes>;
 
-/// A request the token server received, fully read.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: Method,
-    pub uri: Uri,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The `application/x-www-form-urlencoded` body as a map.
-    pub fn form(&self) -> HashMap<String, String> {
-        form_urlencoded::parse(&self.body).into_owned().collect()
-    }
-
-    /// The JSON body.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).expect("a JSON body")
-    }
-
-    /// `Authorization: Basic` decoded to `(id, secret)` exactly as sent (not url-decoded).
-    pub fn basic(&self) -> Option<(String, String)> {
-        let value = self.header("authorization")?.strip_prefix("Basic ")?;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (id, secret) = decoded.split_once(':')?;
-        Some((id.to_owned(), secret.to_owned()))
-    }
-}
+/// A request the token server received, fully read: the crate's own
+/// [`tower_oauth2::test_util::Received`].
+pub use tower_oauth2::test_util::Received as Recorded;
 
 /// Serve `handler` over HTTP/1.1 and HTTP/2 on a fresh loopback port until the test ends.
 pub async fn serve<F, Fut>(handler: F) -> SocketAddr
@@ -83,12 +50,13 @@ where
     addr
 }
 
-/// A scripted token endpoint. Every request is recorded; the script decides the answer.
+/// A scripted token endpoint: the crate's own test token server
+/// ([`tower_oauth2::test_util::TokenServer`]) with a script that answers every request. Every
+/// request is recorded.
 #[derive(Clone)]
 pub struct TokenServer {
     pub addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-    recorded: Arc<Mutex<Vec<Recorded>>>,
+    server: Arc<tower_oauth2::test_util::TokenServer>,
 }
 
 impl TokenServer {
@@ -110,40 +78,17 @@ impl TokenServer {
         F: Fn(Recorded, usize) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
-        let hits = Arc::new(AtomicUsize::new(0));
-        let recorded = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(script);
-        let addr = {
-            let hits = hits.clone();
-            let recorded = recorded.clone();
-            serve(move |request: Request<Incoming>| {
-                let hits = hits.clone();
-                let recorded = recorded.clone();
-                let script = script.clone();
-                async move {
-                    let (parts, body) = request.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let request = Recorded {
-                        method: parts.method,
-                        uri: parts.uri,
-                        headers: parts.headers,
-                        body,
-                    };
-                    recorded.lock().unwrap().push(request.clone());
-                    let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
-                    script(request, n).await
-                }
+        let server = tower_oauth2::test_util::TokenServer::builder()
+            .script(move |request, n| {
+                let answer = script(request, n);
+                async move { Some(answer.await) }
             })
+            .start()
             .await
-        };
+            .expect("a token server on loopback");
         TokenServer {
-            addr,
-            hits,
-            recorded,
+            addr: server.addr(),
+            server: Arc::new(server),
         }
     }
 
@@ -168,12 +113,12 @@ impl TokenServer {
 
     /// How many token requests arrived.
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.server.requests()
     }
 
     /// The requests received so far.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.recorded.lock().unwrap().clone()
+        self.server.received()
     }
 
     /// The last request received.
