@@ -16,6 +16,7 @@ use futures_util::FutureExt;
 use http::Uri;
 use http_body::Body;
 use tower::Service;
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 pub use request::AuthStyle;
@@ -274,7 +275,10 @@ impl Endpoint {
                 .map_err(|error| self.explain(error, &self.shown))?,
         };
         let shown = shown(&url);
+        let span =
+            tracing::debug_span!(target: "tower_oauth2::fetch", "token_fetch", endpoint = %shown);
         self.fetch_once(&url)
+            .instrument(span)
             .await
             .map_err(|error| self.explain(error, &shown))
     }
