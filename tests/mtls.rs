@@ -6,13 +6,13 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::BodyExt;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
 use tower_oauth2::{ClientCredentials, ErrorKind};
+
+#[path = "support/tls.rs"]
+mod tls;
 
 /// A CA, a server certificate for `localhost` and a client certificate, all PEM or DER.
 struct Pki {
@@ -67,66 +67,32 @@ struct Seen {
 
 /// An HTTPS token endpoint that requires a client certificate from the test CA.
 async fn mtls_token_server(pki: &Pki) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(pki.ca_der.clone()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![pki.server.0.clone()], pki.server.1.clone_key())
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let config = tls::server_config(
+        vec![pki.server.0.clone()],
+        pki.server.1.clone_key(),
+        Some(roots),
+    );
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (acceptor, record) = (acceptor.clone(), record.clone());
-            tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return; // no acceptable client certificate
-                };
-                let client_certificate = stream.get_ref().1.peer_certificates().is_some();
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| {
-                        let record = record.clone();
-                        async move {
-                            let authorization = request
-                                .headers()
-                                .get(http::header::AUTHORIZATION)
-                                .map(|v| v.to_str().unwrap().to_owned());
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            record.lock().unwrap().push(Seen {
-                                client_certificate,
-                                authorization,
-                                body: String::from_utf8_lossy(&body).into_owned(),
-                            });
-                            let token = r#"{"access_token":"mtls-token","token_type":"Bearer","expires_in":60}"#;
-                            let mut response = http::Response::new(Full::new(Bytes::from(token)));
-                            response.headers_mut().insert(
-                                http::header::CONTENT_TYPE,
-                                http::HeaderValue::from_static("application/json"),
-                            );
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+    let addr = tls::serve_tls(config, move |request, client_certificate| {
+        let record = record.clone();
+        async move {
+            let authorization = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            record.lock().unwrap().push(Seen {
+                client_certificate,
+                authorization,
+                body: String::from_utf8_lossy(&body).into_owned(),
             });
+            tls::token_response("mtls-token")
         }
-    });
+    })
+    .await;
     (addr, seen)
 }
 

@@ -13,6 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_oauth2::{AuthStyle, ClientCredentials, ErrorKind};
 
+#[path = "support/tls.rs"]
+mod tls;
+
 const SECRET: &str = "pr0xy-must-not-see-this";
 
 /// What a proxy saw: the head of each `CONNECT`, and every byte it relayed either way.
@@ -97,44 +100,15 @@ async fn relay(
 /// An HTTPS token endpoint for `idp.test` on 127.0.0.1, and its certificate (PEM) to trust.
 async fn idp() -> (SocketAddr, String) {
     let certified = rcgen::generate_simple_self_signed(vec!["idp.test".to_owned()]).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![certified.cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into()),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(|_request| async {
-                    let body =
-                        r#"{"access_token":"proxied-token","token_type":"Bearer","expires_in":60}"#;
-                    let mut response = http::Response::new(Full::new(Bytes::from(body)));
-                    response.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, std::convert::Infallible>(response)
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let config = tls::server_config(
+        vec![certified.cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into()),
+        None,
+    );
+    let addr = tls::serve_tls(config, |_, _| async {
+        tls::token_response("proxied-token")
+    })
+    .await;
     (addr, certified.cert.pem())
 }
 

@@ -2,15 +2,13 @@
 //! once its CA is configured with `root_certificate_pem`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
 use tower_oauth2::{ClientCredentials, ErrorKind};
+
+#[path = "support/tls.rs"]
+mod tls;
 
 /// A private CA and a certificate for `localhost` signed by it.
 struct Pki {
@@ -41,45 +39,8 @@ fn private_pki() -> Pki {
 
 /// An HTTPS token endpoint on loopback (HTTP/1.1 and HTTP/2 by ALPN) issuing `tls-token`.
 async fn tls_token_server(pki: &Pki) -> SocketAddr {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![pki.leaf.clone()], pki.leaf_key.clone_key())
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                // A client that refuses the certificate ends the handshake; nothing to serve.
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(|_request| async {
-                    let body =
-                        r#"{"access_token":"tls-token","token_type":"Bearer","expires_in":60}"#;
-                    let mut response = http::Response::new(Full::new(Bytes::from(body)));
-                    response.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, std::convert::Infallible>(response)
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    let config = tls::server_config(vec![pki.leaf.clone()], pki.leaf_key.clone_key(), None);
+    tls::serve_tls(config, |_, _| async { tls::token_response("tls-token") }).await
 }
 
 fn builder(addr: SocketAddr) -> tower_oauth2::ClientCredentialsBuilder {
