@@ -9,48 +9,14 @@ mod servers;
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use criterion::Criterion;
 use servers::TokenServer;
 use support::Row;
 use tokio::runtime::Runtime;
+use tower_oauth2::test_util::RedisServer;
 use tower_oauth2::{CachePolicy, ClientCredentials, RedisStore};
-
-/// A `redis-server` child on a free loopback port, killed when dropped.
-struct Redis(Child, u16);
-
-impl Redis {
-    fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("redis-server (apt-get install -y redis-server)");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        assert!(lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.contains("Ready to accept connections")));
-        std::thread::spawn(move || lines.for_each(drop));
-        Redis(child, port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Every refresh is forced: the token is dropped as rejected, with no rate limit on that.
 fn policy() -> CachePolicy {
@@ -58,7 +24,7 @@ fn policy() -> CachePolicy {
 }
 
 fn refresh_cost(c: &mut Criterion, runtime: &Runtime) {
-    let redis = Redis::start();
+    let redis = RedisServer::start().expect("redis-server (apt-get install -y redis-server)");
     let tokens = runtime.block_on(TokenServer::issuing(3600));
     let builder = || {
         ClientCredentials::builder()
@@ -69,7 +35,7 @@ fn refresh_cost(c: &mut Criterion, runtime: &Runtime) {
     };
     let alone = builder().build().unwrap();
     let shared = builder()
-        .shared_cache(RedisStore::new(&format!("redis://127.0.0.1:{}/", redis.1)).unwrap())
+        .shared_cache(RedisStore::new(&redis.url()).unwrap())
         .build()
         .unwrap();
 

@@ -18,10 +18,10 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tower_oauth2::test_util::RedisServer;
 use tower_oauth2::{BoxError, ClientCredentials, RedisStore};
 
 const LIFETIME: Duration = Duration::from_secs(4);
@@ -46,7 +46,7 @@ fn main() -> Result<(), BoxError> {
 
     let runtime = tokio::runtime::Runtime::new()?;
     let token_server = runtime.block_on(support::token_server_issuing_for(LIFETIME))?;
-    let redis = Redis::start()?;
+    let redis = RedisServer::start()?;
 
     println!(
         "{LIFETIMES} lifetimes of {LIFETIME:?} tokens, {CALLERS} callers per process; token \
@@ -131,45 +131,4 @@ fn worker(args: &[String]) -> Result<(), BoxError> {
         }
         Ok(())
     })
-}
-
-/// A `redis-server` child on a free loopback port, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Result<Redis, BoxError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server ({e}); install it first"))?;
-        let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-        if !lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.contains("Ready to accept connections"))
-        {
-            return Err("redis-server exited before it was ready".into());
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        Ok(Redis { child, port })
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -539,3 +539,102 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// A `redis-server` child process on a free loopback port, for testing the shared cache
+/// (features `test-util` and `redis`); killed, by its PID, when dropped.
+///
+/// ```no_run
+/// # fn demo() -> std::io::Result<()> {
+/// let redis = tower_oauth2::test_util::RedisServer::start()?;
+/// let store = tower_oauth2::RedisStore::new(&redis.url()).expect("a Redis URL");
+/// # let _ = store;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    port: u16,
+}
+
+#[cfg(feature = "redis")]
+impl RedisServer {
+    /// Start `redis-server` (from the PATH) on a free port of `127.0.0.1`, without
+    /// persistence, and wait until it accepts connections. An error says how to install it.
+    pub fn start() -> std::io::Result<RedisServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        Self::start_on(port)
+    }
+
+    /// Start it on `port` (to restart one that was [`stop`](Self::stop)ped).
+    pub fn start_on(port: u16) -> std::io::Result<RedisServer> {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    format!(
+                        "cannot start redis-server ({error}): install it, e.g. `apt-get install \
+                         -y redis-server`"
+                    ),
+                )
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("redis-server has no standard output to watch"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("Ready to accept connections"));
+        if !ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "redis-server on port {port} exited before it was ready"
+            )));
+        }
+        // Keep reading its log, so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(RedisServer {
+            child: Some(child),
+            port,
+        })
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kill it now (by its PID) and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -6,104 +6,46 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use support::{json, TokenServer};
+use tower_oauth2::test_util::RedisServer;
 use tower_oauth2::{CachePolicy, ClientCredentials, RedisStore};
 
 const SECRET: &str = "fl33t-secret-value";
 
-/// A `redis-server` child process on a loopback port, killed (by its PID) on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
+/// A `redis-server` on a loopback port (the crate's own test helper), killed by its PID on
+/// drop. Fails with an install hint when `redis-server` is missing.
+fn redis_server() -> RedisServer {
+    RedisServer::start().unwrap_or_else(|error| panic!("{error}"))
 }
 
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    fn start_on(port: u16) -> RedisServer {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start redis-server ({error}): these tests need it; install it with \
-                     `apt-get install -y redis-server`"
-                )
-            });
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.contains("Ready to accept connections"));
-        assert!(
-            ready,
-            "redis-server on port {port} exited before it was ready"
-        );
-        // Keep reading its log, so that it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        RedisServer {
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Every key and value in it, read directly.
-    fn dump(&self) -> Vec<(String, Vec<u8>)> {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut connection = client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
-        keys.into_iter()
-            .map(|key| {
-                let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
-                (key, value)
-            })
-            .collect()
-    }
-
-    fn set(&self, key: &str, value: &[u8]) {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut connection = client.get_connection().unwrap();
-        let _: () = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .query(&mut connection)
-            .unwrap();
-    }
+/// Every key and value in `redis`, read directly.
+fn dump(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
+            (key, value)
+        })
+        .collect()
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Set `key` to `value` in `redis`, directly.
+fn set(redis: &RedisServer, key: &str, value: &[u8]) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut connection)
+        .unwrap();
 }
 
 /// One client of the fleet: what a process would build.
@@ -137,7 +79,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caches_standing_for_processes_share_one_token_request() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let tokens = TokenServer::issuing(3600).await;
     let fleet: Vec<_> = (0..8)
         .map(|_| client(&tokens, &redis.url(), CachePolicy::default()))
@@ -161,7 +103,7 @@ async fn caches_standing_for_processes_share_one_token_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_refreshes_once_per_lifetime() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let tokens = TokenServer::issuing(2).await;
     let fleet: Vec<_> = (0..4)
         .map(|_| client(&tokens, &redis.url(), short_lived()))
@@ -188,14 +130,14 @@ async fn the_fleet_refreshes_once_per_lifetime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_holds_neither_a_token_nor_the_secret() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let tokens = TokenServer::issuing(3600).await;
     let token = client(&tokens, &redis.url(), CachePolicy::default())
         .token()
         .await
         .unwrap();
 
-    let dump = redis.dump();
+    let dump = dump(&redis);
     assert_eq!(dump.len(), 1, "one entry, the lease released: {dump:?}");
     let (key, value) = &dump[0];
     assert!(key.starts_with("tower-oauth2:token:"), "{key}");
@@ -208,27 +150,27 @@ async fn redis_holds_neither_a_token_nor_the_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let tokens = TokenServer::issuing(3600).await;
     client(&tokens, &redis.url(), CachePolicy::default())
         .token()
         .await
         .unwrap();
-    let (key, _) = redis.dump().remove(0);
+    let (key, _) = dump(&redis).remove(0);
 
     for foreign in [
         b"garbage".to_vec(),
         b"TO2\x01short".to_vec(),
         b"TO2\x01000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_vec(),
     ] {
-        redis.set(&key, &foreign);
+        set(&redis, &key, &foreign);
         let hits = tokens.hits();
         let token = client(&tokens, &redis.url(), CachePolicy::default())
             .token()
             .await
             .unwrap();
         assert_eq!(tokens.hits(), hits + 1, "fetched instead of adopting");
-        let (_, value) = redis.dump().remove(0);
+        let (_, value) = dump(&redis).remove(0);
         assert_ne!(value, foreign, "overwritten");
         assert!(!contains(&value, token.secret()));
     }
@@ -250,7 +192,7 @@ async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
         .await
         .unwrap();
     assert_eq!(tokens.hits(), hits + 1);
-    let (_, value) = redis.dump().remove(0);
+    let (_, value) = dump(&redis).remove(0);
     assert!(value.starts_with(b"TO2\x01"), "the list was replaced");
 
     // A client with another secret (same key: the key holds no secret) cannot read it.
@@ -268,7 +210,7 @@ async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_token_leaves_the_store_only_while_it_is_still_there() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let tokens = TokenServer::issuing(3600).await;
     let a = client(&tokens, &redis.url(), CachePolicy::default());
     let b = client(&tokens, &redis.url(), CachePolicy::default());
@@ -288,7 +230,7 @@ async fn a_rejected_token_leaves_the_store_only_while_it_is_still_there() {
 
 #[test]
 fn a_lease_holder_that_dies_mid_fetch_delays_the_others_by_at_most_the_lease() {
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let servers = tokio::runtime::Runtime::new().unwrap();
     let stall_first = Arc::new(AtomicBool::new(true));
     let tokens = servers.block_on({
@@ -337,8 +279,8 @@ fn a_lease_holder_that_dies_mid_fetch_delays_the_others_by_at_most_the_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_load_fails_no_call() {
-    let mut redis = RedisServer::start();
-    let port = redis.port;
+    let mut redis = redis_server();
+    let port = redis.port();
     let tokens = TokenServer::issuing(1).await;
     let fleet: Vec<_> = (0..4)
         .map(|_| client(&tokens, &redis.url(), short_lived()))
@@ -370,10 +312,10 @@ async fn redis_killed_and_restarted_under_load_fails_no_call() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     redis.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let restarted = RedisServer::start_on(port);
+    let restarted = RedisServer::start_on(port).unwrap();
     // Sharing resumes once each process's breaker lets it try again (a few seconds at most).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while restarted.dump().is_empty() {
+    while dump(&restarted).is_empty() {
         assert!(Instant::now() < deadline, "sharing never resumed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -429,7 +371,7 @@ fn separate_processes_share_one_token_request() {
     if std::env::var_os("FLEET_WORKER_REDIS").is_some() {
         return; // Running as a worker: `fleet_worker` does the work.
     }
-    let redis = RedisServer::start();
+    let redis = redis_server();
     let servers = tokio::runtime::Runtime::new().unwrap();
     let tokens = servers.block_on(TokenServer::issuing(3600));
     let workers: Vec<_> = (0..4)
