@@ -421,3 +421,24 @@ fn fleet_worker() {
     assert!(tokens.iter().all(|token| token == &tokens[0]));
     println!("worker token: {}", tokens[0]);
 }
+
+#[test]
+fn without_a_runtime_it_is_a_runtime_error_and_the_store_is_untouched() {
+    let redis = redis_server();
+    let servers = tokio::runtime::Runtime::new().unwrap();
+    let tokens = servers.block_on(TokenServer::issuing(3600));
+    let member = client(&tokens, &redis.url(), CachePolicy::default());
+
+    let error = futures_util::FutureExt::now_or_never(member.token())
+        .expect("answers at once")
+        .unwrap_err();
+    assert_eq!(error.kind(), tower_oauth2::ErrorKind::Runtime, "{error}");
+
+    // Nothing was poisoned: on a runtime it fetches and shares.
+    let token = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(member.token())
+        .unwrap();
+    assert_eq!(token.secret(), "token-1");
+    assert_eq!(dump(&redis).len(), 1);
+}

@@ -74,7 +74,11 @@ impl SharedSource {
     }
 
     async fn token(&self) -> Result<AccessToken, Error> {
-        if !self.breaker.closed() {
+        // The store needs tokio's IO and timers; without them the fetch itself says what is
+        // missing (`ErrorKind::Runtime`), which is no failure of the store.
+        let usable =
+            crate::clock::Runtime::current().is_some_and(|runtime| runtime.timers() != Some(false));
+        if !usable || !self.breaker.closed() {
             return self.fetch.token().await;
         }
         match self.through_store().await {
