@@ -115,6 +115,18 @@ impl Service<Uri> for ProxyConnector {
         let Some(intercept) = intercept else {
             return Box::pin(async move { direct.oneshot(destination).await.map_err(Into::into) });
         };
+        if intercept.uri().scheme_str() != Some("http") {
+            // A SOCKS or https:// proxy from the environment (ALL_PROXY=socks5://…): sending
+            // CONNECT to it would fail obscurely. The proxy URL may hold a password: not shown.
+            let scheme = intercept.uri().scheme_str().unwrap_or("?").to_owned();
+            return Box::pin(async move {
+                Err(format!(
+                    "the {scheme}:// proxy from the environment is not supported: only http:// \
+                     proxies are; set HTTPS_PROXY to one, or call .no_proxy()"
+                )
+                .into())
+            });
+        }
         let mut tunnel = Tunnel::new(intercept.uri().clone(), direct);
         if let Some(auth) = intercept.basic_auth() {
             tunnel = tunnel.with_auth(auth.clone());

@@ -275,8 +275,17 @@ async fn the_environment_names_the_proxy_and_the_exceptions() {
         "not through the proxy"
     );
 
+    // A SOCKS proxy is not silently bypassed: the error says what is supported.
     std::env::remove_var("HTTPS_PROXY");
     std::env::remove_var("HTTP_PROXY");
+    std::env::set_var("ALL_PROXY", "socks5://user:s0cks-pass@127.0.0.1:1");
+    let socks = builder(idp, &ca).build().unwrap();
+    let error = socks.fetch().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Transport);
+    let message = error.to_string();
+    assert!(message.contains("only http:// proxies"), "{message}");
+    assert!(!message.contains("s0cks-pass"), "{message}");
+    std::env::remove_var("ALL_PROXY");
 }
 
 /// A plain-HTTP token endpoint on 127.0.0.1 issuing `loopback-token`.
