@@ -71,6 +71,8 @@ mod transport;
 
 pub use cache::TokenCache;
 pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuilder};
+#[cfg(feature = "rustls-no-provider")]
+pub use client_credentials::{JwsAlgorithm, PrivateKeyJwt};
 pub use error::{BoxError, Error, ErrorKind, OAuthError};
 pub use future::ResponseFuture;
 #[cfg(feature = "tonic")]

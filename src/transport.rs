@@ -171,7 +171,7 @@ impl ClientIdentity {
 /// our features select. Never `ClientConfig::builder()`, which panics when rustls was compiled
 /// with two providers and none is installed.
 #[cfg(feature = "rustls-no-provider")]
-fn crypto_provider() -> Result<std::sync::Arc<rustls::crypto::CryptoProvider>, Error> {
+pub(crate) fn crypto_provider() -> Result<std::sync::Arc<rustls::crypto::CryptoProvider>, Error> {
     if let Some(installed) = rustls::crypto::CryptoProvider::get_default() {
         return Ok(installed.clone());
     }

@@ -27,16 +27,26 @@ pub(super) struct Discovery {
     /// Prefer `mtls_endpoint_aliases.token_endpoint` (RFC 8705 §5): the client authenticates
     /// with a TLS certificate.
     mtls: bool,
+    /// The names in `token_endpoint_auth_methods_supported` that mean how this client
+    /// authenticates (empty: no standard name, not checked).
+    auth_methods: Vec<&'static str>,
     token_endpoint: tokio::sync::OnceCell<Uri>,
 }
 
 impl Discovery {
-    pub(super) fn new(issuer: String, issuer_url: Uri, rules: UrlRules, mtls: bool) -> Self {
+    pub(super) fn new(
+        issuer: String,
+        issuer_url: Uri,
+        rules: UrlRules,
+        mtls: bool,
+        auth_methods: Vec<&'static str>,
+    ) -> Self {
         Discovery {
             issuer,
             issuer_url,
             rules,
             mtls,
+            auth_methods,
             token_endpoint: tokio::sync::OnceCell::new(),
         }
     }
@@ -141,7 +151,7 @@ impl Discovery {
             Some(Value::String(issuer)) if *issuer == self.issuer => {}
             Some(Value::String(issuer)) => {
                 return Err(Error::invalid_response(format!(
-                    "the metadata names issuer {issuer:?}, not the configured {:?}; refused \\
+                    "the metadata names issuer {issuer:?}, not the configured {:?}; refused \
                      before sending any credential (RFC 8414 §3.3)",
                     self.issuer
                 )))
@@ -152,6 +162,7 @@ impl Discovery {
                 ))
             }
         }
+        self.check_auth_method(metadata)?;
         let alias = metadata
             .get("mtls_endpoint_aliases")
             .and_then(|aliases| aliases.get("token_endpoint"))
@@ -164,6 +175,30 @@ impl Discovery {
         self.rules
             .check(endpoint, "the discovered token_endpoint")
             .map_err(|e| Error::invalid_response(e.to_string()))
+    }
+}
+
+impl Discovery {
+    /// A server that lists the methods it supports and not ours would refuse every token
+    /// request with `invalid_client`: say so instead. Absent or malformed lists are not checked.
+    fn check_auth_method(&self, metadata: &serde_json::Map<String, Value>) -> Result<(), Error> {
+        let Some(Value::Array(supported)) = metadata.get("token_endpoint_auth_methods_supported")
+        else {
+            return Ok(());
+        };
+        let supported: Vec<&str> = supported.iter().filter_map(Value::as_str).collect();
+        if self.auth_methods.is_empty()
+            || supported.is_empty()
+            || self.auth_methods.iter().any(|ours| supported.contains(ours))
+        {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "the issuer's token endpoint does not support {} client authentication (its \
+             token_endpoint_auth_methods_supported: {}); configure one of those",
+            self.auth_methods.join(" or "),
+            supported.join(", ")
+        )))
     }
 }
 
@@ -229,6 +264,7 @@ mod tests {
                 "https://idp.example.com".parse().unwrap(),
                 rules,
                 mtls,
+                vec!["tls_client_auth"],
             )
         };
         assert_eq!(

@@ -1,7 +1,12 @@
 //! [`ClientCredentials`]: the OAuth 2.0 client credentials grant (RFC 6749 §4.4) against any
 //! token endpoint. Every rule about the wire format lives here; caching is [`TokenCache`]'s.
 
+#[cfg(feature = "rustls-no-provider")]
+mod assertion;
 mod discovery;
+#[cfg(not(feature = "rustls-no-provider"))]
+#[path = "no_assertion.rs"]
+mod assertion;
 mod request;
 mod response;
 
@@ -19,6 +24,8 @@ use tower::Service;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
+#[cfg(feature = "rustls-no-provider")]
+pub use assertion::{JwsAlgorithm, PrivateKeyJwt};
 pub use request::AuthStyle;
 use request::{basic_urlencode, urlencode, RequestTemplate};
 use response::{decode, DecodeContext};
@@ -298,6 +305,11 @@ impl Endpoint {
                  issuer URL, its metadata at /.well-known/openid-configuration names the \
                  token_endpoint)",
             ),
+            Some(400 | 401) if invalid_client && self.template.assertion.is_some() => Some(
+                "check the client id, that the identity provider holds this client's public key \
+                 (or secret) under the same key id, and that this machine's clock is right: \
+                 the assertion is valid for a short time from now",
+            ),
             Some(400 | 401) if invalid_client && self.template.auth_style == AuthStyle::Basic => {
                 Some(
                     "check the client id and secret; if they are right, the server may want \
@@ -337,7 +349,7 @@ impl Endpoint {
         }
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
-        let request = self.template.encode(url)?;
+        let (request, assertion) = self.template.encode(url)?;
         // A panic in the HTTP client is an error like any other. One cause is the caller's
         // setup, not the endpoint: a runtime without IO makes tokio panic inside the connector.
         let exchange = AssertUnwindSafe(transport::send(&self.http, request, self.body_limit))
@@ -354,7 +366,12 @@ impl Endpoint {
                 return Err(Error::timeout(self.timeout));
             }
         };
-        let redact: Vec<&str> = self.redact.iter().map(|s| s.as_str()).collect();
+        let redact: Vec<&str> = self
+            .redact
+            .iter()
+            .chain(&assertion)
+            .map(|s| s.as_str())
+            .collect();
         let context = DecodeContext {
             default_lifetime: self.default_lifetime,
             redact: &redact,
@@ -443,6 +460,10 @@ impl fmt::Debug for Endpoint {
             .field("client_id", &self.template.client_id)
             .field("client_secret", &"[redacted]")
             .field("auth_style", &self.template.auth_style)
+            .field(
+                "client_assertion",
+                &self.template.assertion.as_ref().map(|a| a.method()),
+            )
             .field("grant_type", &self.template.grant_type)
             .field("params", &params)
             .field("timeout", &self.timeout)
@@ -470,6 +491,11 @@ pub struct ClientCredentialsBuilder {
     root_certificates: Vec<Vec<u8>>,
     proxy: ProxyConfig,
     tls_identity: Option<transport::ClientIdentity>,
+    #[cfg(feature = "rustls-no-provider")]
+    private_key: Option<PrivateKeyJwt>,
+    client_secret_jwt: bool,
+    assertion_audience: Option<String>,
+    assertion_lifetime: Duration,
     #[cfg(feature = "shared-cache")]
     shared_store: Option<Arc<dyn crate::SharedStore>>,
     #[cfg(feature = "shared-cache")]
@@ -497,6 +523,11 @@ impl Default for ClientCredentialsBuilder {
             root_certificates: Vec::new(),
             proxy: ProxyConfig::default(),
             tls_identity: None,
+            #[cfg(feature = "rustls-no-provider")]
+            private_key: None,
+            client_secret_jwt: false,
+            assertion_audience: None,
+            assertion_lifetime: ClientCredentialsBuilder::DEFAULT_ASSERTION_LIFETIME,
             #[cfg(feature = "shared-cache")]
             shared_store: None,
             #[cfg(feature = "shared-cache")]
@@ -526,6 +557,8 @@ impl ClientCredentialsBuilder {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
     /// Largest response body read: 1 MiB.
     pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+    /// How long a client assertion is valid (`exp` − `iat`): 60 seconds.
+    pub const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
 
     /// The token endpoint. Must be `https`, except for loopback hosts (see
     /// [`allow_insecure_http`](Self::allow_insecure_http)).
@@ -676,6 +709,67 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Authenticate with a JWT signed by the client's private key instead of a secret
+    /// (`private_key_jwt`: RFC 7523 §2.2, OpenID Connect Core §9), as Okta, Entra ID
+    /// certificate credentials, Keycloak "Signed JWT" and Auth0 "Private Key JWT" do. Each
+    /// token request carries a fresh assertion: `iss` and `sub` the client id, `aud` the token
+    /// endpoint (see [`assertion_audience`](Self::assertion_audience)), a random `jti`, valid
+    /// for [`assertion_lifetime`](Self::assertion_lifetime). `build()` fails, saying why, if
+    /// the key cannot sign. Needs the `rustls` feature (the key is used by its crypto
+    /// provider).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_oauth2::{ClientCredentials, PrivateKeyJwt};
+    ///
+    /// let key = PrivateKeyJwt::from_pem(std::fs::read("client.key.pem")?)?.key_id("my-key-1");
+    /// let credentials = ClientCredentials::builder()
+    ///     .token_url("https://idp.example.com/oauth2/token")
+    ///     .client_id("my-service")
+    ///     .private_key_jwt(key)
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "rustls-no-provider")]
+    pub fn private_key_jwt(mut self, key: PrivateKeyJwt) -> Self {
+        self.private_key = Some(key);
+        self
+    }
+
+    /// Authenticate with a JWT signed with the client secret (HS256) instead of sending the
+    /// secret (`client_secret_jwt`: RFC 7523 §2.2, OpenID Connect Core §9). The secret must be
+    /// at least 32 bytes (RFC 7518 §3.2). Needs the `aws-lc-rs` or `ring` feature.
+    ///
+    /// ```
+    /// let credentials = tower_oauth2::ClientCredentials::builder()
+    ///     .token_url("https://idp.example.com/oauth2/token")
+    ///     .client_id("my-service")
+    ///     .client_secret("a-client-secret-of-at-least-32-bytes")
+    ///     .client_secret_jwt()
+    ///     .build()?;
+    /// # Ok::<(), tower_oauth2::Error>(())
+    /// ```
+    pub fn client_secret_jwt(mut self) -> Self {
+        self.client_secret_jwt = true;
+        self
+    }
+
+    /// The `aud` of client assertions, for identity providers that want something other than
+    /// the token endpoint URL (the issuer, say).
+    pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
+        self.assertion_audience = Some(audience.into());
+        self
+    }
+
+    /// How long a client assertion is valid (default
+    /// [`DEFAULT_ASSERTION_LIFETIME`](Self::DEFAULT_ASSERTION_LIFETIME)); whole seconds, at
+    /// least one.
+    pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
+        self.assertion_lifetime = lifetime;
+        self
+    }
+
     /// Connect to the token endpoint directly, ignoring the proxy environment variables.
     pub fn no_proxy(mut self) -> Self {
         self.proxy = ProxyConfig::Direct;
@@ -729,6 +823,8 @@ impl ClientCredentialsBuilder {
     /// Check the configuration and build the client.
     pub fn build(self) -> Result<ClientCredentials, Error> {
         let (url, discover) = self.checked_url()?;
+        let assertion = self.assertion()?;
+        let has_private_key = self.has_private_key();
         let client_id = match self.client_id {
             Some(id) if !id.is_empty() => id,
             _ => return Err(Error::config("client_id is required: call .client_id(..)")),
@@ -740,7 +836,20 @@ impl ClientCredentialsBuilder {
             ));
         }
         let secret = self.client_secret.as_str();
-        if self.tls_identity.is_some() {
+        if assertion.is_some() && self.auth_style == AuthStyle::Json {
+            return Err(Error::config(
+                "a client assertion goes in a form body (RFC 7523 §2.2): drop \
+                 .auth_style(AuthStyle::Json)",
+            ));
+        }
+        if has_private_key {
+            if !secret.is_empty() {
+                return Err(Error::config(
+                    "give either a client secret or private_key_jwt, not both (for an assertion \
+                     signed with the secret, use .client_secret_jwt())",
+                ));
+            }
+        } else if self.tls_identity.is_some() {
             if !secret.is_empty() {
                 return Err(Error::config(
                     "give either a client secret or tls_client_auth, not both: with a TLS \
@@ -753,6 +862,10 @@ impl ClientCredentialsBuilder {
                      .http_client(..), give it the client certificate instead",
                 ));
             }
+        } else if secret.is_empty() && self.client_secret_jwt {
+            return Err(Error::config(
+                "client_secret_jwt signs with the client secret: call .client_secret(..)",
+            ));
         } else if secret.is_empty() {
             return Err(Error::config(
                 "client_secret is required: call .client_secret(..) with the secret the identity \
@@ -818,12 +931,22 @@ impl ClientCredentialsBuilder {
                 (true, AuthStyle::Basic) => AuthStyle::Form,
                 (_, style) => style,
             },
+            assertion,
             basic_urlencode: self.basic_urlencode,
             grant_type,
             params,
         };
         let redact = secrets_sent(&template);
         let shown = shown(&template.url);
+        let auth_methods = match (&template.assertion, template.auth_style) {
+            (Some(assertion), _) => vec![assertion.method()],
+            (None, _) if self.tls_identity.is_some() => {
+                vec!["tls_client_auth", "self_signed_tls_client_auth"]
+            }
+            (None, AuthStyle::Basic) => vec!["client_secret_basic"],
+            (None, AuthStyle::Form) => vec!["client_secret_post"],
+            (None, AuthStyle::Json) => Vec::new(),
+        };
         let discovery = discover.then(|| {
             Arc::new(discovery::Discovery::new(
                 self.issuer.clone().unwrap_or_default(),
@@ -833,6 +956,7 @@ impl ClientCredentialsBuilder {
                     custom_http,
                 },
                 self.tls_identity.is_some(),
+                auth_methods,
             ))
         });
         let endpoint = Arc::new(Endpoint {
@@ -865,6 +989,53 @@ impl ClientCredentialsBuilder {
             cache,
             caching,
         })
+    }
+
+    #[cfg(feature = "rustls-no-provider")]
+    fn has_private_key(&self) -> bool {
+        self.private_key.is_some()
+    }
+
+    #[cfg(not(feature = "rustls-no-provider"))]
+    fn has_private_key(&self) -> bool {
+        false
+    }
+
+    /// How client assertions are made, if the client authenticates with one.
+    #[cfg(feature = "rustls-no-provider")]
+    fn assertion(&self) -> Result<Option<assertion::AssertionConfig>, Error> {
+        let key = match (&self.private_key, self.client_secret_jwt) {
+            (Some(_), true) => {
+                return Err(Error::config(
+                    "give either private_key_jwt or client_secret_jwt, not both",
+                ))
+            }
+            (Some(key), false) => assertion::AssertionKey::private(key)?,
+            (None, true) if self.tls_identity.is_some() => {
+                return Err(Error::config(
+                    "give either client_secret_jwt or tls_client_auth, not both",
+                ))
+            }
+            (None, true) if self.client_secret.is_empty() => return Ok(None),
+            (None, true) => assertion::AssertionKey::secret(&self.client_secret)?,
+            (None, false) => return Ok(None),
+        };
+        Ok(Some(assertion::AssertionConfig {
+            key,
+            audience: self.assertion_audience.clone(),
+            lifetime: self.assertion_lifetime,
+        }))
+    }
+
+    #[cfg(not(feature = "rustls-no-provider"))]
+    fn assertion(&self) -> Result<Option<assertion::AssertionConfig>, Error> {
+        if self.client_secret_jwt {
+            return Err(Error::config(
+                "client_secret_jwt needs tower-oauth2's `rustls` feature (its crypto signs the \
+                 assertion)",
+            ));
+        }
+        Ok(None)
     }
 
     /// The configured token URL or issuer, checked, and which of the two it is.

@@ -7,6 +7,7 @@ use http::{Method, Uri};
 use http_body_util::Full;
 use zeroize::Zeroizing;
 
+use super::assertion::{AssertionConfig, ASSERTION_TYPE};
 use crate::transport::TokenRequest;
 use crate::Error;
 
@@ -34,6 +35,9 @@ pub(crate) struct RequestTemplate {
     pub(crate) client_id: String,
     pub(crate) client_secret: Zeroizing<String>,
     pub(crate) auth_style: AuthStyle,
+    /// `private_key_jwt` or `client_secret_jwt`: a signed assertion in the form body instead
+    /// of the secret (then `auth_style` is not used).
+    pub(crate) assertion: Option<AssertionConfig>,
     pub(crate) basic_urlencode: bool,
     pub(crate) grant_type: String,
     /// `scope`, `audience` and extra parameters, in the order they go on the wire.
@@ -43,12 +47,22 @@ pub(crate) struct RequestTemplate {
 const USER_AGENT_VALUE: &str = concat!("tower-oauth2/", env!("CARGO_PKG_VERSION"));
 
 impl RequestTemplate {
-    /// The request to the token endpoint at `url`.
-    pub(crate) fn encode(&self, url: &Uri) -> Result<TokenRequest, Error> {
-        let (content_type, body) = match self.auth_style {
-            AuthStyle::Basic => ("application/x-www-form-urlencoded", self.form_body(false)),
-            AuthStyle::Form => ("application/x-www-form-urlencoded", self.form_body(true)),
-            AuthStyle::Json => ("application/json", self.json_body()?),
+    /// The request to the token endpoint at `url`, and the assertion it carries if any (so
+    /// that no error can echo it).
+    pub(crate) fn encode(
+        &self,
+        url: &Uri,
+    ) -> Result<(TokenRequest, Option<Zeroizing<String>>), Error> {
+        let form = "application/x-www-form-urlencoded";
+        let mut assertion = None;
+        let (content_type, body) = match (&self.assertion, self.auth_style) {
+            (Some(config), _) => {
+                let signed = assertion.insert(config.assertion(&self.client_id, url)?);
+                (form, self.assertion_body(signed))
+            }
+            (None, AuthStyle::Basic) => (form, self.form_body(false)),
+            (None, AuthStyle::Form) => (form, self.form_body(true)),
+            (None, AuthStyle::Json) => ("application/json", self.json_body()?),
         };
         let mut request = http::Request::builder()
             .method(Method::POST)
@@ -58,12 +72,26 @@ impl RequestTemplate {
             .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
             .body(Full::new(Bytes::from(body.to_vec())))
             .map_err(|e| Error::config(format!("cannot build the token request: {e}")))?;
-        if self.auth_style == AuthStyle::Basic {
+        if self.assertion.is_none() && self.auth_style == AuthStyle::Basic {
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, self.basic_header()?);
         }
-        Ok(request)
+        Ok((request, assertion))
+    }
+
+    /// RFC 7523 §2.2: the assertion and its type, with `client_id` (OpenID Connect Core §9
+    /// makes it optional; Entra ID and others want it).
+    fn assertion_body(&self, assertion: &str) -> Zeroizing<Vec<u8>> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", &self.grant_type);
+        form.append_pair("client_id", &self.client_id);
+        form.append_pair("client_assertion_type", ASSERTION_TYPE);
+        form.append_pair("client_assertion", assertion);
+        for (name, value) in &self.params {
+            form.append_pair(name, value);
+        }
+        Zeroizing::new(form.finish().into_bytes())
     }
 
     /// The base64 credentials of the Basic header, as the endpoint will see them.

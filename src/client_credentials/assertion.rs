@@ -1,0 +1,580 @@
+//! Client assertions (RFC 7523 §2.2 and §3, OpenID Connect Core §9): `private_key_jwt`, signed
+//! with the client's private key, and `client_secret_jwt`, HMAC-SHA256 with the client secret.
+//! A fresh assertion, with a fresh random `jti`, goes with every token request.
+//!
+//! Private keys are loaded and used by the rustls crypto provider the token client already
+//! uses (the one the application installed, or aws-lc-rs / ring by our features): no second
+//! crypto library, and every key format rustls reads (PKCS#8, PKCS#1, SEC1). HMAC comes from
+//! aws-lc-rs or ring directly, as rustls does not expose a general one. Only the JWS compact
+//! serialization is ours: three base64url parts joined by dots (RFC 7515 §7.1), and ECDSA
+//! signatures turned from DER into the fixed-size `r || s` JWS wants (RFC 7518 §3.4).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use http::Uri;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::Signer;
+use rustls::SignatureScheme;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The JWS algorithm that signs a `private_key_jwt` assertion (RFC 7518 §3.1).
+///
+/// Inferred from the key: RSA → `RS256`, P-256 → `ES256`, P-384 → `ES384`, Ed25519 → `EdDSA`.
+/// Override it with [`PrivateKeyJwt::algorithm`], e.g. `PS256` for FAPI profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(clippy::upper_case_acronyms)]
+pub enum JwsAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256 (FAPI).
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
+    /// Ed25519 (RFC 8037).
+    EdDSA,
+}
+
+impl JwsAlgorithm {
+    /// The JWS `alg` value, e.g. `"RS256"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            JwsAlgorithm::RS256 => "RS256",
+            JwsAlgorithm::RS384 => "RS384",
+            JwsAlgorithm::RS512 => "RS512",
+            JwsAlgorithm::PS256 => "PS256",
+            JwsAlgorithm::PS384 => "PS384",
+            JwsAlgorithm::PS512 => "PS512",
+            JwsAlgorithm::ES256 => "ES256",
+            JwsAlgorithm::ES384 => "ES384",
+            JwsAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    fn scheme(self) -> SignatureScheme {
+        match self {
+            JwsAlgorithm::RS256 => SignatureScheme::RSA_PKCS1_SHA256,
+            JwsAlgorithm::RS384 => SignatureScheme::RSA_PKCS1_SHA384,
+            JwsAlgorithm::RS512 => SignatureScheme::RSA_PKCS1_SHA512,
+            JwsAlgorithm::PS256 => SignatureScheme::RSA_PSS_SHA256,
+            JwsAlgorithm::PS384 => SignatureScheme::RSA_PSS_SHA384,
+            JwsAlgorithm::PS512 => SignatureScheme::RSA_PSS_SHA512,
+            JwsAlgorithm::ES256 => SignatureScheme::ECDSA_NISTP256_SHA256,
+            JwsAlgorithm::ES384 => SignatureScheme::ECDSA_NISTP384_SHA384,
+            JwsAlgorithm::EdDSA => SignatureScheme::ED25519,
+        }
+    }
+
+    /// The size of `r` and of `s` in a JWS ECDSA signature.
+    fn ecdsa_scalar_len(self) -> Option<usize> {
+        match self {
+            JwsAlgorithm::ES256 => Some(32),
+            JwsAlgorithm::ES384 => Some(48),
+            _ => None,
+        }
+    }
+
+    /// What a key of this family signs with when the user does not say.
+    const INFERRED: [JwsAlgorithm; 4] = [
+        JwsAlgorithm::RS256,
+        JwsAlgorithm::ES256,
+        JwsAlgorithm::ES384,
+        JwsAlgorithm::EdDSA,
+    ];
+}
+
+impl fmt::Display for JwsAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The private key a client proves itself with (`private_key_jwt`, RFC 7523 §2.2): each token
+/// request carries a fresh JWT signed with it. Give it to
+/// [`ClientCredentialsBuilder::private_key_jwt`](crate::ClientCredentialsBuilder::private_key_jwt).
+///
+/// The key is PEM: PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1
+/// (`BEGIN EC PRIVATE KEY`); RSA, P-256, P-384 or Ed25519. It is zeroized when dropped and
+/// never shown by `Debug`, errors or logs. Whether it can sign is checked by `build()`.
+///
+/// ```no_run
+/// use tower_oauth2::{ClientCredentials, PrivateKeyJwt};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = PrivateKeyJwt::from_pem(std::fs::read("client.key.pem")?)?
+///     .key_id("my-key-1");
+/// let credentials = ClientCredentials::builder()
+///     .token_url("https://idp.example.com/oauth2/token")
+///     .client_id("my-service")
+///     .private_key_jwt(key)
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct PrivateKeyJwt {
+    key: Zeroizing<PrivateKeyDer<'static>>,
+    key_id: Option<String>,
+    algorithm: Option<JwsAlgorithm>,
+    certificate: Option<CertificateDer<'static>>,
+}
+
+impl PrivateKeyJwt {
+    /// The first private key in `pem`.
+    ///
+    /// Fails when there is no private key block; the PEM text is never part of the error.
+    pub fn from_pem(pem: impl AsRef<[u8]>) -> Result<Self, Error> {
+        let key = PrivateKeyDer::from_pem_slice(pem.as_ref()).map_err(|_| {
+            Error::config(
+                "private_key_jwt: no private key in the PEM (expected `BEGIN PRIVATE KEY`, \
+                 `BEGIN RSA PRIVATE KEY` or `BEGIN EC PRIVATE KEY`)",
+            )
+        })?;
+        Ok(PrivateKeyJwt {
+            key: Zeroizing::new(key),
+            key_id: None,
+            algorithm: None,
+            certificate: None,
+        })
+    }
+
+    /// The JWS `kid` header: which of the client's registered keys signed (the identity
+    /// provider's key id, e.g. the JWK's `kid`).
+    pub fn key_id(mut self, kid: impl Into<String>) -> Self {
+        self.key_id = Some(kid.into());
+        self
+    }
+
+    /// Sign with `algorithm` instead of the one inferred from the key (`PS256` for an RSA key,
+    /// say). `build()` fails if the key cannot sign with it.
+    pub fn algorithm(mut self, algorithm: JwsAlgorithm) -> Self {
+        self.algorithm = Some(algorithm);
+        self
+    }
+
+    /// Send the `x5t#S256` header, the SHA-256 thumbprint of this certificate (the first in
+    /// `pem`), as Microsoft Entra ID certificate credentials need. Fails when `pem` holds no
+    /// certificate.
+    pub fn certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Result<Self, Error> {
+        let certificate = CertificateDer::from_pem_slice(pem.as_ref()).map_err(|_| {
+            Error::config("private_key_jwt: no `BEGIN CERTIFICATE` block in the certificate PEM")
+        })?;
+        self.certificate = Some(certificate);
+        Ok(self)
+    }
+
+    /// The signer for this key, with the provider `build()` uses: fails, saying why, when the
+    /// key cannot sign.
+    fn signer(&self, provider: &Arc<CryptoProvider>) -> Result<KeySigner, Error> {
+        let loaded = provider
+            .key_provider
+            .load_private_key(self.key.clone_key())
+            .map_err(|_| {
+                Error::config(
+                    "private_key_jwt: the crypto provider cannot use this key (RSA of at least \
+                     2048 bits, P-256, P-384 or Ed25519 is needed)",
+                )
+            })?;
+        let (algorithm, signer) = match self.algorithm {
+            Some(algorithm) => {
+                let signer = loaded.choose_scheme(&[algorithm.scheme()]).ok_or_else(|| {
+                    Error::config(format!(
+                        "private_key_jwt: this {:?} key cannot sign {algorithm}",
+                        loaded.algorithm()
+                    ))
+                })?;
+                (algorithm, signer)
+            }
+            None => JwsAlgorithm::INFERRED
+                .iter()
+                .find_map(|algorithm| {
+                    let signer = loaded.choose_scheme(&[algorithm.scheme()])?;
+                    Some((*algorithm, signer))
+                })
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "private_key_jwt: no JWS algorithm for this {:?} key (RSA, P-256, P-384 \
+                         or Ed25519 is needed)",
+                        loaded.algorithm()
+                    ))
+                })?,
+        };
+        let thumbprint = match &self.certificate {
+            None => None,
+            Some(certificate) => Some(URL_SAFE_NO_PAD.encode(sha256(provider, certificate)?)),
+        };
+        let header = Header {
+            alg: algorithm.name(),
+            typ: "JWT",
+            kid: self.key_id.as_deref(),
+            x5t_s256: thumbprint.as_deref(),
+        };
+        let signer = KeySigner {
+            header: encode_json(&header)?,
+            algorithm,
+            signer,
+            provider: provider.clone(),
+        };
+        // A key the provider loads may still fail to sign (a key whose parts do not match):
+        // better at build() than at the first token request.
+        signer.sign(b"tower-oauth2 key check").map_err(|_| {
+            Error::config(format!(
+                "private_key_jwt: the key cannot sign {algorithm} with this crypto provider"
+            ))
+        })?;
+        Ok(signer)
+    }
+}
+
+impl fmt::Debug for PrivateKeyJwt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let format = match &*self.key {
+            PrivateKeyDer::Pkcs1(_) => "PKCS#1",
+            PrivateKeyDer::Sec1(_) => "SEC1",
+            PrivateKeyDer::Pkcs8(_) => "PKCS#8",
+            _ => "other",
+        };
+        f.debug_struct("PrivateKeyJwt")
+            .field("key", &format_args!("[redacted {format} key]"))
+            .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm)
+            .field("certificate", &self.certificate.is_some())
+            .finish()
+    }
+}
+
+/// The SHA-256 of `data`, by the provider's own hash.
+fn sha256(provider: &CryptoProvider, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let hash = provider
+        .cipher_suites
+        .iter()
+        .filter_map(|suite| suite.tls13().map(|tls13| tls13.common.hash_provider))
+        .find(|hash| hash.algorithm() == rustls::crypto::hash::HashAlgorithm::SHA256)
+        .ok_or_else(|| {
+            Error::config("private_key_jwt: the crypto provider has no SHA-256 for x5t#S256")
+        })?;
+    Ok(hash.hash(data).as_ref().to_vec())
+}
+
+/// How assertions are signed, chosen at `build()`.
+#[derive(Clone)]
+pub(crate) enum AssertionKey {
+    /// `private_key_jwt`.
+    Private(Arc<KeySigner>),
+    /// `client_secret_jwt`: HS256 with the client secret.
+    #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+    Secret(Arc<hmac::SecretSigner>),
+}
+
+impl AssertionKey {
+    /// The signer for `key`, with the same crypto provider as the token client.
+    pub(crate) fn private(key: &PrivateKeyJwt) -> Result<Self, Error> {
+        let provider = crate::transport::crypto_provider()?;
+        Ok(AssertionKey::Private(Arc::new(key.signer(&provider)?)))
+    }
+
+    /// The HS256 signer for `secret`.
+    pub(crate) fn secret(secret: &str) -> Result<Self, Error> {
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        return Ok(AssertionKey::Secret(Arc::new(hmac::SecretSigner::new(
+            secret,
+        )?)));
+        #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+        {
+            let _ = secret;
+            Err(Error::config(
+                "client_secret_jwt needs tower-oauth2's `aws-lc-rs` or `ring` feature for HMAC",
+            ))
+        }
+    }
+
+    fn method(&self) -> &'static str {
+        match self {
+            AssertionKey::Private(_) => "private_key_jwt",
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            AssertionKey::Secret(_) => "client_secret_jwt",
+        }
+    }
+
+    /// A new assertion for one token request.
+    fn assertion(
+        &self,
+        client_id: &str,
+        audience: &str,
+        lifetime: Duration,
+    ) -> Result<Zeroizing<String>, Error> {
+        let issued_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error::config("the system clock is before 1970"))?
+            .as_secs();
+        let mut jti = [0u8; 16];
+        self.fill_random(&mut jti)?;
+        let jti = URL_SAFE_NO_PAD.encode(jti);
+        let claims = Claims {
+            iss: client_id,
+            sub: client_id,
+            aud: audience,
+            jti: &jti,
+            iat: issued_at,
+            nbf: issued_at,
+            exp: issued_at.saturating_add(lifetime.as_secs().max(1)),
+        };
+        let header = match self {
+            AssertionKey::Private(signer) => signer.header.as_str(),
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            AssertionKey::Secret(_) => hmac::HEADER,
+        };
+        let mut jwt = Zeroizing::new(String::with_capacity(1024));
+        jwt.push_str(header);
+        jwt.push('.');
+        jwt.push_str(&encode_json(&claims)?);
+        let signature = match self {
+            AssertionKey::Private(signer) => signer.sign(jwt.as_bytes())?,
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            AssertionKey::Secret(signer) => signer.sign(jwt.as_bytes()),
+        };
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
+        Ok(jwt)
+    }
+
+    fn fill_random(&self, bytes: &mut [u8]) -> Result<(), Error> {
+        let filled = match self {
+            AssertionKey::Private(signer) => signer.provider.secure_random.fill(bytes).is_ok(),
+            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+            AssertionKey::Secret(_) => hmac::fill_random(bytes).is_ok(),
+        };
+        filled
+            .then_some(())
+            .ok_or_else(|| Error::config("no random numbers for the assertion's jti"))
+    }
+}
+
+/// How a client's assertions are made: the key, and the claims that are not per request.
+#[derive(Clone)]
+pub(crate) struct AssertionConfig {
+    pub(crate) key: AssertionKey,
+    /// `aud`; by default the token endpoint the request goes to (RFC 7523 §3).
+    pub(crate) audience: Option<String>,
+    pub(crate) lifetime: Duration,
+}
+
+impl AssertionConfig {
+    /// A new assertion from `client_id` for a token request to `url`.
+    pub(crate) fn assertion(&self, client_id: &str, url: &Uri) -> Result<Zeroizing<String>, Error> {
+        let audience = match &self.audience {
+            Some(audience) => audience.clone(),
+            None => url.to_string(),
+        };
+        self.key.assertion(client_id, &audience, self.lifetime)
+    }
+
+    /// The method's name in `token_endpoint_auth_methods_supported` (RFC 8414).
+    pub(crate) fn method(&self) -> &'static str {
+        self.key.method()
+    }
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'a str,
+    typ: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kid: Option<&'a str>,
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    x5t_s256: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    jti: &'a str,
+    iat: u64,
+    nbf: u64,
+    exp: u64,
+}
+
+fn encode_json(value: &impl Serialize) -> Result<String, Error> {
+    let json = serde_json::to_vec(value)
+        .map_err(|e| Error::config(format!("cannot encode the assertion: {e}")))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
+}
+
+/// A private key loaded by the crypto provider, and the JWS header that goes with it.
+pub(crate) struct KeySigner {
+    /// base64url of the header JSON.
+    header: String,
+    algorithm: JwsAlgorithm,
+    signer: Box<dyn Signer>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl KeySigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        let signature = self
+            .signer
+            .sign(message)
+            .map_err(|_| Error::config("the crypto provider failed to sign the assertion"))?;
+        match self.algorithm.ecdsa_scalar_len() {
+            Some(len) => ecdsa_der_to_fixed(&signature, len).ok_or_else(|| {
+                Error::config("the crypto provider's ECDSA signature is not DER")
+            }),
+            None => Ok(signature),
+        }
+    }
+}
+
+/// An ECDSA signature as DER `SEQUENCE { INTEGER r, INTEGER s }` (what TLS uses) turned into
+/// `r || s`, each left-padded to `len` bytes (what JWS uses, RFC 7518 §3.4).
+fn ecdsa_der_to_fixed(der: &[u8], len: usize) -> Option<Vec<u8>> {
+    let (tag, sequence, rest) = der_element(der)?;
+    if tag != 0x30 || !rest.is_empty() {
+        return None;
+    }
+    let mut fixed = Vec::with_capacity(2 * len);
+    let mut remaining = sequence;
+    for _ in 0..2 {
+        let (tag, integer, rest) = der_element(remaining)?;
+        if tag != 0x02 {
+            return None;
+        }
+        let digits = match integer {
+            [0, digits @ ..] => digits,
+            digits => digits,
+        };
+        if digits.len() > len {
+            return None;
+        }
+        fixed.resize(fixed.len() + len - digits.len(), 0);
+        fixed.extend_from_slice(digits);
+        remaining = rest;
+    }
+    remaining.is_empty().then_some(fixed)
+}
+
+/// One DER element: its tag, its content and what follows it.
+fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        short @ 0..=0x7f => (usize::from(short), rest),
+        0x81 => {
+            let (&len, rest) = rest.split_first()?;
+            (usize::from(len), rest)
+        }
+        _ => return None,
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+impl fmt::Debug for KeySigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateKeyJwt")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// HS256 for `client_secret_jwt`, from the crypto library rustls uses in this build.
+#[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+mod hmac {
+    #[cfg(feature = "aws-lc-rs")]
+    use aws_lc_rs as crypto;
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    use ring as crypto;
+
+    use crypto::rand::{SecureRandom, SystemRandom};
+
+    use crate::Error;
+
+    /// base64url of `{"alg":"HS256","typ":"JWT"}`.
+    pub(super) const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+    pub(crate) struct SecretSigner(crypto::hmac::Key);
+
+    impl SecretSigner {
+        pub(super) fn new(secret: &str) -> Result<Self, Error> {
+            // RFC 7518 §3.2: the key must be at least as long as the hash output.
+            if secret.len() < 32 {
+                return Err(Error::config(
+                    "client_secret_jwt: the client secret is shorter than the 32 bytes HS256 \
+                     needs (RFC 7518 §3.2)",
+                ));
+            }
+            Ok(SecretSigner(crypto::hmac::Key::new(
+                crypto::hmac::HMAC_SHA256,
+                secret.as_bytes(),
+            )))
+        }
+
+        pub(super) fn sign(&self, message: &[u8]) -> Vec<u8> {
+            crypto::hmac::sign(&self.0, message).as_ref().to_vec()
+        }
+    }
+
+    pub(super) fn fill_random(bytes: &mut [u8]) -> Result<(), crypto::error::Unspecified> {
+        SystemRandom::new().fill(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecdsa_der_signatures_become_fixed_size() {
+        // r with a leading zero (high bit set), s short: both padded to 32 bytes.
+        let mut der = vec![0x30, 0x00, 0x02, 33, 0x00];
+        der.extend([0xff; 32]);
+        der.extend([0x02, 2, 0x01, 0x02]);
+        der[1] = (der.len() - 2) as u8;
+        let fixed = ecdsa_der_to_fixed(&der, 32).unwrap();
+        assert_eq!(fixed.len(), 64);
+        assert_eq!(&fixed[..32], &[0xff; 32]);
+        assert_eq!(&fixed[32..62], &[0; 30]);
+        assert_eq!(&fixed[62..], &[1, 2]);
+    }
+
+    #[test]
+    fn malformed_ecdsa_signatures_are_refused() {
+        assert!(ecdsa_der_to_fixed(&[], 32).is_none());
+        assert!(ecdsa_der_to_fixed(&[0x30, 0x05, 0x02], 32).is_none());
+        assert!(ecdsa_der_to_fixed(&[0x30, 0x03, 0x02, 0x01, 0x01], 32).is_none());
+        let mut too_long = vec![0x30, 37, 0x02, 33];
+        too_long.extend([0x7f; 33]);
+        too_long.extend([0x02, 0x01, 0x01]);
+        assert!(ecdsa_der_to_fixed(&too_long, 32).is_none());
+    }
+
+    #[test]
+    fn the_hs256_header_is_what_it_says() {
+        #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(hmac::HEADER).unwrap(),
+            br#"{"alg":"HS256","typ":"JWT"}"#
+        );
+    }
+}

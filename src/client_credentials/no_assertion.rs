@@ -1,0 +1,24 @@
+//! Without rustls there is no crypto provider to sign client assertions with: no client can
+//! have one, and the builder methods that make them are not compiled.
+
+use http::Uri;
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Never made in this build.
+#[derive(Clone)]
+pub(crate) enum AssertionConfig {}
+
+impl AssertionConfig {
+    pub(crate) fn assertion(&self, _client_id: &str, _url: &Uri) -> Result<Zeroizing<String>, Error> {
+        match *self {}
+    }
+
+    pub(crate) fn method(&self) -> &'static str {
+        match *self {}
+    }
+}
