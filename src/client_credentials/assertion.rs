@@ -439,9 +439,8 @@ impl KeySigner {
             .sign(message)
             .map_err(|_| Error::config("the crypto provider failed to sign the assertion"))?;
         match self.algorithm.ecdsa_scalar_len() {
-            Some(len) => ecdsa_der_to_fixed(&signature, len).ok_or_else(|| {
-                Error::config("the crypto provider's ECDSA signature is not DER")
-            }),
+            Some(len) => ecdsa_der_to_fixed(&signature, len)
+                .ok_or_else(|| Error::config("the crypto provider's ECDSA signature is not DER")),
             None => Ok(signature),
         }
     }

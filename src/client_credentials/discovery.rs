@@ -189,7 +189,10 @@ impl Discovery {
         let supported: Vec<&str> = supported.iter().filter_map(Value::as_str).collect();
         if self.auth_methods.is_empty()
             || supported.is_empty()
-            || self.auth_methods.iter().any(|ours| supported.contains(ours))
+            || self
+                .auth_methods
+                .iter()
+                .any(|ours| supported.contains(ours))
         {
             return Ok(());
         }

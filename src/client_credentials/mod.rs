@@ -3,10 +3,10 @@
 
 #[cfg(feature = "rustls-no-provider")]
 mod assertion;
-mod discovery;
 #[cfg(not(feature = "rustls-no-provider"))]
 #[path = "no_assertion.rs"]
 mod assertion;
+mod discovery;
 mod request;
 mod response;
 

@@ -14,7 +14,11 @@ pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 pub(crate) enum AssertionConfig {}
 
 impl AssertionConfig {
-    pub(crate) fn assertion(&self, _client_id: &str, _url: &Uri) -> Result<Zeroizing<String>, Error> {
+    pub(crate) fn assertion(
+        &self,
+        _client_id: &str,
+        _url: &Uri,
+    ) -> Result<Zeroizing<String>, Error> {
         match *self {}
     }
 
