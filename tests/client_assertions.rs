@@ -73,6 +73,19 @@ impl Idp {
         let seen = Arc::new(Mutex::new(HashSet::new()));
         let log = accepted.clone();
         let server = TokenServer::start(move |request, n| {
+            if request.uri.path().starts_with("/.well-known/") {
+                // Discovery: this server is its own issuer, and wants assertions.
+                let issuer = format!("http://{}", request.header("host").unwrap_or_default());
+                return json(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "issuer": issuer,
+                        "token_endpoint": format!("{issuer}/oauth/token"),
+                        "token_endpoint_auth_methods_supported":
+                            ["private_key_jwt", "client_secret_jwt"],
+                    }),
+                );
+            }
             match check(request, &verifier, audience.as_deref(), &seen) {
                 Ok(assertion) => {
                     log.lock().unwrap().push(assertion);
@@ -457,4 +470,47 @@ fn conflicting_client_authentication_is_a_build_error() {
             "{expected:?} in {error}"
         );
     }
+}
+
+#[tokio::test]
+async fn with_discovery_the_assertion_is_for_the_discovered_token_endpoint() {
+    let key = keys::p384_sec1();
+    let idp = Idp::start(Verifier::PublicKey {
+        pem: key.public_pem.clone(),
+        alg: key.alg,
+    })
+    .await;
+    let credentials = ClientCredentials::builder()
+        .issuer(format!("http://{}", idp.server.addr))
+        .client_id(CLIENT_ID)
+        .private_key_jwt(PrivateKeyJwt::from_pem(&key.private_pem).unwrap())
+        .build()
+        .unwrap();
+    credentials.fetch().await.unwrap();
+    assert_eq!(idp.accepted()[0].claims["aud"], idp.server.url());
+
+    // A client authenticating with its secret is told the endpoint wants something else,
+    // before any token request.
+    let requests = idp.server.hits();
+    let error = ClientCredentials::builder()
+        .issuer(format!("http://{}", idp.server.addr))
+        .client_id(CLIENT_ID)
+        .client_secret("a-secret")
+        .build()
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("does not support client_secret_basic")
+            && message.contains("private_key_jwt, client_secret_jwt"),
+        "{message}"
+    );
+    let token_requests = idp.server.requests()[requests..]
+        .iter()
+        .filter(|request| request.uri.path() == "/oauth/token")
+        .count();
+    assert_eq!(token_requests, 0, "no credential sent");
 }

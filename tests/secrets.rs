@@ -2,6 +2,8 @@
 //! or logs. The main scenarios run with every `tracing` event captured at TRACE level, every
 //! public type and error is formatted with `{:?}`, `{:#?}` and `{}`, and the lot is searched.
 
+#[path = "support/keys.rs"]
+mod keys;
 mod support;
 
 use std::io::Write;
@@ -13,14 +15,16 @@ use http::{Request, Response, StatusCode};
 use support::{json, raw, Api, TokenServer};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_oauth2::{
-    AccessToken, AuthStyle, BearerAuthLayer, CachePolicy, ClientCredentials, Error, StaticToken,
-    TokenCache, TokenSource,
+    AccessToken, AuthStyle, BearerAuthLayer, CachePolicy, ClientCredentials, Error, PrivateKeyJwt,
+    StaticToken, TokenCache, TokenSource,
 };
 
 const CLIENT_ID: &str = "hygiene-client";
 const SECRET: &str = "S3cr3t/With+Odd=Chars&Stuff";
 /// Every token the server issues starts with this, so any leak of one is found.
 const TOKEN_PREFIX: &str = "tok3n-HYGIENE-";
+/// The secret of the `client_secret_jwt` client (HS256 wants 32 bytes or more).
+const HS256_SECRET: &str = "Hm4c-S3cr3t/long+enough=for&HS256-assertions";
 
 /// A `tracing` writer that keeps everything.
 #[derive(Clone, Default)]
@@ -236,6 +240,49 @@ async fn no_secret_or_token_appears_in_any_output() {
     formats!(outputs, TokenCache::new(static_token.clone()));
     formats!(outputs, CachePolicy::default());
 
+    // Client assertions: the key and every assertion sent stay out of all output, even when
+    // the endpoint echoes the request back.
+    let key = keys::p256_pkcs8();
+    let private_key = PrivateKeyJwt::from_pem(&key.private_pem)
+        .unwrap()
+        .key_id("hygiene-key");
+    formats!(outputs, private_key);
+    let requests_before = server.requests().len();
+    let mut assertion_errors = Vec::new();
+    for path in ["/echo-oauth", "/echo-html", "/missing"] {
+        let signed = ClientCredentials::builder()
+            .token_url(format!("http://{}{path}", server.addr))
+            .client_id(CLIENT_ID)
+            .private_key_jwt(PrivateKeyJwt::from_pem(&key.private_pem).unwrap())
+            .build()
+            .unwrap();
+        formats!(outputs, signed);
+        let error = signed.fetch().await.unwrap_err();
+        formats!(assertion_errors, error, display);
+        let hmac = ClientCredentials::builder()
+            .token_url(format!("http://{}{path}", server.addr))
+            .client_id(CLIENT_ID)
+            .client_secret(HS256_SECRET)
+            .client_secret_jwt()
+            .build()
+            .unwrap();
+        formats!(outputs, hmac);
+        let error = hmac.fetch().await.unwrap_err();
+        formats!(assertion_errors, error, display);
+    }
+    let assertions: Vec<String> = server.requests()[requests_before..]
+        .iter()
+        .filter_map(|request| request.form().get("client_assertion").cloned())
+        .collect();
+    assert_eq!(assertions.len(), 6, "every client sent an assertion");
+    assert!(
+        assertion_errors
+            .iter()
+            .any(|o| o.contains("[redacted]") && o.contains("client_assertion=")),
+        "the server echoed the assertion: redaction, not luck, keeps it out"
+    );
+    outputs.extend(assertion_errors);
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("fetched a token"), "TRACE logs were captured");
     assert!(
@@ -244,6 +291,19 @@ async fn no_secret_or_token_appears_in_any_output() {
     );
     let mut forbidden = secret_forms();
     forbidden.extend(tokens.iter().map(|token| token.secret().to_owned()));
+    forbidden.push(HS256_SECRET.to_owned());
+    // Each assertion whole, and its signature alone.
+    for assertion in &assertions {
+        forbidden.push(assertion.clone());
+        forbidden.push(assertion.rsplit('.').next().unwrap().to_owned());
+    }
+    // Any line of the private key's PEM.
+    forbidden.extend(
+        key.private_pem
+            .lines()
+            .filter(|line| !line.starts_with("-----") && line.len() > 16)
+            .map(str::to_owned),
+    );
     for needle in &forbidden {
         assert!(
             !logs.contains(needle.as_str()),
