@@ -27,6 +27,8 @@ pub enum ClientAuth {
     Form,
     /// `client_id` and `client_secret` in a JSON body.
     Json,
+    /// A JWT client assertion in a form body (`private_key_jwt` or `client_secret_jwt`).
+    Assertion,
 }
 
 impl std::fmt::Display for ClientAuth {
@@ -35,6 +37,7 @@ impl std::fmt::Display for ClientAuth {
             ClientAuth::Basic => "HTTP Basic",
             ClientAuth::Form => "form body",
             ClientAuth::Json => "JSON body",
+            ClientAuth::Assertion => "client assertion",
         })
     }
 }
@@ -171,6 +174,7 @@ pub struct TokenServer {
 #[derive(Clone)]
 pub struct TokenServerBuilder {
     script: Option<Arc<Script>>,
+    assertions: Option<Arc<AssertionCheck>>,
     client_id: String,
     client_secret: String,
     lifetime: Duration,
@@ -178,8 +182,12 @@ pub struct TokenServerBuilder {
     latency: Duration,
 }
 
+/// Whether a client assertion is valid, as the identity provider would check it.
+type AssertionCheck = dyn Fn(&str) -> bool + Send + Sync;
+
 struct State {
     script: Option<Arc<Script>>,
+    assertions: Option<Arc<AssertionCheck>>,
     received: Mutex<Vec<Received>>,
     client_id: String,
     client_secret: String,
@@ -208,6 +216,31 @@ impl TokenServerBuilder {
     pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
         self.client_id = id.into();
         self.client_secret = secret.into();
+        self
+    }
+
+    /// Accept JWT client assertions (`private_key_jwt`, `client_secret_jwt`) from the client
+    /// whose id [`client`](Self::client) gives, when `verify(assertion)` says the assertion is
+    /// valid: check its signature and claims there with the verifier of your choice, as your
+    /// identity provider would. Requests with a client secret are still checked as before.
+    ///
+    /// ```
+    /// # async fn demo() -> std::io::Result<()> {
+    /// use tower_oauth2::test_util::TokenServer;
+    ///
+    /// let server = TokenServer::builder()
+    ///     .client("my-service", "")
+    ///     .client_assertions(|assertion| assertion.split('.').count() == 3)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn client_assertions(
+        mut self,
+        verify: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.assertions = Some(Arc::new(verify));
         self
     }
 
@@ -266,6 +299,7 @@ impl TokenServerBuilder {
         let addr: SocketAddr = listener.local_addr()?;
         let state = Arc::new(State {
             script: self.script,
+            assertions: self.assertions,
             received: Mutex::new(Vec::new()),
             client_id: self.client_id,
             client_secret: self.client_secret,
@@ -314,6 +348,7 @@ impl TokenServer {
     pub fn builder() -> TokenServerBuilder {
         TokenServerBuilder {
             script: None,
+            assertions: None,
             client_id: "test-client".into(),
             client_secret: "test-secret".into(),
             lifetime: Duration::from_secs(3600),
@@ -448,6 +483,24 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     } else {
         form_urlencoded::parse(&body).into_owned().collect()
     };
+    let assertion = params
+        .get("client_assertion_type")
+        .filter(|kind| *kind == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        .and(params.get("client_assertion"));
+    if let (Some(assertion), Some(verify)) = (assertion, &state.assertions) {
+        *lock(&state.last_auth) = Some(ClientAuth::Assertion);
+        let from_client = params
+            .get("client_id")
+            .is_none_or(|id| *id == state.client_id);
+        if parts.headers.contains_key(AUTHORIZATION)
+            || params.contains_key("client_secret")
+            || !from_client
+            || !verify(assertion)
+        {
+            return oauth_error(401, "invalid_client");
+        }
+        return issue(state, &params);
+    }
     // Exactly one client authentication method (RFC 6749 §2.3).
     let (auth, id, secret) = match (basic(&parts.headers), params.get("client_id")) {
         (Some((id, secret)), None) => (ClientAuth::Basic, id, secret),
@@ -471,6 +524,11 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         );
         return response;
     }
+    issue(state, &params)
+}
+
+/// A new token, if the grant type is right.
+fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes>> {
     if params.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return oauth_error(400, "unsupported_grant_type");
     }
