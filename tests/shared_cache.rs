@@ -101,6 +101,37 @@ async fn caches_standing_for_processes_share_one_token_request() {
     );
 }
 
+/// A fleet authenticating with private_key_jwt has no secret: the private key keys the
+/// encryption, and only holders of the same key read the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_with_private_key_jwt_shares_through_a_key_derived_from_the_private_key() {
+    let redis = redis_server();
+    let tokens = TokenServer::issuing(3600).await;
+    let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let member = |pem: &str| {
+        ClientCredentials::builder()
+            .token_url(tokens.url())
+            .client_id("fleet-client")
+            .private_key_jwt(tower_oauth2::PrivateKeyJwt::from_pem(pem).unwrap())
+            .shared_cache(RedisStore::new(&redis.url()).unwrap())
+            .build()
+            .unwrap()
+    };
+    assert_eq!(member(&key).token().await.unwrap().secret(), "token-1");
+    assert_eq!(member(&key).token().await.unwrap().secret(), "token-1");
+    assert_eq!(
+        tokens.hits(),
+        1,
+        "the second process read the first one's token"
+    );
+    assert_eq!(
+        member(&other_key).token().await.unwrap().secret(),
+        "token-2",
+        "another key cannot open the stored token"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_refreshes_once_per_lifetime() {
     let redis = redis_server();

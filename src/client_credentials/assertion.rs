@@ -184,6 +184,13 @@ impl PrivateKeyJwt {
         Ok(self)
     }
 
+    /// The key's DER, to derive the shared cache's encryption key from when the client has
+    /// no secret.
+    #[cfg(feature = "shared-cache")]
+    pub(crate) fn key_material(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.key.secret_der().to_vec())
+    }
+
     /// The signer for this key, with the provider `build()` uses: fails, saying why, when the
     /// key cannot sign.
     fn signer(&self, provider: &Arc<CryptoProvider>) -> Result<KeySigner, Error> {
@@ -566,6 +573,54 @@ mod tests {
         too_long.extend([0x7f; 33]);
         too_long.extend([0x02, 0x01, 0x01]);
         assert!(ecdsa_der_to_fixed(&too_long, 32).is_none());
+    }
+
+    /// Both providers rustls ships, every key type and format they read: the signature is what
+    /// an independent verifier (jsonwebtoken) accepts. Runs with `--all-features`.
+    #[cfg(all(feature = "aws-lc-rs", feature = "ring"))]
+    #[test]
+    fn every_provider_signs_every_key_type_verifiably() {
+        use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+        let providers = [
+            ("aws-lc-rs", rustls::crypto::aws_lc_rs::default_provider()),
+            ("ring", rustls::crypto::ring::default_provider()),
+        ];
+        let keys = [
+            (&rcgen::PKCS_RSA_SHA256, Algorithm::RS256),
+            (&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256),
+            (&rcgen::PKCS_ECDSA_P384_SHA384, Algorithm::ES384),
+            (&rcgen::PKCS_ED25519, Algorithm::EdDSA),
+        ];
+        for (name, provider) in providers {
+            let provider = Arc::new(provider);
+            for (algorithm, alg) in keys {
+                let pair = rcgen::KeyPair::generate_for(algorithm).unwrap();
+                let key = PrivateKeyJwt::from_pem(pair.serialize_pem()).unwrap();
+                let key = AssertionKey::Private(Arc::new(key.signer(&provider).unwrap()));
+                let public = pair.public_key_pem();
+                let decoding = match alg {
+                    Algorithm::RS256 => DecodingKey::from_rsa_pem(public.as_bytes()),
+                    Algorithm::EdDSA => DecodingKey::from_ed_pem(public.as_bytes()),
+                    _ => DecodingKey::from_ec_pem(public.as_bytes()),
+                }
+                .unwrap();
+                let mut rules = Validation::new(alg);
+                rules.set_audience(&["https://idp.example.com/token"]);
+                // Many signatures: short r or s must still come out fixed-size.
+                for _ in 0..50 {
+                    let jwt = key
+                        .assertion(
+                            "client",
+                            "https://idp.example.com/token",
+                            Duration::from_secs(60),
+                        )
+                        .unwrap();
+                    jsonwebtoken::decode::<serde_json::Value>(jwt.as_str(), &decoding, &rules)
+                        .unwrap_or_else(|e| panic!("{name} {alg:?}: {e}"));
+                }
+            }
+        }
     }
 
     #[test]

@@ -825,6 +825,8 @@ impl ClientCredentialsBuilder {
         let (url, discover) = self.checked_url()?;
         let assertion = self.assertion()?;
         let has_private_key = self.has_private_key();
+        #[cfg(feature = "shared-cache")]
+        let assertion_key = self.private_key_material();
         let client_id = match self.client_id {
             Some(id) if !id.is_empty() => id,
             _ => return Err(Error::config("client_id is required: call .client_id(..)")),
@@ -972,14 +974,17 @@ impl ClientCredentialsBuilder {
         let caching = Arc::new(Caching {
             policy: self.policy,
             #[cfg(feature = "shared-cache")]
-            // Without a secret, the key of a TLS client certificate is what only this client
-            // holds.
+            // Without a secret, the private key of a TLS client certificate or of
+            // private_key_jwt is what only this client holds.
             shared: self.shared_store.map(|store| {
-                let key = self.shared_key.or_else(|| {
-                    self.tls_identity
-                        .as_ref()
-                        .map(|identity| identity.key_pem.clone())
-                });
+                let key = self
+                    .shared_key
+                    .or_else(|| {
+                        self.tls_identity
+                            .as_ref()
+                            .map(|identity| identity.key_pem.clone())
+                    })
+                    .or(assertion_key);
                 (store, key)
             }),
         });
@@ -989,6 +994,15 @@ impl ClientCredentialsBuilder {
             cache,
             caching,
         })
+    }
+
+    /// The private_key_jwt key, as key material for the shared cache.
+    #[cfg(feature = "shared-cache")]
+    fn private_key_material(&self) -> Option<Zeroizing<Vec<u8>>> {
+        #[cfg(feature = "rustls-no-provider")]
+        return self.private_key.as_ref().map(PrivateKeyJwt::key_material);
+        #[cfg(not(feature = "rustls-no-provider"))]
+        None
     }
 
     #[cfg(feature = "rustls-no-provider")]
@@ -1136,8 +1150,8 @@ fn shared_source(
         }
         None => {
             return Err(Error::config(
-                "shared_cache encrypts tokens with a key derived from the client secret: set \
-                 .client_secret(..), or give one with .shared_cache_key(..)",
+                "shared_cache encrypts tokens with a key derived from the client secret (or \
+                 private key): set one, or give a key with .shared_cache_key(..)",
             ))
         }
     };
