@@ -261,27 +261,3 @@ where
         .pool_max_idle_per_host(0)
         .build(connector)
 }
-
-#[cfg(test)]
-mod tests {
-    /// `cargo test --lib --no-default-features --features rustls-no-provider` (CI runs it).
-    #[cfg(all(
-        feature = "rustls-no-provider",
-        not(any(feature = "aws-lc-rs", feature = "ring"))
-    ))]
-    #[test]
-    fn without_a_provider_build_says_how_to_get_one() {
-        let error = super::default_client(&[], &Default::default(), None)
-            .err()
-            .expect("no provider, no client");
-        assert_eq!(error.kind(), crate::ErrorKind::Config);
-        assert!(
-            error.to_string().contains("install_default"),
-            "says what to do: {error}"
-        );
-
-        // Once the application installs one, it is used.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        assert!(super::default_client(&[], &Default::default(), None).is_ok());
-    }
-}
