@@ -461,6 +461,12 @@ fn conflicting_client_authentication_is_a_build_error() {
                 .auth_style(tower_oauth2::AuthStyle::Json),
             "form body",
         ),
+        (
+            builder()
+                .private_key_jwt(key())
+                .param("client_assertion", "a-static-one"),
+            "clashes with client authentication",
+        ),
     ];
     for (builder, expected) in cases {
         let error = builder.build().unwrap_err();

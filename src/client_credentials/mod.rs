@@ -844,6 +844,12 @@ impl ClientCredentialsBuilder {
                  .auth_style(AuthStyle::Json)",
             ));
         }
+        if self.tls_identity.is_some() && self.http.is_some() {
+            return Err(Error::config(
+                "tls_client_auth configures the built-in HTTP client; with your own \
+                 .http_client(..), give it the client certificate instead",
+            ));
+        }
         if has_private_key {
             if !secret.is_empty() {
                 return Err(Error::config(
@@ -897,7 +903,10 @@ impl ClientCredentialsBuilder {
             if name.is_empty() {
                 return Err(Error::config("param: the parameter name is empty"));
             }
-            if name == "client_id" || name == "client_secret" {
+            let signed_here = ["client_assertion", "client_assertion_type"]
+                .contains(&name.as_str())
+                && assertion.is_some();
+            if name == "client_id" || name == "client_secret" || signed_here {
                 return Err(Error::config(format!(
                     "param {name:?} clashes with client authentication: use .client_id/.client_secret \
                      and .auth_style instead"
