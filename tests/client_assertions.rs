@@ -407,6 +407,10 @@ fn keys_that_cannot_sign_are_build_errors_that_say_why() {
         "{not_a_key}"
     );
 
+    let encrypted = keys::pem("ENCRYPTED PRIVATE KEY", b"ciphertext");
+    let error = PrivateKeyJwt::from_pem(encrypted).unwrap_err();
+    assert!(error.to_string().contains("encrypted"), "{error}");
+
     let garbage = keys::pem("PRIVATE KEY", b"definitely not a PKCS#8 structure");
     let error = build(PrivateKeyJwt::from_pem(garbage).unwrap()).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Config);
@@ -519,4 +523,99 @@ async fn with_discovery_the_assertion_is_for_the_discovered_token_endpoint() {
         .filter(|request| request.uri.path() == "/oauth/token")
         .count();
     assert_eq!(token_requests, 0, "no credential sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_fetches_each_carry_their_own_assertion() {
+    let key = keys::p384_pkcs8();
+    let idp = Idp::start(Verifier::PublicKey {
+        pem: key.public_pem.clone(),
+        alg: key.alg,
+    })
+    .await;
+    let credentials = private_key_client(&idp, PrivateKeyJwt::from_pem(&key.private_pem).unwrap());
+    let fetches: Vec<_> = (0..1000)
+        .map(|_| {
+            let credentials = credentials.clone();
+            tokio::spawn(async move { credentials.fetch().await })
+        })
+        .collect();
+    for fetch in fetches {
+        fetch
+            .await
+            .unwrap()
+            .expect("every assertion verifies, no jti repeats");
+    }
+    assert_eq!(idp.accepted().len(), 1000);
+}
+
+#[tokio::test]
+async fn odd_client_ids_kids_and_lifetimes_stay_exact() {
+    let key = keys::ed25519();
+    let client_id = "svc \"quoted\" & ünïcode/+=?";
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let log = accepted.clone();
+    let server = TokenServer::start(move |request, _| {
+        let form = request.form();
+        log.lock().unwrap().push(form);
+        json(
+            StatusCode::OK,
+            serde_json::json!({"access_token": "t", "token_type": "Bearer", "expires_in": 60}),
+        )
+    })
+    .await;
+    for lifetime in [Duration::ZERO, Duration::MAX] {
+        let credentials = ClientCredentials::builder()
+            .token_url(server.url())
+            .client_id(client_id)
+            .private_key_jwt(
+                PrivateKeyJwt::from_pem(&key.private_pem)
+                    .unwrap()
+                    .key_id("kid \"with\" quotes ✓"),
+            )
+            .assertion_lifetime(lifetime)
+            .build()
+            .unwrap();
+        credentials.fetch().await.unwrap();
+    }
+    let forms = accepted.lock().unwrap().clone();
+    for (form, lifetime) in forms.iter().zip([1u64, u64::MAX]) {
+        assert_eq!(form["client_id"], client_id);
+        let mut rules = Validation::new(Algorithm::EdDSA);
+        rules.validate_aud = false;
+        rules.validate_exp = false;
+        rules.required_spec_claims.clear();
+        let decoded = jsonwebtoken::decode::<serde_json::Value>(
+            &form["client_assertion"],
+            &DecodingKey::from_ed_pem(key.public_pem.as_bytes()).unwrap(),
+            &rules,
+        )
+        .unwrap();
+        assert_eq!(decoded.claims["iss"], client_id);
+        assert_eq!(decoded.claims["sub"], client_id);
+        assert_eq!(decoded.header.kid.as_deref(), Some("kid \"with\" quotes ✓"));
+        let iat = decoded.claims["iat"].as_u64().unwrap();
+        let exp = decoded.claims["exp"].as_u64().unwrap();
+        assert_eq!(
+            exp,
+            iat.saturating_add(lifetime),
+            "at least 1 s, saturating"
+        );
+    }
+}
+
+#[test]
+fn without_a_runtime_a_fetch_is_a_runtime_error() {
+    let key = keys::p256_pkcs8();
+    let credentials = ClientCredentials::builder()
+        .token_url("http://127.0.0.1:9/oauth/token")
+        .client_id(CLIENT_ID)
+        .private_key_jwt(PrivateKeyJwt::from_pem(&key.private_pem).unwrap())
+        .build()
+        .unwrap();
+    // No tokio anywhere on this thread: the first poll answers.
+    let error = futures_util::FutureExt::now_or_never(credentials.fetch())
+        .expect("answers at once without a runtime")
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Runtime, "{error}");
 }

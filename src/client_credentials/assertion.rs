@@ -145,7 +145,17 @@ impl PrivateKeyJwt {
     ///
     /// Fails when there is no private key block; the PEM text is never part of the error.
     pub fn from_pem(pem: impl AsRef<[u8]>) -> Result<Self, Error> {
-        let key = PrivateKeyDer::from_pem_slice(pem.as_ref()).map_err(|_| {
+        let pem = pem.as_ref();
+        if pem
+            .windows(b"BEGIN ENCRYPTED PRIVATE KEY".len())
+            .any(|window| window == b"BEGIN ENCRYPTED PRIVATE KEY")
+        {
+            return Err(Error::config(
+                "private_key_jwt: the private key is encrypted, which is not supported: decrypt \
+                 it first (openssl pkcs8 -in key.pem -out plain.pem) and protect the file instead",
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|_| {
             Error::config(
                 "private_key_jwt: no private key in the PEM (expected `BEGIN PRIVATE KEY`, \
                  `BEGIN RSA PRIVATE KEY` or `BEGIN EC PRIVATE KEY`)",
