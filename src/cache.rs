@@ -117,7 +117,7 @@ pub(crate) fn report_rejected(slot: usize, generation: u64) {
 }
 
 /// Whether the cache in `slot` still holds the token of `generation`.
-fn holds_generation(slot: usize, generation: u64) -> bool {
+pub(crate) fn holds_generation(slot: usize, generation: u64) -> bool {
     // The guard is released before the upgraded reference can drop (and with it, maybe the
     // cache, whose drop takes the same lock).
     let Some(cache) = slots()
@@ -233,7 +233,7 @@ impl TokenCache {
             policy: policy.clone(),
             current: ArcSwapOption::empty(),
             control: Mutex::new(Control::default()),
-            metrics: Metrics::new(&policy.name),
+            metrics: Metrics::new(&policy.name, &policy.labels),
         });
         if slot == slots.len() {
             slots.push(None);
@@ -659,7 +659,7 @@ fn bearer_header(token: &AccessToken) -> Result<HeaderValue, Error> {
     let mut value = Zeroizing::new(Vec::with_capacity(7 + token.secret().len()));
     value.extend_from_slice(b"Bearer ");
     value.extend_from_slice(token.secret().as_bytes());
-    thread_copies::sensitive_header(value).ok_or_else(|| {
+    crate::wiped::sensitive_header(value).ok_or_else(|| {
         Error::invalid_response("the access token contains characters not allowed in a header")
     })
 }

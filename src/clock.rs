@@ -90,7 +90,7 @@ fn has_timers(id: Id) -> Option<bool> {
     if let Some((_, timers)) = known.iter().find(|(known, _)| *known == id) {
         return Some(*timers);
     }
-    let timers = std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok();
+    let timers = without_panic_hook(|| drop(tokio::time::sleep(Duration::ZERO)));
     if known.len() >= TIMERS_REMEMBERED {
         known.remove(0);
     }
@@ -98,9 +98,47 @@ fn has_timers(id: Id) -> Option<bool> {
     Some(timers)
 }
 
+/// The process's panic hook, kept aside while [`without_panic_hook`] runs.
+type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// Run `probe`, catching its panic, without the application's panic hook seeing that panic (a
+/// hook that reports or aborts on every panic would turn a probe into a crash). Panics on other
+/// threads meanwhile still reach the application's hook. Whether `probe` returned.
+fn without_panic_hook(probe: impl FnOnce()) -> bool {
+    use std::sync::Arc;
+
+    let prober = std::thread::current().id();
+    let application: Arc<Mutex<Option<Hook>>> = Arc::new(Mutex::new(Some(std::panic::take_hook())));
+    let forward = application.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == prober {
+            return;
+        }
+        let hook = forward
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(hook) = hook.as_ref() {
+            hook(info);
+        }
+    }));
+    let returned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)).is_ok();
+    drop(std::panic::take_hook());
+    let hook = application
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    if let Some(hook) = hook {
+        std::panic::set_hook(hook);
+    }
+    returned
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tests that probe runtimes, so that one's hook swap cannot interleave with another's.
+    static PROBING: Mutex<()> = Mutex::new(());
 
     #[test]
     fn ticks_are_32_32_fixed_point_and_saturate() {
@@ -121,7 +159,48 @@ mod tests {
     }
 
     #[test]
+    fn the_timers_probe_does_not_run_the_applications_panic_hook() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        let _alone = PROBING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        static SEEN_HERE: AtomicUsize = AtomicUsize::new(0);
+        let here = std::thread::current().id();
+        let previous = Arc::new(std::panic::take_hook());
+        let chained = previous.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            // Other tests in this process panic on purpose: count only this thread's.
+            if std::thread::current().id() == here {
+                SEEN_HERE.fetch_add(1, Ordering::SeqCst);
+            }
+            chained(info);
+        }));
+        let without = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let timers = without.block_on(async {
+            let id = tokio::runtime::Handle::current().id();
+            has_timers(id)
+        });
+        // The application's hook is back in place afterwards.
+        let after = std::panic::catch_unwind(|| panic!("after the probe"));
+        drop(std::panic::take_hook());
+        assert_eq!(timers, Some(false));
+        assert!(after.is_err());
+        assert_eq!(
+            SEEN_HERE.load(Ordering::SeqCst),
+            1,
+            "only the deliberate panic after the probe reaches the hook"
+        );
+    }
+
+    #[test]
     fn a_runtime_without_timers_is_told_apart_without_a_panic_escaping() {
+        let _alone = PROBING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let without = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+const TOKEN_ENDPOINT: &str = "token endpoint";
+const ISSUER_METADATA: &str = "issuer metadata";
+
 /// A type-erased error, as tower uses.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -107,6 +110,8 @@ struct Inner {
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
     /// The token endpoint, as `host/path` (never a query, never credentials).
     endpoint: Option<String>,
+    /// What `endpoint` is: the token endpoint, or the issuer's metadata.
+    endpoint_role: &'static str,
     /// What is likely to fix it, when we can tell.
     hint: Option<String>,
     /// When the cache tries again, for an error served during a backoff step.
@@ -130,6 +135,7 @@ impl Inner {
             transient: self.transient,
             source: self.source.clone(),
             endpoint: self.endpoint.clone(),
+            endpoint_role: self.endpoint_role,
             hint: self.hint.clone(),
             next_attempt_in: self.next_attempt_in,
             #[cfg(feature = "tonic")]
@@ -175,6 +181,7 @@ impl Error {
             transient: matches!(kind, ErrorKind::Transport | ErrorKind::Timeout),
             source: None,
             endpoint: None,
+            endpoint_role: TOKEN_ENDPOINT,
             hint: None,
             next_attempt_in: None,
             #[cfg(feature = "tonic")]
@@ -292,12 +299,25 @@ impl Error {
         Self::from_inner(inner)
     }
 
-    /// The same error, naming the endpoint (`host/path`) it came from, unless it already does.
+    /// The same error, naming the token endpoint (`host/path`) it came from, unless it already
+    /// names where it came from.
     pub(crate) fn at_endpoint(self, endpoint: &str) -> Self {
+        self.at(TOKEN_ENDPOINT, endpoint)
+    }
+
+    /// The same error, naming the issuer metadata document (`host/path`) it came from.
+    pub(crate) fn at_metadata(self, url: &str) -> Self {
+        self.at(ISSUER_METADATA, url)
+    }
+
+    fn at(self, role: &'static str, place: &str) -> Self {
         if self.inner.endpoint.is_some() {
             return self;
         }
-        self.with(|inner| inner.endpoint = Some(endpoint.to_owned()))
+        self.with(|inner| {
+            inner.endpoint = Some(place.to_owned());
+            inner.endpoint_role = role;
+        })
     }
 
     /// The same error, with what is likely to fix it.
@@ -343,7 +363,8 @@ impl Error {
         self.inner.excerpt.as_deref()
     }
 
-    /// The token endpoint the failure came from, as `host/path` (no query, no credentials).
+    /// The token endpoint the failure came from, as `host/path` (no query, no credentials); for
+    /// a failure to discover it, the issuer's metadata document.
     pub fn endpoint(&self) -> Option<&str> {
         self.inner.endpoint.as_deref()
     }
@@ -441,7 +462,7 @@ impl fmt::Display for Error {
             }
         }
         if let Some(endpoint) = &inner.endpoint {
-            write!(f, " (token endpoint {endpoint})")?;
+            write!(f, " ({} {endpoint})", inner.endpoint_role)?;
         }
         if let Some(hint) = &inner.hint {
             write!(f, "; {hint}")?;

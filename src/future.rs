@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode, Version};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::cache::{report_rejected, Entry};
+use crate::cache::{holds_generation, report_rejected, Entry};
 use crate::error::BoxError;
 use crate::{Error, TokenCache};
 
@@ -135,7 +135,12 @@ where
                     }) = watch.take()
                     {
                         if rejects_token(&response, http2) {
+                            let mut response = response;
                             report_rejected(cache, generation);
+                            response.extensions_mut().insert(TokenRejected {
+                                still_cached: holds_generation(cache, generation),
+                            });
+                            return Poll::Ready(Ok(response));
                         }
                     }
                     return Poll::Ready(Ok(response));
@@ -187,6 +192,13 @@ where
         }),
     });
     Poll::Ready(Ok(()))
+}
+
+/// Put on a response that rejected the token the layer sent: whether the cache still holds
+/// that token (its invalidation was rate-limited), so that a replay would carry it again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenRejected {
+    pub(crate) still_cached: bool,
 }
 
 /// HTTP 401, or a gRPC trailers-only UNAUTHENTICATED (looked for only over HTTP/2).

@@ -68,6 +68,7 @@ mod telemetry;
 pub mod test_util;
 mod token;
 mod transport;
+mod wiped;
 
 pub use cache::TokenCache;
 pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuilder};

@@ -103,10 +103,15 @@ impl Middleware for BearerAuthMiddleware {
         let Some(mut replay) = replay else {
             return Ok(response);
         };
-        let (header, _) = self
+        let (header, replacement) = self
             .header()
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
+        if replacement == generation {
+            // The cache kept the rejected token (invalidations are rate-limited): a replay
+            // would send the same request with the same token again.
+            return Ok(response);
+        }
         replay.headers_mut().insert(AUTHORIZATION, header);
         // The first answer is not read: its connection goes back to the pool once dropped.
         drop(response);

@@ -58,6 +58,8 @@ pub struct CachePolicy {
     pub(crate) min_fetch_interval: Duration,
     pub(crate) fetch_timeout: Duration,
     pub(crate) name: std::sync::Arc<str>,
+    /// Labels beside `client` that tell sibling clients' metrics apart.
+    pub(crate) labels: Vec<(&'static str, std::sync::Arc<str>)>,
 }
 
 impl Default for CachePolicy {
@@ -76,6 +78,7 @@ impl Default for CachePolicy {
             min_fetch_interval: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(30),
             name: std::sync::Arc::from("default"),
+            labels: Vec::new(),
         }
     }
 }

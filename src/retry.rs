@@ -6,13 +6,24 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower::retry::Policy;
 
-use crate::future::rejects_token;
+use crate::future::{rejects_token, TokenRejected};
+
+/// Whether the layer dropped the rejected token, so that a replay carries another one. A
+/// response the layer did not mark carried no token of ours.
+fn replaced<B>(response: &Response<B>) -> bool {
+    response
+        .extensions()
+        .get::<TokenRejected>()
+        .is_some_and(|rejected| !rejected.still_cached)
+}
 
 /// A [`tower::retry::Policy`] that replays a request once when the response says its token was
 /// rejected (HTTP 401, or gRPC UNAUTHENTICATED in the headers).
 ///
 /// [`BearerAuth`](crate::BearerAuth) has already dropped the rejected token by then, so the
-/// replay carries a fresh one. Only requests whose body is `Clone` can be replayed; streaming
+/// replay carries a fresh one. When it kept the token (a second rejection within
+/// [`CachePolicy::invalidation_interval`](crate::CachePolicy::invalidation_interval)), the
+/// request is not replayed: it would carry the same token again. Only requests whose body is `Clone` can be replayed; streaming
 /// bodies cannot, and this policy never tries. Requests that carried their own `Authorization`
 /// header are not replayed.
 ///
@@ -56,7 +67,9 @@ where
     ) -> Option<Self::Future> {
         let http2 = request.version() == http::Version::HTTP_2;
         match result {
-            Ok(response) if !self.retried && rejects_token(response, http2) => {
+            Ok(response)
+                if !self.retried && rejects_token(response, http2) && replaced(response) =>
+            {
                 self.retried = true;
                 Some(ready(()))
             }

@@ -1,5 +1,6 @@
 //! What the cache reports through the [`metrics`](https://docs.rs/metrics) facade (feature
-//! `metrics`), labelled `client` with [`CachePolicy::name`](crate::CachePolicy::name). Without
+//! `metrics`), labelled `client` with [`CachePolicy::name`](crate::CachePolicy::name), and a
+//! sibling client's metrics also `audience` or `scope` with what it asks for. Without
 //! the feature, every call here compiles to nothing.
 //!
 //! | name | kind | what |
@@ -14,23 +15,36 @@
 
 use std::time::Duration;
 
-#[cfg(feature = "metrics")]
 use std::sync::Arc;
 
-/// The label every metric of one cache carries.
+/// The labels every metric of one cache carries: `client` (the policy's name) and, for a
+/// sibling client ([`with_audience`](crate::ClientCredentials::with_audience),
+/// [`with_scopes`](crate::ClientCredentials::with_scopes)), what it asks for differently, so
+/// that siblings report apart.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Metrics {
     #[cfg(feature = "metrics")]
-    client: Arc<str>,
+    labels: Arc<[metrics::Label]>,
 }
 
 impl Metrics {
-    pub(crate) fn new(name: &str) -> Self {
-        let _ = name;
+    pub(crate) fn new(name: &str, extra: &[(&'static str, Arc<str>)]) -> Self {
+        let _ = (name, extra);
         Metrics {
             #[cfg(feature = "metrics")]
-            client: Arc::from(name),
+            labels: std::iter::once(metrics::Label::new("client", name.to_owned()))
+                .chain(
+                    extra
+                        .iter()
+                        .map(|(key, value)| metrics::Label::new(*key, value.to_string())),
+                )
+                .collect(),
         }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn labels(&self) -> std::slice::Iter<'_, metrics::Label> {
+        self.labels.iter()
     }
 
     /// A fetch ended with `outcome` (`ok`, `error`, `timeout`) after `took`.
@@ -38,10 +52,10 @@ impl Metrics {
         let _ = (outcome, took);
         #[cfg(feature = "metrics")]
         {
-            let client = self.client.clone();
-            metrics::counter!("tower_oauth2_token_fetches_total", "client" => client.clone(), "outcome" => outcome)
-                .increment(1);
-            metrics::histogram!("tower_oauth2_token_fetch_duration_seconds", "client" => client)
+            let mut labels = self.labels.to_vec();
+            labels.push(metrics::Label::new("outcome", outcome));
+            metrics::counter!("tower_oauth2_token_fetches_total", labels).increment(1);
+            metrics::histogram!("tower_oauth2_token_fetch_duration_seconds", self.labels())
                 .record(took.as_secs_f64());
         }
     }
@@ -54,10 +68,9 @@ impl Metrics {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            let client = self.client.clone();
-            metrics::gauge!("tower_oauth2_token_expires_at_seconds", "client" => client.clone())
+            metrics::gauge!("tower_oauth2_token_expires_at_seconds", self.labels())
                 .set((now + lifetime).as_secs_f64());
-            metrics::gauge!("tower_oauth2_token_lifetime_seconds", "client" => client)
+            metrics::gauge!("tower_oauth2_token_lifetime_seconds", self.labels())
                 .set(lifetime.as_secs_f64());
         }
     }
@@ -66,21 +79,19 @@ impl Metrics {
     pub(crate) fn flight_waiters(&self, waiters: usize) {
         let _ = waiters;
         #[cfg(feature = "metrics")]
-        metrics::histogram!("tower_oauth2_flight_waiters", "client" => self.client.clone())
-            .record(waiters as f64);
+        metrics::histogram!("tower_oauth2_flight_waiters", self.labels()).record(waiters as f64);
     }
 
     pub(crate) fn invalidated(&self) {
         #[cfg(feature = "metrics")]
-        metrics::counter!("tower_oauth2_token_invalidations_total", "client" => self.client.clone())
-            .increment(1);
+        metrics::counter!("tower_oauth2_token_invalidations_total", self.labels()).increment(1);
     }
 
     /// `failures` fetches in a row have failed (0: the last one succeeded).
     pub(crate) fn failures(&self, failures: u32) {
         let _ = failures;
         #[cfg(feature = "metrics")]
-        metrics::gauge!("tower_oauth2_consecutive_failures", "client" => self.client.clone())
+        metrics::gauge!("tower_oauth2_consecutive_failures", self.labels())
             .set(f64::from(failures));
     }
 }

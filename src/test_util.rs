@@ -195,6 +195,7 @@ struct State {
     latency: Duration,
     lifetime: Mutex<Duration>,
     requests: AtomicUsize,
+    /// Every token issued, with the instant it expires (by the lifetime it was issued with).
     issued: Mutex<HashMap<String, Instant>>,
     failures: Mutex<VecDeque<Failure>>,
     last_auth: Mutex<Option<ClientAuth>>,
@@ -314,8 +315,14 @@ impl TokenServerBuilder {
         let serving = state.clone();
         let accepting = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // Out of file descriptors (EMFILE) fails every accept until one is
+                        // closed: wait instead of spinning a core.
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                        continue;
+                    }
                 };
                 let state = serving.clone();
                 tokio::spawn(async move {
@@ -425,10 +432,9 @@ impl Drop for TokenServer {
 }
 
 fn accepts(state: &State, token: &str) -> bool {
-    let lifetime = *lock(&state.lifetime);
     lock(&state.issued)
         .get(token)
-        .is_some_and(|issued| issued.elapsed() < lifetime)
+        .is_some_and(|expires| Instant::now() < *expires)
 }
 
 async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -527,21 +533,34 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     issue(state, &params)
 }
 
+/// An instant no token outlives (for a lifetime too long to represent).
+fn far_future() -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = Instant::now();
+    now.checked_add(CENTURY).unwrap_or(now)
+}
+
+/// How long the accept loop waits after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+
 /// A new token, if the grant type is right.
 fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes>> {
     if params.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return oauth_error(400, "unsupported_grant_type");
     }
+    let lifetime = *lock(&state.lifetime);
     let token = {
         let mut issued = lock(&state.issued);
         let token = format!("{}-{}", state.prefix, issued.len() + 1);
-        issued.insert(token.clone(), Instant::now());
+        // Judged by the lifetime it was issued with: a later set_lifetime changes new tokens only.
+        let expires = Instant::now().checked_add(lifetime);
+        issued.insert(token.clone(), expires.unwrap_or_else(far_future));
         token
     };
     let mut body = serde_json::json!({
         "access_token": token,
         "token_type": "Bearer",
-        "expires_in": lock(&state.lifetime).as_secs(),
+        "expires_in": lifetime.as_secs(),
     });
     if let Some(scope) = params.get("scope") {
         body["scope"] = scope.clone().into();
@@ -694,5 +713,123 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientCredentials;
+
+    async fn issue_one(server: &TokenServer) -> String {
+        let credentials = ClientCredentials::builder()
+            .token_url(server.url())
+            .client_id("client")
+            .client_secret("secret")
+            .build()
+            .unwrap();
+        credentials.fetch().await.unwrap().secret().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_token_is_judged_by_the_lifetime_it_was_issued_with() {
+        let server = TokenServer::builder()
+            .lifetime(Duration::from_secs(3600))
+            .start()
+            .await
+            .unwrap();
+        let long_lived = issue_one(&server).await;
+        server.set_lifetime(Duration::ZERO);
+        assert!(
+            server.accepts(&long_lived),
+            "a shorter lifetime for new tokens does not expire those already issued"
+        );
+        let expired_at_birth = issue_one(&server).await;
+        server.set_lifetime(Duration::from_secs(3600));
+        assert!(
+            !server.accepts(&expired_at_birth),
+            "a longer lifetime for new tokens does not revive expired ones"
+        );
+        assert!(server.accepts(&issue_one(&server).await));
+    }
+
+    /// CPU time this process has used, in clock ticks (1/100 s on Linux).
+    fn cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime: fields 14 and 15 of the whole line, 12 and 13 after `state`.
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    const EMFILE_CHILD: &str = "TOWER_OAUTH2_TEST_EMFILE_CHILD";
+
+    #[test]
+    fn the_accept_loop_waits_while_out_of_file_descriptors() {
+        use std::io::BufRead;
+
+        if std::env::var_os(EMFILE_CHILD).is_some() {
+            return out_of_file_descriptors();
+        }
+        // The server runs in a child process that lowers its own limit on open files; the
+        // clients connect from here, so that connections wait in its backlog.
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "test_util::tests::the_accept_loop_waits_while_out_of_file_descriptors",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(EMFILE_CHILD, "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("listening on ").map(str::to_owned))
+            .expect("the child reports its address");
+        let clients: Vec<_> = (0..40)
+            .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+            .collect();
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = child.wait().unwrap();
+        drop(clients);
+        assert!(status.success(), "{}", rest.join("\n"));
+    }
+
+    fn out_of_file_descriptors() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = runtime.block_on(TokenServer::builder().start()).unwrap();
+        let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+        let limit = open + 8;
+        let prlimit = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", std::process::id()))
+            .arg(format!("--nofile={limit}:{limit}"))
+            .status()
+            .expect("prlimit (Debian package util-linux) lowers this process's open-file limit");
+        assert!(prlimit.success());
+        println!("listening on {}", server.addr());
+        // The parent's 40 connections fill the few descriptors left; the rest wait.
+        std::thread::sleep(Duration::from_millis(300));
+        let before = cpu_ticks();
+        std::thread::sleep(Duration::from_millis(500));
+        let used = cpu_ticks() - before;
+        println!("cpu ticks used while out of descriptors: {used}");
+        assert!(
+            used < 15,
+            "the accept loop used {used}/50 ticks of CPU in 0.5 s while accepts failed"
+        );
+        drop(server);
     }
 }

@@ -1,12 +1,13 @@
 //! The HTTP client that talks to the token endpoint: hyper-util with rustls by default, or any
 //! tower service the user hands in. Bounded reads; redirects are never followed.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
+use zeroize::Zeroizing;
 
 use crate::error::BoxError;
 use crate::proxy::{ProxyConfig, ProxyConnector};
@@ -44,7 +45,7 @@ pub(crate) async fn send(
     client: &HttpClient,
     request: TokenRequest,
     limit: usize,
-) -> Result<(http::response::Parts, Result<Bytes, BodyTooLarge>), Error> {
+) -> Result<(http::response::Parts, Result<WholeBody, BodyTooLarge>), Error> {
     let response = client
         .clone()
         .oneshot(request)
@@ -67,21 +68,29 @@ pub(crate) async fn send(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyTooLarge;
 
+/// A whole response body: it may hold a token, so it is wiped when dropped.
+pub(crate) type WholeBody = Zeroizing<Vec<u8>>;
+
 async fn read_limited(
     mut body: ResponseBody,
     limit: usize,
-) -> Result<Result<Bytes, BodyTooLarge>, Error> {
-    let mut collected = BytesMut::new();
+) -> Result<Result<WholeBody, BodyTooLarge>, Error> {
+    // The frames are the HTTP client's; ours is one copy, allocated once at its final size (a
+    // growing buffer would free partial copies of the token unwiped).
+    let mut frames = Vec::new();
+    let mut length = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(Error::transport)?;
         if let Ok(data) = frame.into_data() {
-            if collected.len() + data.len() > limit {
+            if length + data.len() > limit {
                 return Ok(Err(BodyTooLarge));
             }
-            collected.extend_from_slice(&data);
+            length += data.len();
+            frames.push(data);
         }
     }
-    Ok(Ok(collected.freeze()))
+    let parts: Vec<&[u8]> = frames.iter().map(|frame| frame.as_ref()).collect();
+    Ok(Ok(crate::wiped::concat(&parts)))
 }
 
 /// The built-in client: hyper-util's client, HTTP/1.1 and HTTP/2, rustls with the roots the

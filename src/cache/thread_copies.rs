@@ -17,7 +17,6 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use http::HeaderValue;
 use zeroize::Zeroizing;
 
@@ -143,24 +142,7 @@ pub(crate) fn held() -> usize {
 /// A copy of `header` in its own zeroizing allocation, so that no other thread touches its
 /// reference count.
 pub(crate) fn private_copy(header: &HeaderValue) -> Option<HeaderValue> {
-    let mut copy = sensitive_header(Zeroizing::new(header.as_bytes().to_vec()))?;
+    let mut copy = crate::wiped::sensitive_header(Zeroizing::new(header.as_bytes().to_vec()))?;
     copy.set_sensitive(header.is_sensitive());
     Some(copy)
-}
-
-/// A sensitive header over `bytes`, whose memory is zeroized when the last clone drops.
-pub(crate) fn sensitive_header(bytes: Zeroizing<Vec<u8>>) -> Option<HeaderValue> {
-    let mut header =
-        HeaderValue::from_maybe_shared(Bytes::from_owner(ZeroizeOnDrop(bytes))).ok()?;
-    header.set_sensitive(true);
-    Some(header)
-}
-
-/// The owner of a header's bytes: wipes them when the last `Bytes` pointing at them drops.
-struct ZeroizeOnDrop(Zeroizing<Vec<u8>>);
-
-impl AsRef<[u8]> for ZeroizeOnDrop {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
 }

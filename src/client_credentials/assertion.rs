@@ -146,10 +146,10 @@ impl PrivateKeyJwt {
     /// Fails when there is no private key block; the PEM text is never part of the error.
     pub fn from_pem(pem: impl AsRef<[u8]>) -> Result<Self, Error> {
         let pem = pem.as_ref();
-        if pem
-            .windows(b"BEGIN ENCRYPTED PRIVATE KEY".len())
-            .any(|window| window == b"BEGIN ENCRYPTED PRIVATE KEY")
-        {
+        let contains = |needle: &[u8]| pem.windows(needle.len()).any(|window| window == needle);
+        // PKCS#8 `BEGIN ENCRYPTED PRIVATE KEY`, or OpenSSL's legacy `Proc-Type: 4,ENCRYPTED`
+        // header inside a `BEGIN RSA/EC PRIVATE KEY` block.
+        if contains(b"BEGIN ENCRYPTED PRIVATE KEY") || contains(b"Proc-Type: 4,ENCRYPTED") {
             return Err(Error::config(
                 "private_key_jwt: the private key is encrypted, which is not supported: decrypt \
                  it first (openssl pkcs8 -in key.pem -out plain.pem) and protect the file instead",
@@ -559,6 +559,18 @@ mod hmac {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_legacy_encrypted_rsa_key_is_reported_as_encrypted() {
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\n\
+                   Proc-Type: 4,ENCRYPTED\n\
+                   DEK-Info: AES-128-CBC,0123456789ABCDEF0123456789ABCDEF\n\
+                   \n\
+                   c2VjcmV0LWJ1dC1lbmNyeXB0ZWQta2V5LWJ5dGVz\n\
+                   -----END RSA PRIVATE KEY-----\n";
+        let error = PrivateKeyJwt::from_pem(pem).unwrap_err();
+        assert!(error.to_string().contains("is encrypted"), "{error}");
+    }
 
     #[test]
     fn ecdsa_der_signatures_become_fixed_size() {

@@ -18,6 +18,10 @@ use super::UrlRules;
 use crate::transport::{self, HttpClient};
 use crate::Error;
 
+/// For metadata that does not belong to the configured issuer.
+const CHECK_THE_ISSUER: &str = "check the issuer: it must be exactly the `issuer` of the \
+     provider's metadata (scheme, host, path, trailing slash)";
+
 /// The issuer to discover the token endpoint from, and what was found.
 pub(super) struct Discovery {
     /// As configured: the metadata must name exactly this.
@@ -79,21 +83,18 @@ impl Discovery {
             );
             match self.metadata(http, url, timeout, body_limit).await {
                 Ok(Some(metadata)) => {
-                    return self.token_endpoint_in(&metadata).map_err(|e| {
-                        e.at_endpoint(&shown).with_hint(
-                            "check the issuer: it must be exactly the `issuer` of the \\
-                             provider's metadata (scheme, host, path, trailing slash)",
-                        )
-                    })
+                    return self
+                        .token_endpoint_in(&metadata)
+                        .map_err(|e| e.at_metadata(&shown))
                 }
                 // Not at this location: try the next.
                 Ok(None) => {}
-                Err(error) => last = Some(error.at_endpoint(&shown)),
+                Err(error) => last = Some(error.at_metadata(&shown)),
             }
         }
         Err(last.unwrap_or_else(|| {
             Error::invalid_response(
-                "the issuer publishes no metadata at /.well-known/oauth-authorization-server \\
+                "the issuer publishes no metadata at /.well-known/oauth-authorization-server \
                  or /.well-known/openid-configuration",
             )
             .with_hint("check the issuer URL, or give the token endpoint with .token_url(..)")
@@ -154,12 +155,14 @@ impl Discovery {
                     "the metadata names issuer {issuer:?}, not the configured {:?}; refused \
                      before sending any credential (RFC 8414 §3.3)",
                     self.issuer
-                )))
+                ))
+                .with_hint(CHECK_THE_ISSUER))
             }
             _ => {
-                return Err(Error::invalid_response(
-                    "the issuer's metadata has no `issuer`",
-                ))
+                return Err(
+                    Error::invalid_response("the issuer's metadata has no `issuer`")
+                        .with_hint(CHECK_THE_ISSUER),
+                )
             }
         }
         self.check_auth_method(metadata)?;
@@ -172,9 +175,24 @@ impl Discovery {
                 "the issuer's metadata has no `token_endpoint`",
             ));
         };
-        self.rules
+        let url = self
+            .rules
             .check(endpoint, "the discovered token_endpoint")
-            .map_err(|e| Error::invalid_response(e.to_string()))
+            .map_err(|e| Error::invalid_response(e.to_string()))?;
+        // Keycloak behind a proxy it was not told about publishes http://localhost:8080/…:
+        // following that would send the credentials in clear to this machine's port 8080.
+        if self.issuer_url.scheme_str() == Some("https") && url.scheme_str() != Some("https") {
+            return Err(Error::invalid_response(format!(
+                "the https issuer's metadata names a plain-http token_endpoint {endpoint:?}; \
+                 refused: a discovered endpoint is never weaker than the issuer"
+            ))
+            .with_hint(
+                "the identity provider publishes an internal URL (behind a TLS-terminating \
+                 proxy, tell it its public https URL), or give the token endpoint with \
+                 .token_url(..)",
+            ));
+        }
+        Ok(url)
     }
 }
 
@@ -247,6 +265,75 @@ mod tests {
                 "https://idp.example.com/tenant/v2/.well-known/openid-configuration",
             ]
         );
+    }
+
+    fn https_issuer(rules: UrlRules) -> Discovery {
+        Discovery::new(
+            "https://idp.example.com".into(),
+            "https://idp.example.com".parse().unwrap(),
+            rules,
+            false,
+            vec!["client_secret_basic"],
+        )
+    }
+
+    #[test]
+    fn an_https_issuer_never_hands_out_a_plain_http_token_endpoint() {
+        for allow_insecure_http in [false, true] {
+            let discovery = https_issuer(UrlRules {
+                allow_insecure_http,
+                custom_http: true,
+            });
+            for endpoint in [
+                "http://localhost:8080/realms/r/protocol/openid-connect/token",
+                "http://127.0.0.1:8080/token",
+                "http://idp.example.com/token",
+            ] {
+                let metadata = serde_json::json!({
+                    "issuer": "https://idp.example.com",
+                    "token_endpoint": endpoint,
+                });
+                let error = discovery
+                    .token_endpoint_in(metadata.as_object().unwrap())
+                    .expect_err(endpoint);
+                assert_eq!(error.kind(), crate::ErrorKind::InvalidResponse);
+                assert!(error.to_string().contains("never weaker"), "{error}");
+                assert!(
+                    !error.hint().unwrap().contains("check the issuer"),
+                    "{error}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_issuer_hint_is_only_for_another_issuers_metadata() {
+        let discovery = https_issuer(UrlRules {
+            allow_insecure_http: false,
+            custom_http: true,
+        });
+        let hint = |metadata: serde_json::Value| {
+            discovery
+                .token_endpoint_in(metadata.as_object().unwrap())
+                .unwrap_err()
+                .hint()
+                .map(str::to_owned)
+        };
+        let other_issuer = hint(serde_json::json!({
+            "issuer": "https://other.example.com",
+            "token_endpoint": "https://idp.example.com/token",
+        }));
+        assert!(other_issuer.unwrap().contains("check the issuer"));
+        let other_method = hint(serde_json::json!({
+            "issuer": "https://idp.example.com",
+            "token_endpoint": "https://idp.example.com/token",
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        }));
+        assert!(!other_method
+            .unwrap_or_default()
+            .contains("check the issuer"));
+        let no_endpoint = hint(serde_json::json!({ "issuer": "https://idp.example.com" }));
+        assert!(!no_endpoint.unwrap_or_default().contains("check the issuer"));
     }
 
     #[test]

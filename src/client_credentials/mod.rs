@@ -162,7 +162,8 @@ impl ClientCredentials {
     }
 
     /// A sibling whose token requests set parameter `name` to `value` (or leave it out).
-    fn sibling(&self, name: &str, value: Option<String>) -> ClientCredentials {
+    fn sibling(&self, name: &'static str, value: Option<String>) -> ClientCredentials {
+        let value_shown = value.clone();
         let mut template = self.endpoint.template.clone();
         let at = template.params.iter().position(|(n, _)| n == name);
         match (at, value) {
@@ -183,14 +184,25 @@ impl ClientCredentials {
             default_lifetime: self.endpoint.default_lifetime,
             redact: self.endpoint.redact.clone(),
         });
-        // Only the shared store's key material could be refused, and it was accepted already.
-        let cache = self.caching.cache(&endpoint).unwrap_or_else(|_| {
-            TokenCache::with_policy(endpoint.clone(), self.caching.policy.clone())
+        // Its metrics report apart from the parent's and the other siblings'.
+        let mut policy = self.caching.policy.clone();
+        policy.labels.retain(|(label, _)| *label != name);
+        policy
+            .labels
+            .push((name, Arc::from(value_shown.unwrap_or_default())));
+        let caching = Arc::new(Caching {
+            policy,
+            #[cfg(feature = "shared-cache")]
+            shared: self.caching.shared.clone(),
         });
+        // Only the shared store's key material could be refused, and it was accepted already.
+        let cache = caching
+            .cache(&endpoint)
+            .unwrap_or_else(|_| TokenCache::with_policy(endpoint.clone(), caching.policy.clone()));
         ClientCredentials {
             endpoint,
             cache,
-            caching: self.caching.clone(),
+            caching,
         }
     }
 
@@ -456,7 +468,8 @@ impl fmt::Debug for Endpoint {
             .map(|(name, _)| name.as_str())
             .collect();
         f.debug_struct("ClientCredentials")
-            .field("token_url", &self.template.url)
+            // As errors name it: userinfo and query may hold credentials (a gateway key).
+            .field("token_url", &self.shown)
             .field("client_id", &self.template.client_id)
             .field("client_secret", &"[redacted]")
             .field("auth_style", &self.template.auth_style)
@@ -906,7 +919,13 @@ impl ClientCredentialsBuilder {
             let signed_here = ["client_assertion", "client_assertion_type"]
                 .contains(&name.as_str())
                 && assertion.is_some();
-            if name == "client_id" || name == "client_secret" || signed_here {
+            if signed_here {
+                return Err(Error::config(format!(
+                    "param {name:?} clashes with the client assertion this client signs \
+                     (.private_key_jwt or .client_secret_jwt): give one or the other"
+                )));
+            }
+            if name == "client_id" || name == "client_secret" {
                 return Err(Error::config(format!(
                     "param {name:?} clashes with client authentication: use .client_id/.client_secret \
                      and .auth_style instead"
@@ -1215,7 +1234,7 @@ fn secrets_sent(template: &RequestTemplate) -> Vec<Zeroizing<String>> {
         secrets.push(Zeroizing::new(secret.to_owned()));
         secrets.push(urlencode(secret));
         secrets.push(basic_urlencode(secret));
-        if let Ok(json) = serde_json::to_string(secret) {
+        if let Ok(json) = serde_json::to_string(secret).map(Zeroizing::new) {
             secrets.push(Zeroizing::new(json.trim_matches('"').to_owned()));
         }
     }
@@ -1235,4 +1254,26 @@ fn secrets_sent(template: &RequestTemplate) -> Vec<Zeroizing<String>> {
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     secrets.dedup();
     secrets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_names_the_endpoint_without_userinfo_or_query() {
+        let credentials = ClientCredentials::builder()
+            .token_url(
+                "http://gateway-user:gateway-pass@127.0.0.1:1/oauth/token?subscription-key=k3y",
+            )
+            .client_id("client")
+            .client_secret("secret")
+            .build()
+            .unwrap();
+        let shown = format!("{credentials:?}");
+        assert!(shown.contains("127.0.0.1:1/oauth/token"), "{shown}");
+        for hidden in ["gateway-pass", "gateway-user", "k3y", "subscription-key"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+    }
 }

@@ -1,7 +1,6 @@
 //! Encoding the token request: client authentication (Basic / form / JSON) and parameters.
 
 use base64::Engine as _;
-use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{Method, Uri};
 use http_body_util::Full;
@@ -70,7 +69,7 @@ impl RequestTemplate {
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .header(CONTENT_TYPE, HeaderValue::from_static(content_type))
             .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE))
-            .body(Full::new(Bytes::from(body.to_vec())))
+            .body(Full::new(crate::wiped::bytes(body)))
             .map_err(|e| Error::config(format!("cannot build the token request: {e}")))?;
         if self.assertion.is_none() && self.auth_style == AuthStyle::Basic {
             request
@@ -83,7 +82,7 @@ impl RequestTemplate {
     /// RFC 7523 §2.2: the assertion and its type, with `client_id` (OpenID Connect Core §9
     /// makes it optional; Entra ID and others want it).
     fn assertion_body(&self, assertion: &str) -> Zeroizing<Vec<u8>> {
-        let mut form = form_urlencoded::Serializer::new(String::new());
+        let mut form = form_urlencoded::Serializer::new(self.form_buffer(assertion));
         form.append_pair("grant_type", &self.grant_type);
         form.append_pair("client_id", &self.client_id);
         form.append_pair("client_assertion_type", ASSERTION_TYPE);
@@ -97,31 +96,30 @@ impl RequestTemplate {
     /// The base64 credentials of the Basic header, as the endpoint will see them.
     pub(crate) fn basic_credentials(&self) -> Zeroizing<String> {
         let joined = if self.basic_urlencode {
-            Zeroizing::new(format!(
-                "{}:{}",
-                basic_urlencode(&self.client_id).as_str(),
-                basic_urlencode(&self.client_secret).as_str()
-            ))
+            crate::wiped::concat(&[
+                basic_urlencode(&self.client_id).as_bytes(),
+                b":",
+                basic_urlencode(&self.client_secret).as_bytes(),
+            ])
         } else {
-            Zeroizing::new(format!(
-                "{}:{}",
-                self.client_id,
-                self.client_secret.as_str()
-            ))
+            crate::wiped::concat(&[
+                self.client_id.as_bytes(),
+                b":",
+                self.client_secret.as_bytes(),
+            ])
         };
-        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(joined.as_bytes()))
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(joined.as_slice()))
     }
 
     fn basic_header(&self) -> Result<HeaderValue, Error> {
-        let value = Zeroizing::new(format!("Basic {}", self.basic_credentials().as_str()));
-        let mut header = HeaderValue::from_str(&value)
-            .map_err(|_| Error::config("client credentials cannot form a Basic header"))?;
-        header.set_sensitive(true);
-        Ok(header)
+        let credentials = self.basic_credentials();
+        let value = crate::wiped::concat(&[b"Basic ", credentials.as_bytes()]);
+        crate::wiped::sensitive_header(value)
+            .ok_or_else(|| Error::config("client credentials cannot form a Basic header"))
     }
 
     fn form_body(&self, with_credentials: bool) -> Zeroizing<Vec<u8>> {
-        let mut form = form_urlencoded::Serializer::new(String::new());
+        let mut form = form_urlencoded::Serializer::new(self.form_buffer(""));
         form.append_pair("grant_type", &self.grant_type);
         if with_credentials {
             form.append_pair("client_id", &self.client_id);
@@ -133,6 +131,26 @@ impl RequestTemplate {
             form.append_pair(name, value);
         }
         Zeroizing::new(form.finish().into_bytes())
+    }
+
+    /// An empty buffer large enough for the form body with `extra` in it, percent-encoded: it
+    /// never grows, so no partial copy of a credential is freed unwiped.
+    fn form_buffer(&self, extra: &str) -> String {
+        let values = [
+            self.grant_type.as_str(),
+            self.client_id.as_str(),
+            self.client_secret.as_str(),
+            ASSERTION_TYPE,
+            extra,
+        ];
+        let plain: usize = values.iter().map(|v| v.len() + 32).sum::<usize>()
+            + self
+                .params
+                .iter()
+                .map(|(name, value)| name.len() + value.len() + 2)
+                .sum::<usize>();
+        // Percent-encoding at most triples each byte.
+        String::with_capacity(3 * plain)
     }
 
     fn json_body(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
@@ -148,24 +166,42 @@ impl RequestTemplate {
         for (name, value) in &self.params {
             put(name, value);
         }
-        let body = serde_json::to_vec(&object)
+        // JSON escaping makes at most six bytes of one (`\u001f`): the buffer never grows.
+        let plain: usize = object
+            .iter()
+            .map(|(name, value)| name.len() + value.as_str().map_or(0, str::len) + 8)
+            .sum();
+        let mut body = Zeroizing::new(Vec::with_capacity(6 * plain + 2));
+        let written = serde_json::to_writer(&mut *body, &object)
             .map_err(|e| Error::config(format!("cannot encode the JSON body: {e}")));
-        // The map holds a copy of the secret; scrub it before it is freed.
-        if let Some(serde_json::Value::String(secret)) = object.get_mut("client_secret") {
-            zeroize::Zeroize::zeroize(secret);
+        // The map holds copies of the secret and of parameters that may be credentials.
+        for value in object.values_mut() {
+            if let serde_json::Value::String(text) = value {
+                zeroize::Zeroize::zeroize(text);
+            }
         }
-        body.map(Zeroizing::new)
+        written.map(|()| body)
     }
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 §2.3.1, Appendix B).
 pub(crate) fn urlencode(value: &str) -> Zeroizing<String> {
-    Zeroizing::new(form_urlencoded::byte_serialize(value.as_bytes()).collect())
+    // Allocated once at the largest size encoding can reach: a grown buffer would free a partial
+    // copy of the value unwiped.
+    let mut encoded = Zeroizing::new(String::with_capacity(3 * value.len()));
+    for chunk in form_urlencoded::byte_serialize(value.as_bytes()) {
+        encoded.push_str(chunk);
+    }
+    encoded
 }
 
 /// The encoding of one Basic credential (RFC 6749 §2.3.1), with a space as `%20` rather than
 /// `+`: servers that percent-decode only (Authlib, for one) read `+` as a plus sign, while
 /// `%20` is a space under both readings.
 pub(crate) fn basic_urlencode(value: &str) -> Zeroizing<String> {
-    Zeroizing::new(urlencode(value).replace('+', "%20"))
+    let mut encoded = Zeroizing::new(String::with_capacity(3 * value.len()));
+    for chunk in form_urlencoded::byte_serialize(value.as_bytes()) {
+        encoded.push_str(if chunk == "+" { "%20" } else { chunk });
+    }
+    encoded
 }

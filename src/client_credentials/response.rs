@@ -40,10 +40,33 @@ pub(crate) fn decode(
         );
         return Err(Error::rejected(status, None, None, None, Some(note)));
     }
-    let fields = parse_fields(headers, body);
-    let oauth = fields
-        .as_ref()
-        .and_then(|fields| oauth_error(fields, context.redact));
+    let mut fields = parse_fields(headers, body);
+    let decoded = decode_fields(status, headers, body, fields.as_ref(), context);
+    // The fields hold a copy of the token (or whatever else the endpoint sent): wipe them.
+    for value in fields.iter_mut().flat_map(|fields| fields.values_mut()) {
+        wipe(value);
+    }
+    decoded
+}
+
+/// Every string in `value`, zeroized.
+fn wipe(value: &mut Value) {
+    match value {
+        Value::String(text) => zeroize::Zeroize::zeroize(text),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        Value::Object(fields) => fields.values_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
+fn decode_fields(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    fields: Option<&Map<String, Value>>,
+    context: &DecodeContext<'_>,
+) -> Result<AccessToken, Error> {
+    let oauth = fields.and_then(|fields| oauth_error(fields, context.redact));
     if !status.is_success() {
         let excerpt = (oauth.is_none() && !body.is_empty()).then(|| excerpt(body, context.redact));
         return Err(Error::rejected(
@@ -67,9 +90,9 @@ pub(crate) fn decode(
             excerpt(body, context.redact),
         ));
     };
-    let secret = access_token(&fields)?;
-    check_token_type(&fields, context.redact)?;
-    let lifetime = expires_in(&fields, context.redact)?.unwrap_or(context.default_lifetime);
+    let secret = access_token(fields)?;
+    check_token_type(fields, context.redact)?;
+    let lifetime = expires_in(fields, context.redact)?.unwrap_or(context.default_lifetime);
     let mut token = AccessToken::new(secret).with_expires_at(Some(expiry_from_now(lifetime)));
     if let Some(Value::String(scope)) = fields.get("scope") {
         token = token.with_scope(scope.clone());
