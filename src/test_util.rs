@@ -734,6 +734,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_is_judged_by_the_lifetime_it_was_issued_with() {
         let server = TokenServer::builder()
+            .client("client", "secret")
             .lifetime(Duration::from_secs(3600))
             .start()
             .await
@@ -753,17 +754,17 @@ mod tests {
         assert!(server.accepts(&issue_one(&server).await));
     }
 
-    /// CPU time this process has used, in clock ticks (1/100 s on Linux).
-    fn cpu_ticks() -> u64 {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        // Fields after the command name (which may hold spaces) in parentheses.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        // utime and stime: fields 14 and 15 of the whole line, 12 and 13 after `state`.
+    /// CPU time this process has used, in clock ticks (1/100 s on Linux), read from `stat`
+    /// (`/proc/self/stat`, opened before the descriptors run out).
+    fn cpu_ticks(stat: &std::fs::File) -> u64 {
+        use std::os::unix::fs::FileExt;
+
+        let mut buffer = [0u8; 1024];
+        let read = stat.read_at(&mut buffer, 0).unwrap();
+        let stat = String::from_utf8_lossy(&buffer[..read]);
+        // The fields after the command name, which may hold spaces, in parentheses.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        // utime and stime: fields 14 and 15 of the line, 12 and 13 after `state`.
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
@@ -793,7 +794,7 @@ mod tests {
         let addr = lines
             .by_ref()
             .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("listening on ").map(str::to_owned))
+            .find_map(|line| Some(line.split_once("listening on ")?.1.to_owned()))
             .expect("the child reports its address");
         let clients: Vec<_> = (0..40)
             .map(|_| std::net::TcpStream::connect(&addr).unwrap())
@@ -811,6 +812,7 @@ mod tests {
             .build()
             .unwrap();
         let server = runtime.block_on(TokenServer::builder().start()).unwrap();
+        let stat = std::fs::File::open("/proc/self/stat").unwrap();
         let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
         let limit = open + 8;
         let prlimit = std::process::Command::new("prlimit")
@@ -822,9 +824,9 @@ mod tests {
         println!("listening on {}", server.addr());
         // The parent's 40 connections fill the few descriptors left; the rest wait.
         std::thread::sleep(Duration::from_millis(300));
-        let before = cpu_ticks();
+        let before = cpu_ticks(&stat);
         std::thread::sleep(Duration::from_millis(500));
-        let used = cpu_ticks() - before;
+        let used = cpu_ticks(&stat) - before;
         println!("cpu ticks used while out of descriptors: {used}");
         assert!(
             used < 15,

@@ -1,7 +1,11 @@
-//! Invariant 1: with a token cached, a request through the layer allocates nothing.
+//! Invariant 1: with a token cached, a request through the layer allocates nothing. And
+//! invariant 4's memory side: every copy of a credential the crate makes is wiped before it is
+//! freed.
 //!
 //! A counting global allocator, so this is a count, not a timing. It counts only on the thread
-//! under test: the test harness allocates on other threads while it runs.
+//! under test: the test harness allocates on other threads while it runs. Armed to scan, it
+//! also looks for credentials in every block the thread under test frees, or moves away from
+//! when it grows.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -29,6 +33,30 @@ fn count_allocation() {
     }
 }
 
+thread_local! {
+    /// The credentials to look for in freed memory, while armed.
+    static SCANNING: Cell<Option<&'static [&'static [u8]]>> = const { Cell::new(None) };
+    /// How many freed blocks held one of them, and the index of the last one found.
+    static UNWIPED: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// Which of the credentials being scanned for `block` holds, if any.
+fn credential_in(block: &[u8]) -> Option<usize> {
+    let credentials = SCANNING.try_with(Cell::get).ok().flatten()?;
+    credentials.iter().position(|credential| {
+        block.len() >= credential.len()
+            && block
+                .windows(credential.len())
+                .any(|window| window == *credential)
+    })
+}
+
+fn record_unwiped(found: Option<usize>) {
+    if let Some(which) = found {
+        let _ = UNWIPED.try_with(|unwiped| unwiped.set((unwiped.get().0 + 1, which)));
+    }
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count_allocation();
@@ -36,12 +64,23 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the block is live until the call below frees it.
+        record_unwiped(credential_in(unsafe {
+            std::slice::from_raw_parts(ptr, layout.size())
+        }));
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count_allocation();
-        unsafe { System.realloc(ptr, layout, new_size) }
+        // SAFETY: the block is live until `realloc` below moves it.
+        let found = credential_in(unsafe { std::slice::from_raw_parts(ptr, layout.size()) });
+        let moved = unsafe { System.realloc(ptr, layout, new_size) };
+        if moved != ptr && !moved.is_null() {
+            // The old block was freed as it was: a partial copy left behind.
+            record_unwiped(found);
+        }
+        moved
     }
 }
 
@@ -137,4 +176,67 @@ fn the_fast_path_allocates_nothing_with_many_caches_on_a_thread() {
         })
         .collect();
     assert_fast_paths_allocate_nothing(sources);
+}
+
+const SECRET: &str = "canary-secret-Zq8vL2";
+const TOKEN: &str = "canary-token-Xw3pR7";
+/// `client:canary-secret-Zq8vL2`, as a Basic header carries it.
+const BASIC: &str = "Y2xpZW50OmNhbmFyeS1zZWNyZXQtWnE4dkwy";
+const CREDENTIALS: &[&[u8]] = &[SECRET.as_bytes(), TOKEN.as_bytes(), BASIC.as_bytes()];
+
+/// Get a token with each client authentication through an HTTP client that holds on to
+/// nothing (the bytes it answers with are static), with the thread's freed memory scanned for
+/// the secret and the token from `build()` until everything is dropped.
+#[test]
+fn every_copy_of_a_credential_the_crate_makes_is_wiped_before_it_is_freed() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower_oauth2::{AuthStyle, ClientCredentials, TokenRequest};
+
+    assert_eq!(
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("client:{SECRET}")
+        ),
+        BASIC
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for style in [AuthStyle::Basic, AuthStyle::Form, AuthStyle::Json] {
+        let endpoint = tower::service_fn(|request: TokenRequest| async move {
+            // Read the request as a server would, then drop it: its copies are the crate's.
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            assert!(!body.is_empty() || parts.headers.contains_key("authorization"));
+            drop((parts, body));
+            let answer = Bytes::from_static(
+                b"{\"access_token\":\"canary-token-Xw3pR7\",\"token_type\":\"Bearer\",\"expires_in\":3600}",
+            );
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(answer)))
+        });
+        UNWIPED.set((0, 0));
+        SCANNING.set(Some(CREDENTIALS));
+        let credentials = ClientCredentials::builder()
+            .token_url("http://127.0.0.1:1/oauth/token")
+            .client_id("client")
+            .client_secret(String::from(SECRET))
+            .auth_style(style)
+            .http_client(endpoint)
+            .build()
+            .unwrap();
+        let token = runtime.block_on(credentials.token()).unwrap();
+        assert_eq!(token.secret(), TOKEN);
+        drop(token);
+        drop(credentials);
+        SCANNING.set(None);
+        let (unwiped, which) = UNWIPED.get();
+        assert_eq!(
+            unwiped,
+            0,
+            "{style:?}: {unwiped} freed block(s) held a credential, the last one {:?}",
+            String::from_utf8_lossy(CREDENTIALS[which])
+        );
+    }
 }
