@@ -8,6 +8,7 @@ use http::StatusCode;
 
 const TOKEN_ENDPOINT: &str = "token endpoint";
 const ISSUER_METADATA: &str = "issuer metadata";
+const ISSUER: &str = "issuer";
 
 /// A type-erased error, as tower uses.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -308,6 +309,11 @@ impl Error {
     /// The same error, naming the issuer metadata document (`host/path`) it came from.
     pub(crate) fn at_metadata(self, url: &str) -> Self {
         self.at(ISSUER_METADATA, url)
+    }
+
+    /// The same error, naming the issuer (`host/path`) whose metadata could not be found.
+    pub(crate) fn at_issuer(self, issuer: &str) -> Self {
+        self.at(ISSUER, issuer)
     }
 
     fn at(self, role: &'static str, place: &str) -> Self {

@@ -763,7 +763,12 @@ mod tests {
         let read = stat.read_at(&mut buffer, 0).unwrap();
         let stat = String::from_utf8_lossy(&buffer[..read]);
         // The fields after the command name, which may hold spaces, in parentheses.
-        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
         // utime and stime: fields 14 and 15 of the line, 12 and 13 after `state`.
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }

@@ -217,3 +217,107 @@ async fn an_error_served_during_backoff_says_when_the_next_attempt_is() {
     );
     assert!(again.to_string().contains("; next attempt in "), "{again}");
 }
+
+/// A discovery endpoint at `/issuer`: its metadata document names `metadata_issuer`, or there
+/// is none (404) when that is `None`.
+async fn issuer_publishing(
+    metadata_issuer: Option<&'static str>,
+) -> tower_oauth2::test_util::TokenServer {
+    tower_oauth2::test_util::TokenServer::builder()
+        .script(move |request, _| async move {
+            let path = request.uri.path().to_owned();
+            let port = request
+                .headers
+                .get("host")
+                .and_then(|host| host.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_default();
+            Some(match metadata_issuer {
+                Some(issuer) if path.contains(".well-known") => json(
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "issuer": issuer.replace("HOST", &port),
+                        "token_endpoint": format!("http://{port}/oauth/token"),
+                    }),
+                ),
+                _ => raw(StatusCode::NOT_FOUND, "text/plain", "not found"),
+            })
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Every message is one line of prose: no line break, no stray backslash (a `\\` before a line
+/// break in a string literal keeps both, and the indentation after them).
+fn assert_one_line(error: &tower_oauth2::Error) {
+    for text in [
+        error.to_string(),
+        error.hint().unwrap_or_default().to_owned(),
+    ] {
+        assert!(
+            !text.contains('\n') && !text.contains('\\') && !text.contains("  "),
+            "not one clean line: {text:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn discovery_errors_are_one_line_and_name_the_metadata_not_a_token_endpoint() {
+    let nowhere = issuer_publishing(None).await;
+    let issuer = format!("http://{}/issuer", nowhere.addr());
+    let error = ClientCredentials::builder()
+        .issuer(issuer)
+        .client_id("client-1")
+        .client_secret(SECRET)
+        .build()
+        .unwrap()
+        .token()
+        .await
+        .unwrap_err();
+    assert_one_line(&error);
+    assert_eq!(
+        snapshot(error.to_string(), nowhere.addr().port()),
+        "the issuer publishes no metadata at /.well-known/oauth-authorization-server or \
+         /.well-known/openid-configuration (issuer 127.0.0.1:PORT/issuer); \
+         check the issuer URL, or give the token endpoint with .token_url(..)"
+    );
+
+    let other = issuer_publishing(Some("http://HOST/another-issuer")).await;
+    let error = ClientCredentials::builder()
+        .issuer(format!("http://{}/issuer", other.addr()))
+        .client_id("client-1")
+        .client_secret(SECRET)
+        .build()
+        .unwrap()
+        .token()
+        .await
+        .unwrap_err();
+    assert_one_line(&error);
+    let message = snapshot(error.to_string(), other.addr().port());
+    assert!(
+        message.contains(
+            "(issuer metadata 127.0.0.1:PORT/.well-known/oauth-authorization-server/issuer)"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("token endpoint 127.0.0.1"), "{message}");
+    assert!(
+        error.hint().unwrap().starts_with("check the issuer"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_client_assertion_param_clash_is_not_about_the_client_secret() {
+    let message = config_message(
+        ClientCredentials::builder()
+            .token_url("http://127.0.0.1:1/oauth/token")
+            .client_id("client-1")
+            .client_secret("a-client-secret-of-at-least-32-bytes")
+            .client_secret_jwt()
+            .param("client_assertion", "from-elsewhere"),
+    );
+    assert!(!message.contains(".client_id/.client_secret"), "{message}");
+    assert!(message.contains("client assertion"), "{message}");
+}

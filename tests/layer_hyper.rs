@@ -297,7 +297,8 @@ async fn retry_on_unauthorized_gives_up_after_one_replay() {
 #[tokio::test]
 async fn an_api_rejecting_every_token_cannot_turn_requests_into_token_requests() {
     // Default policy: a token is dropped at most once per invalidation interval (5 s), so
-    // the replay's rejection of token-2 keeps it, and so do the next call's rejections.
+    // the replay's rejection of token-2 keeps it, and so do the next calls' rejections: those
+    // are not replayed, since a replay would carry token-2 again.
     let server = TokenServer::issuing(3600).await;
     let api = Api::start(|_| false).await;
     let client = ServiceBuilder::new()
@@ -309,7 +310,11 @@ async fn an_api_rejecting_every_token_cannot_turn_requests_into_token_requests()
         let response = client.clone().oneshot(get(&api.url())).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(api.rejected(), 6, "three calls, each replayed once");
+    assert_eq!(
+        api.rejected(),
+        4,
+        "the first call and its replay; the next two are not replayed: the cache kept token-2"
+    );
     assert_eq!(server.hits(), 2, "token-1 dropped once; token-2 kept");
 }
 
@@ -381,4 +386,52 @@ async fn the_inner_service_receives_a_sensitive_bearer_header() {
         assert!(header.is_sensitive(), "the bearer header must be sensitive");
     }
     assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
+async fn retry_on_unauthorized_does_not_replay_when_the_cache_kept_the_rejected_token() {
+    let tokens = tower_oauth2::test_util::TokenServer::builder()
+        .client("client", "secret")
+        .start()
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let api = {
+        let seen = seen.clone();
+        serve(move |request: Request<Incoming>| {
+            let seen = seen.clone();
+            async move {
+                let auth = request.headers().get(AUTHORIZATION);
+                let auth = auth.and_then(|v| v.to_str().ok()).unwrap_or_default();
+                seen.lock().unwrap().push(auth.to_owned());
+                raw(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized")
+            }
+        })
+        .await
+    };
+    // The default policy: a second rejection within 5 s keeps the token.
+    let credentials = ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("client")
+        .client_secret("secret")
+        .build()
+        .unwrap();
+    let client = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryOnUnauthorized::default()))
+        .layer(BearerAuthLayer::new(credentials))
+        .service(http_client());
+    let url = format!("http://{api}/orders");
+
+    for _ in 0..2 {
+        let mut post = get(&url);
+        *post.method_mut() = http::Method::POST;
+        let response = client.clone().oneshot(post).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["Bearer token-1", "Bearer token-2", "Bearer token-2"],
+        "the second POST is not replayed with the token the cache kept"
+    );
+    assert_eq!(tokens.requests(), 2);
 }

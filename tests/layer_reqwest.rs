@@ -221,3 +221,50 @@ async fn the_header_is_marked_sensitive() {
 
     assert_eq!(*AUTHORIZATION_SENSITIVE.lock().unwrap(), Some(true));
 }
+
+/// An API that answers 401 to everything and records the `Authorization` of each request.
+async fn api_rejecting_all(seen: Arc<Mutex<Vec<String>>>) -> std::net::SocketAddr {
+    support::serve(move |request: http::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            let auth = request.headers().get(http::header::AUTHORIZATION);
+            let auth = auth.and_then(|v| v.to_str().ok()).unwrap_or_default();
+            seen.lock().unwrap().push(auth.to_owned());
+            support::raw(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized")
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_replay_when_the_cache_kept_the_rejected_token() {
+    let tokens = tower_oauth2::test_util::TokenServer::builder()
+        .client("client", "s3cr3t-value")
+        .start()
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let api = api_rejecting_all(seen.clone()).await;
+    let credentials = ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("client")
+        .client_secret("s3cr3t-value")
+        .build()
+        .unwrap();
+    let client = client(BearerAuthMiddleware::new(credentials).replay_once_on_401(true));
+    let url = format!("http://{api}/orders");
+
+    // token-1 is rejected and dropped: the replay carries token-2.
+    let first = client.post(&url).body("order 1").send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    // token-2 is rejected within the invalidation interval, so the cache keeps it: a replay
+    // would send the same POST with the same token again.
+    let second = client.post(&url).body("order 2").send().await.unwrap();
+    assert_eq!(second.status(), StatusCode::UNAUTHORIZED);
+
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["Bearer token-1", "Bearer token-2", "Bearer token-2"]
+    );
+    assert_eq!(tokens.requests(), 2);
+}

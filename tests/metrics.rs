@@ -190,3 +190,61 @@ async fn the_cache_reports_fetches_waiters_expiry_invalidations_and_failures() {
     let everything = format!("{:?}", read(&snapshotter));
     assert!(!everything.contains("m3trics-secret") && !everything.contains("token-"));
 }
+
+/// Siblings made with `with_audience` report apart: one failing does not read as healthy once
+/// another succeeds. A local recorder on a current-thread runtime keeps this test's metrics its
+/// own.
+#[test]
+fn siblings_report_their_own_failures_and_expiry() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let tokens = tower_oauth2::test_util::TokenServer::builder()
+                .script(|request, n| async move {
+                    let broken = request.form().get("audience").map(String::as_str) == Some("b");
+                    broken.then(|| {
+                        raw(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "text/plain",
+                            format!("down {n}"),
+                        )
+                    })
+                })
+                .start()
+                .await
+                .unwrap();
+            let parent = ClientCredentials::builder()
+                .token_url(tokens.url())
+                .client_id("test-client")
+                .client_secret("test-secret")
+                .cache_policy(CachePolicy::default().name("siblings"))
+                .build()
+                .unwrap();
+            let healthy = parent.with_audience("a");
+            let failing = parent.with_audience("b");
+            assert!(failing.token().await.is_err());
+            healthy.token().await.unwrap();
+            let recorded = read(&snapshotter);
+            let gauge = |audience: &str, name: &str| {
+                recorded
+                    .iter()
+                    .filter(|(n, labels, _)| {
+                        n == name
+                            && labels.contains(&("client".into(), "siblings".into()))
+                            && labels.contains(&("audience".into(), audience.into()))
+                    })
+                    .flat_map(|(.., values)| values.clone())
+                    .collect::<Vec<f64>>()
+            };
+            assert_eq!(gauge("b", "tower_oauth2_consecutive_failures"), [1.0]);
+            assert_eq!(gauge("a", "tower_oauth2_consecutive_failures"), [0.0]);
+            assert_eq!(gauge("a", "tower_oauth2_token_expires_at_seconds").len(), 1);
+            assert!(gauge("b", "tower_oauth2_token_expires_at_seconds").is_empty());
+        })
+    });
+}

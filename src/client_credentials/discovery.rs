@@ -98,6 +98,11 @@ impl Discovery {
                  or /.well-known/openid-configuration",
             )
             .with_hint("check the issuer URL, or give the token endpoint with .token_url(..)")
+            .at_issuer(&format!(
+                "{}{}",
+                self.issuer_url.authority().map_or("", |a| a.as_str()),
+                self.issuer_url.path()
+            ))
         }))
     }
 
