@@ -50,6 +50,7 @@
 mod cache;
 mod client_credentials;
 mod clock;
+mod crypto;
 mod error;
 mod future;
 #[cfg(feature = "tonic")]
@@ -58,7 +59,6 @@ mod layer;
 #[cfg(feature = "reqwest")]
 mod middleware;
 mod policy;
-mod proxy;
 mod retry;
 #[cfg(feature = "shared-cache")]
 mod shared;

@@ -239,7 +239,9 @@ impl PrivateKeyJwt {
         };
         let thumbprint = match &self.certificate {
             None => None,
-            Some(certificate) => Some(URL_SAFE_NO_PAD.encode(sha256(provider, certificate)?)),
+            Some(certificate) => {
+                Some(URL_SAFE_NO_PAD.encode(crate::crypto::provider_sha256(provider, certificate)?))
+            }
         };
         let header = Header {
             alg: algorithm.name(),
@@ -281,19 +283,6 @@ impl fmt::Debug for PrivateKeyJwt {
     }
 }
 
-/// The SHA-256 of `data`, by the provider's own hash.
-fn sha256(provider: &CryptoProvider, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let hash = provider
-        .cipher_suites
-        .iter()
-        .filter_map(|suite| suite.tls13().map(|tls13| tls13.common.hash_provider))
-        .find(|hash| hash.algorithm() == rustls::crypto::hash::HashAlgorithm::SHA256)
-        .ok_or_else(|| {
-            Error::config("private_key_jwt: the crypto provider has no SHA-256 for x5t#S256")
-        })?;
-    Ok(hash.hash(data).as_ref().to_vec())
-}
-
 /// How assertions are signed, chosen at `build()`.
 #[derive(Clone)]
 pub(crate) enum AssertionKey {
@@ -307,7 +296,7 @@ pub(crate) enum AssertionKey {
 impl AssertionKey {
     /// The signer for `key`, with the same crypto provider as the token client.
     pub(crate) fn private(key: &PrivateKeyJwt) -> Result<Self, Error> {
-        let provider = crate::transport::crypto_provider()?;
+        let provider = crate::crypto::provider()?;
         Ok(AssertionKey::Private(Arc::new(key.signer(&provider)?)))
     }
 
@@ -380,7 +369,7 @@ impl AssertionKey {
         let filled = match self {
             AssertionKey::Private(signer) => signer.provider.secure_random.fill(bytes).is_ok(),
             #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
-            AssertionKey::Secret(_) => hmac::fill_random(bytes).is_ok(),
+            AssertionKey::Secret(_) => crate::crypto::fill_random(bytes),
         };
         filled
             .then_some(())
@@ -517,19 +506,13 @@ impl fmt::Debug for KeySigner {
 /// HS256 for `client_secret_jwt`, from the crypto library rustls uses in this build.
 #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
 mod hmac {
-    #[cfg(feature = "aws-lc-rs")]
-    use aws_lc_rs as crypto;
-    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
-    use ring as crypto;
-
-    use crypto::rand::{SecureRandom, SystemRandom};
-
+    use crate::crypto::HmacSha256;
     use crate::Error;
 
     /// base64url of `{"alg":"HS256","typ":"JWT"}`.
     pub(super) const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
 
-    pub(crate) struct SecretSigner(crypto::hmac::Key);
+    pub(crate) struct SecretSigner(HmacSha256);
 
     impl SecretSigner {
         pub(super) fn new(secret: &str) -> Result<Self, Error> {
@@ -540,19 +523,12 @@ mod hmac {
                      needs (RFC 7518 §3.2)",
                 ));
             }
-            Ok(SecretSigner(crypto::hmac::Key::new(
-                crypto::hmac::HMAC_SHA256,
-                secret.as_bytes(),
-            )))
+            Ok(SecretSigner(HmacSha256::new(secret.as_bytes())))
         }
 
         pub(super) fn sign(&self, message: &[u8]) -> Vec<u8> {
-            crypto::hmac::sign(&self.0, message).as_ref().to_vec()
+            self.0.sign(message)
         }
-    }
-
-    pub(super) fn fill_random(bytes: &mut [u8]) -> Result<(), crypto::error::Unspecified> {
-        SystemRandom::new().fill(bytes)
     }
 }
 

@@ -14,7 +14,7 @@ use http::{HeaderValue, Method, StatusCode, Uri};
 use http_body_util::Full;
 use serde_json::Value;
 
-use super::UrlRules;
+use crate::transport::url_rules::UrlRules;
 use crate::transport::{self, HttpClient};
 use crate::Error;
 

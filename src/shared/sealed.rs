@@ -6,27 +6,14 @@
 //! data: a value copied under another key does not open. The AES key is derived with
 //! HKDF-SHA256 from the client secret (or a key the user gives) and the entry's key.
 //!
-//! The crypto comes from the library rustls already uses in this build: aws-lc-rs or ring.
+//! The crypto comes from the library rustls already uses in this build (see `crate::crypto`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-#[cfg(feature = "aws-lc-rs")]
-use aws_lc_rs as crypto;
-#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
-use ring as crypto;
-#[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
-compile_error!(
-    "the `shared-cache` feature encrypts with the crypto library rustls uses: enable \
-     tower-oauth2's `aws-lc-rs` (a default) or `ring` feature"
-);
-
-use crypto::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use crypto::rand::{SecureRandom, SystemRandom};
-use crypto::{digest, hkdf};
-
+use crate::crypto::{fill_random, sha256, Aes256Gcm, NONCE_LEN};
 use crate::AccessToken;
 
 const MAGIC: &[u8; 4] = b"TO2\x01";
@@ -98,44 +85,31 @@ impl Drop for SharedToken {
 
 /// Seals and opens values for one entry key.
 pub(super) struct Sealer {
-    key: LessSafeKey,
+    key: Aes256Gcm,
     aad: Vec<u8>,
-    random: SystemRandom,
 }
 
 impl Sealer {
     /// A sealer for the entry `entry_key`, with a key derived from `secret`.
     pub(super) fn new(secret: &[u8], entry_key: &str) -> Self {
-        let info = [entry_key.as_bytes()];
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(secret);
-        let okm = prk
-            .expand(&info, &AES_256_GCM)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        let key = LessSafeKey::new(UnboundKey::from(okm));
         Sealer {
-            key,
+            key: Aes256Gcm::derive(secret, SALT, entry_key.as_bytes()),
             aad: entry_key.as_bytes().to_vec(),
-            random: SystemRandom::new(),
         }
     }
 
     pub(super) fn seal(&self, token: &SharedToken) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
-        self.random.fill(&mut nonce).ok()?;
+        if !fill_random(&mut nonce) {
+            return None;
+        }
         let mut plain = Zeroizing::new(serde_json::to_vec(token).ok()?);
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(self.aad.as_slice()),
-                plain.as_mut_slice(),
-            )
-            .ok()?;
-        let mut value = Vec::with_capacity(MAGIC.len() + NONCE_LEN + plain.len() + 16);
+        let tag = self.key.seal(nonce, &self.aad, plain.as_mut_slice())?;
+        let mut value = Vec::with_capacity(MAGIC.len() + NONCE_LEN + plain.len() + tag.len());
         value.extend_from_slice(MAGIC);
         value.extend_from_slice(&nonce);
         value.extend_from_slice(&plain);
-        value.extend_from_slice(tag.as_ref());
+        value.extend_from_slice(&tag);
         Some(value)
     }
 
@@ -146,33 +120,29 @@ impl Sealer {
             return None;
         }
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut buffer = Zeroizing::new(sealed.to_vec());
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(self.aad.as_slice()), buffer.as_mut_slice())
-            .ok()?;
+        let plain = self.key.open(nonce, &self.aad, buffer.as_mut_slice())?;
         serde_json::from_slice(plain).ok()
     }
 }
 
 /// A fingerprint of a token's secret, to recognise it without keeping it.
 pub(super) fn fingerprint(secret: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref());
-    out
+    sha256(&[secret.as_bytes()])
 }
 
 /// A short hex digest of `parts`, each length-prefixed so that no two lists collide.
 pub(crate) fn key_digest(parts: &[&str]) -> String {
-    let mut context = digest::Context::new(&digest::SHA256);
-    for part in parts {
-        context.update(&(part.len() as u64).to_be_bytes());
-        context.update(part.as_bytes());
-    }
-    context
-        .finish()
-        .as_ref()
+    let lengths: Vec<[u8; 8]> = parts
+        .iter()
+        .map(|part| (part.len() as u64).to_be_bytes())
+        .collect();
+    let framed: Vec<&[u8]> = parts
+        .iter()
+        .zip(&lengths)
+        .flat_map(|(part, length)| [length.as_slice(), part.as_bytes()])
+        .collect();
+    sha256(&framed)
         .iter()
         .take(16)
         .map(|byte| format!("{byte:02x}"))
@@ -184,7 +154,7 @@ pub(super) fn random_tag() -> String {
     let mut bytes = [0u8; 16];
     // Without randomness, a constant still works: leases then only tell processes apart by
     // timing, never correctness of the token.
-    let _ = SystemRandom::new().fill(&mut bytes);
+    let _ = fill_random(&mut bytes);
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 

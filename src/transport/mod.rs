@@ -1,6 +1,9 @@
 //! The HTTP client that talks to the token endpoint: hyper-util with rustls by default, or any
 //! tower service the user hands in. Bounded reads; redirects are never followed.
 
+pub(crate) mod proxy;
+pub(crate) mod url_rules;
+
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -10,8 +13,8 @@ use tower::{Service, ServiceExt};
 use zeroize::Zeroizing;
 
 use crate::error::BoxError;
-use crate::proxy::{ProxyConfig, ProxyConnector};
 use crate::Error;
+use proxy::{ProxyConfig, ProxyConnector};
 
 /// The request type a custom token-endpoint client must accept.
 pub type TokenRequest = http::Request<Full<Bytes>>;
@@ -102,7 +105,7 @@ pub(crate) fn default_client(
     identity: Option<&ClientIdentity>,
 ) -> Result<HttpClient, Error> {
     let roots = root_certificates(extra_roots_pem)?;
-    let tls = rustls::ClientConfig::builder_with_provider(crypto_provider()?)
+    let tls = rustls::ClientConfig::builder_with_provider(crate::crypto::provider()?)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::config(format!("TLS setup failed: {e}")))?
         .with_root_certificates(roots);
@@ -174,27 +177,6 @@ impl ClientIdentity {
         })?;
         Ok((chain, key))
     }
-}
-
-/// The process-wide provider if the application installed one (its choice wins), else the one
-/// our features select. Never `ClientConfig::builder()`, which panics when rustls was compiled
-/// with two providers and none is installed.
-#[cfg(feature = "rustls-no-provider")]
-pub(crate) fn crypto_provider() -> Result<std::sync::Arc<rustls::crypto::CryptoProvider>, Error> {
-    if let Some(installed) = rustls::crypto::CryptoProvider::get_default() {
-        return Ok(installed.clone());
-    }
-    #[cfg(feature = "aws-lc-rs")]
-    return Ok(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ));
-    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
-    return Ok(std::sync::Arc::new(rustls::crypto::ring::default_provider()));
-    #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
-    Err(Error::config(
-        "no rustls crypto provider: enable tower-oauth2's `aws-lc-rs` or `ring` feature, or \
-         install one with rustls::crypto::CryptoProvider::install_default() before build()",
-    ))
 }
 
 /// The roots our features select, plus `extra_roots_pem`.

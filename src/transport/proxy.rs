@@ -109,7 +109,7 @@ impl Service<Uri> for ProxyConnector {
             .filter(|_| {
                 !destination
                     .host()
-                    .is_some_and(crate::client_credentials::is_loopback)
+                    .is_some_and(super::url_rules::is_loopback)
             })
             .and_then(|matcher| matcher.intercept(&destination));
         let Some(intercept) = intercept else {

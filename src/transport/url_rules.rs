@@ -1,0 +1,76 @@
+//! Where credentials may be sent: which URLs a client accepts for its token endpoint or issuer,
+//! and how a URL is named in errors and logs (never its userinfo or query).
+
+use std::net::IpAddr;
+
+use http::Uri;
+
+use crate::Error;
+
+/// Which URLs a client may send credentials to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UrlRules {
+    pub(crate) allow_insecure_http: bool,
+    pub(crate) custom_http: bool,
+}
+
+impl UrlRules {
+    /// `raw` (named `what` in errors) as an absolute `https` URL, or `http` to loopback (or
+    /// anywhere, if allowed).
+    pub(crate) fn check(&self, raw: &str, what: &str) -> Result<Uri, Error> {
+        if !raw.contains("://") {
+            return Err(Error::config(format!(
+                "{what} {raw:?} is not an absolute URL (it has no scheme, so no host \
+                 either): give an absolute https://… URL, like \
+                 https://idp.example.com/oauth/token"
+            )));
+        }
+        let url: Uri = raw
+            .parse()
+            .map_err(|e| Error::config(format!("{what} {raw:?} is not a valid URL: {e}")))?;
+        let host = url.host().ok_or_else(|| {
+            Error::config(format!(
+                "{what} {raw:?} has no host: give an absolute URL like https://host/oauth/token"
+            ))
+        })?;
+        match url.scheme_str() {
+            Some("https") => {
+                if cfg!(not(feature = "rustls-no-provider")) && !self.custom_http {
+                    return Err(Error::config(format!(
+                        "https {what}s need the `rustls` feature or your own .http_client(..)"
+                    )));
+                }
+            }
+            Some("http") if self.allow_insecure_http || is_loopback(host) => {}
+            Some("http") => {
+                return Err(Error::config(format!(
+                    "{what} {raw:?} is plain http to a non-loopback host, which would send the \
+                     client secret in clear text: use https, or .allow_insecure_http() on a \
+                     trusted network"
+                )))
+            }
+            _ => {
+                return Err(Error::config(format!(
+                    "{what} {raw:?} must start with https:// (or http:// for loopback)"
+                )))
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// `url` as errors name it: `host[:port]/path`, no credentials, no query.
+pub(crate) fn shown(url: &Uri) -> String {
+    let authority = url
+        .authority()
+        .map(|authority| authority.as_str().rsplit('@').next().unwrap_or_default())
+        .unwrap_or_default();
+    format!("{authority}{}", url.path())
+}
+
+/// Whether `host` is this machine: plain http to it is allowed, and no proxy is used for it.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
