@@ -126,7 +126,9 @@ fn a_cancelled_waiter_leaves_no_timeout_on_a_flight_without_a_home() {
         let policy = CachePolicy::default()
             .fetch_timeout(Duration::from_millis(300))
             .backoff(Duration::from_secs(5), Duration::from_secs(10));
-        let cache = TokenCache::with_policy(thread_timed(calls.clone(), Duration::ZERO), policy);
+        // Long enough that the first poll surely finds it still running, even on a busy machine.
+        let took = Duration::from_millis(50);
+        let cache = TokenCache::with_policy(thread_timed(calls.clone(), took), policy);
 
         // A caller with no runtime polls once and is cancelled (its own deadline, say).
         let mut abandoned = Box::pin(cache.token());

@@ -1,40 +1,65 @@
 //! [`TokenCache`]: every rule about when a token is fetched. Nothing about HTTP.
 //!
-//! - `current` is a lock-free cell holding the token, its prebuilt header and its deadlines.
-//!   The per-request fast path reads none of it: each thread keeps its own copy of the header
-//!   with the coarse-clock instant until which it may be sent (see [`thread_copies`]), so a
-//!   request costs an atomic load, a coarse clock read and a thread-local lookup.
+//! # The rules
+//!
 //! - Whether a token may still be sent is decided by clocks, never by a task: the coarse clock
-//!   bounds every copy in real time, and the slow path also reads tokio's clock (so that tests
-//!   under `tokio::time::pause` expire tokens by advancing time). A token fetched while tokio's
-//!   clock was paused skips the per-thread copies: every use asks the slow path. The cache
-//!   sets no tokio timer at all, so it never advances a paused clock.
-//! - Fetches run as *flights* ([`flight`]): one at a time, shared by every waiter, driven on the
-//!   runtime that started them (or by whoever waits, if none did), contained against panics,
-//!   and forgotten when their runtime goes away or stops being driven.
+//!   bounds every use in real time, and the slow path also reads tokio's clock (so that tests
+//!   under `tokio::time::pause` expire tokens by advancing time). The cache sets no tokio timer
+//!   at all, so it never advances a paused clock.
+//! - One fetch at a time per cache, shared by every waiter ([`single_flight`]).
 //! - A refresh ahead is started by the first caller past the refresh point, which keeps using
 //!   the current token; a token nobody uses is never refreshed.
 //! - Failed fetches set a backoff deadline; until then, callers with no valid token get the
 //!   last error at once.
+//! - A rejected token is dropped only if it is still the current one, at most once per
+//!   invalidation interval.
+//!
+//! # Glossary
+//!
+//! | term | meaning | where |
+//! |---|---|---|
+//! | entry | a cached token with its header, generation and deadlines | [`entry`] |
+//! | generation | a process-unique number per entry: "this token", without holding it | [`entry`] |
+//! | fresh / due / expired | before the refresh point / past it but usable / not to be sent | [`entry`] |
+//! | coarse clock, ticks | a monotonic clock cheap enough for every request, in 32.32 fixed point | `crate::clock` |
+//! | virtual clock | tokio's clock paused by a test: such entries always take the slow path | [`entry`] |
+//! | slot | a cache's small dense number, so that threads and responses name it without a reference | [`registry`] |
+//! | copy | one thread's own clone of an entry's header, valid until its `check_at` | [`fast_path`] |
+//! | epoch | a global counter bumped on every change; a thread whose copies are older re-checks them | [`fast_path`] |
+//! | control | the slow path's state under one mutex: the flight, failures, backoff, last error | here |
+//! | plan | when an entry is refreshed and stops being used, from its lifetime | `crate::policy` |
+//! | flight | one fetch whose outcome every waiter shares | [`single_flight`] |
+//! | owner | who started a flight and decides what its token becomes (this cache) | [`single_flight`] |
+//! | home | the runtime whose driver task polls a flight's source | [`single_flight`] |
+//! | beat | a sign that a flight's home still drives it | [`single_flight`] |
+//! | stall: timed out / orphaned | a flight past its fetch timeout / whose home stopped driving it | [`single_flight`] |
+//! | abandoned | a flight given up: its waiters ask again | [`single_flight`] |
 
-mod flight;
-mod thread_copies;
+mod entry;
+mod fast_path;
+mod registry;
+mod single_flight;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
-use zeroize::Zeroizing;
 
-use crate::clock::{coarse_deadline, coarse_now, ticks, Runtime, Ticks};
+use crate::clock::{coarse_now, ticks, Runtime};
 use crate::policy::CachePolicy;
 use crate::source::{TokenFuture, TokenSource};
 use crate::telemetry::Metrics;
 use crate::token::now;
 use crate::{AccessToken, Error};
-use flight::{Flight, Outcome, Stall};
+pub(crate) use entry::Entry;
+use entry::Freshness;
+use registry::slots;
+pub(crate) use registry::{holds_generation, report_rejected};
+use single_flight::{Outcome, Owner, Stall};
+
+/// A flight of this cache: its waiters get the installed entry.
+type Flight = single_flight::Flight<Arc<Entry>>;
 
 /// Caching, single flight, refresh ahead and backoff in front of any [`TokenSource`].
 ///
@@ -95,95 +120,12 @@ struct Inner {
     metrics: Metrics,
 }
 
-/// Every live cache, by slot. Slots are reused, so each thread's copies stay a short dense
-/// vector. A response future reports a rejected token by slot instead of holding a reference
-/// to its cache: that reference's counter would be written by every core on every request.
-static SLOTS: Mutex<Vec<Option<Weak<Inner>>>> = Mutex::new(Vec::new());
-
-fn slots() -> MutexGuard<'static, Vec<Option<Weak<Inner>>>> {
-    SLOTS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The server rejected the token of `generation` that the cache in `slot` handed out.
-pub(crate) fn report_rejected(slot: usize, generation: u64) {
-    let inner = slots()
-        .get(slot)
-        .and_then(|cache| cache.as_ref()?.upgrade());
-    if let Some(inner) = inner {
-        inner.invalidate(generation);
-    }
-}
-
-/// Whether the cache in `slot` still holds the token of `generation`.
-pub(crate) fn holds_generation(slot: usize, generation: u64) -> bool {
-    // The guard is released before the upgraded reference can drop (and with it, maybe the
-    // cache, whose drop takes the same lock).
-    let Some(cache) = slots()
-        .get(slot)
-        .and_then(|cache| cache.as_ref()?.upgrade())
-    else {
-        return false;
-    };
-    let holds = cache
-        .current
-        .load()
-        .as_ref()
-        .is_some_and(|entry| entry.generation == generation);
-    holds
-}
-
-/// Generations are unique across every cache in the process.
-static GENERATIONS: AtomicU64 = AtomicU64::new(1);
-
 /// How often a thread re-asks the cache while a refresh is due: each time, a refresh is
 /// started if none is running.
 const DUE_RECHECK: Duration = Duration::from_millis(100);
 
 /// How many times a caller starts over after its flight was given up, before it reports that.
 const ABANDONED_RETRIES: usize = 3;
-
-/// A cached token with everything the fast path needs precomputed.
-pub(crate) struct Entry {
-    pub(crate) token: AccessToken,
-    pub(crate) header: HeaderValue,
-    pub(crate) generation: u64,
-    /// On tokio's clock, which tests may pause.
-    refresh_at: Option<Instant>,
-    expires_at: Option<Instant>,
-    /// The same two deadlines on the coarse clock, which no pause stops.
-    fresh_until: Ticks,
-    usable_until: Ticks,
-    /// Fetched while tokio's clock did not follow real time (`tokio::time::pause`): the fast
-    /// path cannot see that clock, so every use of this entry asks the slow path.
-    virtual_clock: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Freshness {
-    Fresh,
-    /// Still usable, but a refresh should start.
-    Due,
-    Expired,
-}
-
-impl Entry {
-    fn freshness(&self) -> Freshness {
-        self.freshness_at(coarse_now(), now())
-    }
-
-    fn freshness_at(&self, coarse: Ticks, now: Instant) -> Freshness {
-        let past = |at: Option<Instant>| at.is_some_and(|at| now >= at);
-        if coarse >= self.usable_until || past(self.expires_at) {
-            Freshness::Expired
-        } else if coarse >= self.fresh_until || past(self.refresh_at) {
-            Freshness::Due
-        } else {
-            Freshness::Fresh
-        }
-    }
-}
 
 /// Why a caller asks for a flight.
 #[derive(Debug, Clone, Copy)]
@@ -266,7 +208,7 @@ impl TokenCache {
     /// The fast path: this thread's copy of the header, and its generation, if it may be sent.
     #[inline]
     pub(crate) fn fresh_header(&self) -> Option<(HeaderValue, u64)> {
-        thread_copies::lookup(self.inner.slot).or_else(|| self.sync_header())
+        fast_path::lookup(self.inner.slot).or_else(|| self.sync_header())
     }
 
     /// Ask the cache itself, and give this thread a copy of the answer. Starts a refresh if
@@ -274,7 +216,7 @@ impl TokenCache {
     #[cold]
     #[inline(never)]
     fn sync_header(&self) -> Option<(HeaderValue, u64)> {
-        let epoch = thread_copies::epoch();
+        let epoch = fast_path::epoch();
         let entry = self.inner.current.load_full()?;
         let coarse = coarse_now();
         let check_at = match entry.freshness_at(coarse, now()) {
@@ -294,7 +236,7 @@ impl TokenCache {
         } else {
             check_at
         };
-        let header = thread_copies::keep(
+        let header = fast_path::keep(
             self.inner.slot,
             epoch,
             entry.generation,
@@ -307,7 +249,7 @@ impl TokenCache {
 
     /// The slow path: a usable entry, waiting for a flight if there is none.
     pub(crate) async fn entry(&self) -> Result<Arc<Entry>, Error> {
-        if flight::fetching_for(self.inner.slot) {
+        if single_flight::fetching_for(self.inner.slot) {
             return Err(Error::config(
                 "a token source asked its own cache for a token while fetching one; it would \
                  wait for itself",
@@ -329,18 +271,19 @@ impl TokenCache {
             let Some(flight) = self.inner.flight(here.as_ref(), Purpose::Token)? else {
                 continue;
             };
-            let outcome = flight::wait(&flight, &self.inner, here.as_ref().map(|r| r.id)).await;
+            let outcome =
+                single_flight::wait(&flight, &*self.inner, here.as_ref().map(|r| r.id)).await;
             match outcome {
                 // A waiter polled long after the flight ended (a stalled executor) may find its
                 // token expired by now.
-                Outcome::Token(entry) if entry.freshness() != Freshness::Expired => {
+                Outcome::Landed(entry) if entry.freshness() != Freshness::Expired => {
                     return Ok(entry)
                 }
                 Outcome::Failed(error) => return Err(error),
-                Outcome::Token(_) | Outcome::Abandoned if retries < ABANDONED_RETRIES => {
+                Outcome::Landed(_) | Outcome::Abandoned if retries < ABANDONED_RETRIES => {
                     retries += 1
                 }
-                Outcome::Token(_) => {
+                Outcome::Landed(_) => {
                     return Err(Error::runtime(
                         "every token fetched had expired before this caller was polled again: \
                          its executor is stalled",
@@ -440,7 +383,7 @@ impl Inner {
                     control.flights,
                     self.slot,
                     self.source.clone(),
-                    Arc::downgrade(self),
+                    Arc::downgrade(self) as std::sync::Weak<dyn Owner<Arc<Entry>>>,
                     self.policy.fetch_timeout,
                     here,
                 );
@@ -455,7 +398,8 @@ impl Inner {
             stalled.abort();
         }
         if let (Ok(Some(flight)), Some(runtime)) = (&launched, here) {
-            flight::spawn_driver(runtime, flight.clone(), Arc::downgrade(self));
+            let owner: std::sync::Weak<dyn Owner<Arc<Entry>>> = Arc::downgrade(self) as _;
+            single_flight::spawn_driver(runtime, flight.clone(), owner);
         }
         launched
     }
@@ -494,7 +438,7 @@ impl Inner {
     }
 
     /// The end of flight `id`: install its token or record its failure, unless it was given up.
-    fn settle(self: &Arc<Self>, id: u64, result: Result<AccessToken, Error>) -> Outcome {
+    fn settle(&self, id: u64, result: Result<AccessToken, Error>) -> Outcome<Arc<Entry>> {
         let mut control = self.control();
         if control.flight.as_ref().map(|flight| flight.id) != Some(id) {
             return Outcome::Abandoned;
@@ -518,7 +462,7 @@ impl Inner {
                     expires_in = ?entry.token.expires_at().map(|at| at.saturating_duration_since(now())),
                     "fetched a token"
                 );
-                Outcome::Token(entry)
+                Outcome::Landed(entry)
             }
             Err(error) => {
                 self.record_failure(&mut control, error.clone());
@@ -555,24 +499,10 @@ impl Inner {
 
     /// Make `token` the cached one.
     fn install(&self, token: AccessToken) -> Result<Arc<Entry>, Error> {
-        let header = bearer_header(&token)?;
-        let fetched_at = now();
-        let virtual_clock = runs_on_a_virtual_clock(fetched_at);
-        let coarse = coarse_now();
-        let plan = self.policy.plan(fetched_at, token.expires_at());
-        let entry = Arc::new(Entry {
-            token,
-            header,
-            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
-            refresh_at: plan.refresh_in.and_then(|d| fetched_at.checked_add(d)),
-            expires_at: plan.expires_in.and_then(|d| fetched_at.checked_add(d)),
-            fresh_until: coarse_deadline(coarse, plan.refresh_in),
-            usable_until: coarse_deadline(coarse, plan.expires_in),
-            virtual_clock,
-        });
+        let entry = Arc::new(Entry::new(token, &self.policy)?);
         self.current.store(Some(entry.clone()));
-        thread_copies::bump();
-        self.metrics.installed(plan.expires_in);
+        fast_path::bump();
+        self.metrics.installed(entry.lifetime);
         Ok(entry)
     }
 
@@ -603,7 +533,7 @@ impl Inner {
         if !taken {
             return;
         }
-        thread_copies::bump();
+        fast_path::bump();
         self.metrics.invalidated();
         control.last_invalidation = Some(now);
         drop(control);
@@ -617,11 +547,21 @@ impl Inner {
     }
 }
 
+impl Owner<Arc<Entry>> for Inner {
+    fn land(&self, id: u64, result: Result<AccessToken, Error>) -> Outcome<Arc<Entry>> {
+        self.settle(id, result)
+    }
+
+    fn give_up(&self, flight: &Flight, stall: Stall) {
+        Inner::give_up(self, flight, stall)
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Every thread drops its copies of this cache's header before reusing the slot.
-        thread_copies::bump();
-        thread_copies::forget(self.slot);
+        fast_path::bump();
+        fast_path::forget(self.slot);
         if let Some(slot) = slots().get_mut(self.slot) {
             *slot = None;
         }
@@ -635,15 +575,6 @@ impl Drop for Inner {
     }
 }
 
-/// Whether tokio's clock, read as `tokio_now`, is not following real time: it was paused (and
-/// maybe advanced) by a test. Read back to back, the two clocks of a real runtime differ by
-/// nanoseconds; a paused clock lags by at least the time the fetch took, or leads once advanced.
-fn runs_on_a_virtual_clock(tokio_now: Instant) -> bool {
-    const APART: Duration = Duration::from_micros(5);
-    let real = Instant::now();
-    tokio_now > real || real.duration_since(tokio_now) > APART
-}
-
 /// `from + delay`, or the farthest instant that can be represented: a backoff too long to
 /// represent is still a backoff.
 fn far_as_possible(from: Instant, delay: Duration) -> Instant {
@@ -651,28 +582,6 @@ fn far_as_possible(from: Instant, delay: Duration) -> Instant {
     from.checked_add(delay)
         .or_else(|| from.checked_add(CENTURY))
         .unwrap_or(from)
-}
-
-/// `Bearer <token>`, marked sensitive so that logging layers redact it, in memory that is
-/// zeroized when the last copy drops.
-fn bearer_header(token: &AccessToken) -> Result<HeaderValue, Error> {
-    let mut value = Zeroizing::new(Vec::with_capacity(7 + token.secret().len()));
-    value.extend_from_slice(b"Bearer ");
-    value.extend_from_slice(token.secret().as_bytes());
-    crate::wiped::sensitive_header(value).ok_or_else(|| {
-        Error::invalid_response("the access token contains characters not allowed in a header")
-    })
-}
-
-impl std::fmt::Debug for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry")
-            .field("token", &self.token)
-            .field("generation", &self.generation)
-            .field("refresh_at", &self.refresh_at)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
 }
 
 #[cfg(test)]
@@ -696,13 +605,9 @@ mod tests {
     fn a_threads_copy_is_dropped_with_its_cache() {
         let first = cache("first");
         warm(&first);
-        assert_eq!(thread_copies::held(), 1);
+        assert_eq!(fast_path::held(), 1);
         drop(first);
-        assert_eq!(
-            thread_copies::held(),
-            0,
-            "the dropping thread drops its copy"
-        );
+        assert_eq!(fast_path::held(), 0, "the dropping thread drops its copy");
     }
 
     #[test]
@@ -716,11 +621,11 @@ mod tests {
             std::thread::spawn(move || {
                 warm(&doomed);
                 warm(&kept);
-                to_main.send(thread_copies::held()).unwrap();
+                to_main.send(fast_path::held()).unwrap();
                 drop(doomed);
                 from_main.recv().unwrap();
                 assert!(kept.fresh_header().is_some());
-                to_main.send(thread_copies::held()).unwrap();
+                to_main.send(fast_path::held()).unwrap();
             })
         };
         assert_eq!(from_thread.recv().unwrap(), 2);

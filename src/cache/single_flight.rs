@@ -1,5 +1,6 @@
 //! A *flight*: one fetch whose outcome every waiter shares, and that no runtime, task or panic
-//! can wedge.
+//! can wedge. It knows nothing about caching: its [`Owner`] (the cache) decides what a token
+//! becomes when it lands, and forgets a flight it is asked to give up.
 //!
 //! - Started on a tokio runtime, a flight has a *home*: a driver task there is the only thing
 //!   that polls the source, so whatever the source creates (connections, timers) belongs to one
@@ -32,18 +33,28 @@ use futures_util::future::{self, AbortHandle, Abortable, BoxFuture, Either, Futu
 use tokio::runtime::Id;
 use tokio::sync::Notify;
 
-use super::{Entry, Inner};
 use crate::clock::{coarse_now, ticks, Runtime, Ticks, NEVER};
 use crate::source::{TokenFuture, TokenSource};
 use crate::{AccessToken, Error};
 
 /// How a flight ended, as every waiter sees it.
 #[derive(Clone)]
-pub(super) enum Outcome {
-    Token(Arc<Entry>),
+pub(super) enum Outcome<T> {
+    /// What its owner made of the token.
+    Landed(T),
     Failed(Error),
-    /// Given up on (its runtime went away, it timed out, or its cache was dropped): ask again.
+    /// Given up on (its runtime went away, it timed out, or its owner was dropped): ask again.
     Abandoned,
+}
+
+/// Whoever started a flight: told how it ended, and asked to give it up when it stalls. A
+/// flight holds its owner weakly; an owner that is gone abandons its flight.
+pub(super) trait Owner<T>: Send + Sync + 'static {
+    /// Flight `id` ended with `result`: what its waiters get.
+    fn land(&self, id: u64, result: Result<AccessToken, Error>) -> Outcome<T>;
+
+    /// `flight` stalled: forget it (if it is still the owner's) and abort it.
+    fn give_up(&self, flight: &Flight<T>, stall: Stall);
 }
 
 /// How often the driver beats and waiters look for a stalled flight.
@@ -52,16 +63,16 @@ const BEAT: Duration = Duration::from_millis(250);
 /// A flight whose home runtime has not beaten for this long is given up by waiters elsewhere.
 const ORPHANED_AFTER: Duration = Duration::from_secs(2);
 
-pub(super) struct Flight {
+pub(super) struct Flight<T> {
     pub(super) id: u64,
-    fetch: Shared<BoxFuture<'static, Outcome>>,
+    fetch: Shared<BoxFuture<'static, Outcome<T>>>,
     abort: AbortHandle,
     /// The runtime whose driver task polls the source, if any.
     home: Option<Id>,
     activity: Arc<Activity>,
     deadline: Mutex<Deadline>,
     timeout: Ticks,
-    outcome: Mutex<Option<Outcome>>,
+    outcome: Mutex<Option<Outcome<T>>>,
     ended: Notify,
     /// When it started, and how many callers asked for it, for metrics.
     started: std::time::Instant,
@@ -96,17 +107,17 @@ pub(super) enum Stall {
     Orphaned,
 }
 
-impl Flight {
-    /// A flight fetching from `source` for `cache` (whose slot is `slot`). Nothing runs until
-    /// it is polled; with a `home`, [`spawn_driver`] must follow.
+impl<T: Clone + Send + Sync + 'static> Flight<T> {
+    /// A flight fetching from `source` for `owner` (known to [`fetching_for`] as `slot`).
+    /// Nothing runs until it is polled; with a `home`, [`spawn_driver`] must follow.
     pub(super) fn new(
         id: u64,
         slot: usize,
         source: Arc<dyn TokenSource>,
-        cache: Weak<Inner>,
+        owner: Weak<dyn Owner<T>>,
         timeout: Duration,
         home: Option<&Runtime>,
-    ) -> Arc<Flight> {
+    ) -> Arc<Flight<T>> {
         let fetch = async move {
             let started = as_fetching(slot, || catch_unwind(AssertUnwindSafe(|| source.token())));
             let result = match started {
@@ -116,8 +127,8 @@ impl Flight {
                     Err(Error::panicked())
                 }
             };
-            match cache.upgrade() {
-                Some(cache) => cache.settle(id, result),
+            match owner.upgrade() {
+                Some(owner) => owner.land(id, result),
                 None => Outcome::Abandoned,
             }
         };
@@ -189,7 +200,7 @@ impl Flight {
 
     /// Count a caller waiting for a flight without a home, starting its clock if it is the
     /// first; the clock stops when the last one leaves.
-    fn waiting(&self) -> Option<Waiting<'_>> {
+    fn waiting(&self) -> Option<Waiting<'_, T>> {
         if self.home.is_some() {
             return None;
         }
@@ -223,7 +234,7 @@ impl Flight {
     }
 
     /// Record how it ended (the first report wins) and wake every waiter.
-    fn end(&self, outcome: Outcome) {
+    fn end(&self, outcome: Outcome<T>) {
         let mut slot = lock(&self.outcome);
         if slot.is_none() {
             *slot = Some(outcome);
@@ -232,15 +243,15 @@ impl Flight {
         self.ended.notify_waiters();
     }
 
-    fn ended(&self) -> Option<Outcome> {
+    fn ended(&self) -> Option<Outcome<T>> {
         lock(&self.outcome).clone()
     }
 }
 
 /// One caller counted by [`Flight::waiting`].
-struct Waiting<'a>(&'a Flight);
+struct Waiting<'a, T>(&'a Flight<T>);
 
-impl Drop for Waiting<'_> {
+impl<T> Drop for Waiting<'_, T> {
     fn drop(&mut self) {
         let mut deadline = lock(&self.0.deadline);
         deadline.waiters -= 1;
@@ -292,7 +303,11 @@ impl Drop for Polling<'_> {
 
 /// Wait for `flight` from runtime `here`, driving it where [`Flight::drivable_from`] allows,
 /// and giving it up if it stalls.
-pub(super) async fn wait(flight: &Flight, cache: &Arc<Inner>, here: Option<Id>) -> Outcome {
+pub(super) async fn wait<T: Clone + Send + Sync + 'static>(
+    flight: &Flight<T>,
+    owner: &dyn Owner<T>,
+    here: Option<Id>,
+) -> Outcome<T> {
     let drives = flight.drivable_from(here);
     // A refresh started without a runtime was only polled once, and nobody drove it since.
     let _waiting = flight.waiting();
@@ -317,23 +332,30 @@ pub(super) async fn wait(flight: &Flight, cache: &Arc<Inner>, here: Option<Id>) 
         };
         if let Either::Right(_) = woken {
             if let Some(stall) = flight.stall(here) {
-                cache.give_up(flight, stall);
+                owner.give_up(flight, stall);
             }
         }
     }
 }
 
 /// Start `flight`'s driver on `runtime`, its home.
-pub(super) fn spawn_driver(runtime: &Runtime, flight: Arc<Flight>, cache: Weak<Inner>) {
+pub(super) fn spawn_driver<T: Clone + Send + Sync + 'static>(
+    runtime: &Runtime,
+    flight: Arc<Flight<T>>,
+    owner: Weak<dyn Owner<T>>,
+) {
     // Spawned tasks are dropped at once on a runtime that is shutting down; the guard in
     // `drive` then gives the flight up, so this cannot leave a flight nobody drives.
-    drop(runtime.handle.spawn(drive(flight, cache)));
+    drop(runtime.handle.spawn(drive(flight, owner)));
 }
 
-async fn drive(flight: Arc<Flight>, cache: Weak<Inner>) {
+async fn drive<T: Clone + Send + Sync + 'static>(
+    flight: Arc<Flight<T>>,
+    owner: Weak<dyn Owner<T>>,
+) {
     let mut guard = GiveUpOnDrop {
         flight: flight.clone(),
-        cache,
+        owner,
         armed: true,
     };
     let mut fetch = flight.fetch.clone();
@@ -343,13 +365,13 @@ async fn drive(flight: Arc<Flight>, cache: Weak<Inner>) {
             break;
         }
         flight.activity.beat.store(coarse_now(), Ordering::Relaxed);
-        let Some(cache) = guard.cache.upgrade() else {
+        let Some(owner) = guard.owner.upgrade() else {
             // Nobody can use the result any more.
             flight.abort();
             break;
         };
         if let Some(stall) = flight.stall(flight.home) {
-            cache.give_up(&flight, stall);
+            owner.give_up(&flight, stall);
             break;
         }
     }
@@ -358,19 +380,19 @@ async fn drive(flight: Arc<Flight>, cache: Weak<Inner>) {
 
 /// Gives the flight up if the driver is dropped before it ends: its runtime is shutting down
 /// or its task was aborted.
-struct GiveUpOnDrop {
-    flight: Arc<Flight>,
-    cache: Weak<Inner>,
+struct GiveUpOnDrop<T: Clone + Send + Sync + 'static> {
+    flight: Arc<Flight<T>>,
+    owner: Weak<dyn Owner<T>>,
     armed: bool,
 }
 
-impl Drop for GiveUpOnDrop {
+impl<T: Clone + Send + Sync + 'static> Drop for GiveUpOnDrop<T> {
     fn drop(&mut self) {
         if !self.armed {
             return;
         }
-        match self.cache.upgrade() {
-            Some(cache) => cache.give_up(&self.flight, Stall::Orphaned),
+        match self.owner.upgrade() {
+            Some(owner) => owner.give_up(&self.flight, Stall::Orphaned),
             None => self.flight.abort(),
         }
     }
@@ -458,7 +480,7 @@ fn report_panic(when: &str) {
     );
 }
 
-impl std::fmt::Debug for Flight {
+impl<T> std::fmt::Debug for Flight<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Flight")
             .field("id", &self.id)

@@ -1,0 +1,172 @@
+//! A cached token with everything the per-request path needs precomputed: its header, its
+//! generation, and its deadlines on both clocks. Pure: what an entry is worth at an instant is
+//! decided here, from the instants alone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use zeroize::Zeroizing;
+
+use crate::clock::{coarse_deadline, coarse_now, Ticks};
+use crate::policy::CachePolicy;
+use crate::token::now;
+use crate::{AccessToken, Error};
+
+/// Generations are unique across every cache in the process.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+/// A cached token with everything the fast path needs precomputed.
+pub(crate) struct Entry {
+    pub(crate) token: AccessToken,
+    pub(crate) header: HeaderValue,
+    pub(crate) generation: u64,
+    /// On tokio's clock, which tests may pause.
+    pub(crate) refresh_at: Option<Instant>,
+    pub(crate) expires_at: Option<Instant>,
+    /// The same two deadlines on the coarse clock, which no pause stops.
+    pub(crate) fresh_until: Ticks,
+    pub(crate) usable_until: Ticks,
+    /// Fetched while tokio's clock did not follow real time (`tokio::time::pause`): the fast
+    /// path cannot see that clock, so every use of this entry asks the slow path.
+    pub(crate) virtual_clock: bool,
+    /// How long it may be used from when it was fetched, for metrics.
+    pub(crate) lifetime: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    Fresh,
+    /// Still usable, but a refresh should start.
+    Due,
+    Expired,
+}
+
+impl Entry {
+    pub(crate) fn freshness(&self) -> Freshness {
+        self.freshness_at(coarse_now(), now())
+    }
+
+    pub(crate) fn freshness_at(&self, coarse: Ticks, now: Instant) -> Freshness {
+        let past = |at: Option<Instant>| at.is_some_and(|at| now >= at);
+        if coarse >= self.usable_until || past(self.expires_at) {
+            Freshness::Expired
+        } else if coarse >= self.fresh_until || past(self.refresh_at) {
+            Freshness::Due
+        } else {
+            Freshness::Fresh
+        }
+    }
+}
+
+impl Entry {
+    /// `token`, fetched now, planned by `policy`.
+    pub(crate) fn new(token: AccessToken, policy: &CachePolicy) -> Result<Entry, Error> {
+        let header = bearer_header(&token)?;
+        let fetched_at = now();
+        let virtual_clock = runs_on_a_virtual_clock(fetched_at);
+        let coarse = coarse_now();
+        let plan = policy.plan(fetched_at, token.expires_at());
+        Ok(Entry {
+            token,
+            header,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            refresh_at: plan.refresh_in.and_then(|d| fetched_at.checked_add(d)),
+            expires_at: plan.expires_in.and_then(|d| fetched_at.checked_add(d)),
+            fresh_until: coarse_deadline(coarse, plan.refresh_in),
+            usable_until: coarse_deadline(coarse, plan.expires_in),
+            virtual_clock,
+            lifetime: plan.expires_in,
+        })
+    }
+}
+
+/// Whether tokio's clock, read as `tokio_now`, is not following real time: it was paused (and
+/// maybe advanced) by a test. Read back to back, the two clocks of a real runtime differ by
+/// nanoseconds; a paused clock lags by at least the time the fetch took, or leads once advanced.
+fn runs_on_a_virtual_clock(tokio_now: Instant) -> bool {
+    const APART: Duration = Duration::from_micros(5);
+    let real = Instant::now();
+    tokio_now > real || real.duration_since(tokio_now) > APART
+}
+
+/// `Bearer <token>`, marked sensitive so that logging layers redact it, in memory that is
+/// zeroized when the last copy drops.
+fn bearer_header(token: &AccessToken) -> Result<HeaderValue, Error> {
+    let mut value = Zeroizing::new(Vec::with_capacity(7 + token.secret().len()));
+    value.extend_from_slice(b"Bearer ");
+    value.extend_from_slice(token.secret().as_bytes());
+    crate::wiped::sensitive_header(value).ok_or_else(|| {
+        Error::invalid_response("the access token contains characters not allowed in a header")
+    })
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("token", &self.token)
+            .field("generation", &self.generation)
+            .field("refresh_at", &self.refresh_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ticks;
+
+    fn entry(lifetime: Duration) -> Entry {
+        let token = AccessToken::new("t").with_lifetime(lifetime);
+        let policy = CachePolicy::default().jitter(0.0);
+        Entry::new(token, &policy).unwrap()
+    }
+
+    #[test]
+    fn an_entry_is_fresh_then_due_then_expired_on_either_clock() {
+        let entry = entry(Duration::from_secs(100));
+        // Defaults: usable until 10 s before expiry (90 s), refreshed a quarter of that before.
+        let fetched = entry.expires_at.unwrap() - Duration::from_secs(90);
+        let refresh_after = entry.refresh_at.unwrap() - fetched;
+        assert!(refresh_after.abs_diff(Duration::from_millis(67_500)) < Duration::from_millis(1));
+        let coarse = entry.fresh_until;
+        assert_eq!(entry.freshness_at(coarse - 1, fetched), Freshness::Fresh);
+        assert_eq!(entry.freshness_at(coarse, fetched), Freshness::Due);
+        assert_eq!(
+            entry.freshness_at(0, fetched + Duration::from_secs(75)),
+            Freshness::Due,
+            "tokio's clock alone makes it due"
+        );
+        assert_eq!(
+            entry.freshness_at(entry.usable_until, fetched),
+            Freshness::Expired
+        );
+        assert_eq!(
+            entry.freshness_at(0, fetched + Duration::from_secs(90)),
+            Freshness::Expired,
+            "tokio's clock alone expires it"
+        );
+        let due_for = entry.usable_until - entry.fresh_until;
+        assert!(
+            due_for.abs_diff(ticks(Duration::from_millis(22_500)))
+                < ticks(Duration::from_millis(1))
+        );
+    }
+
+    #[test]
+    fn a_token_without_expiry_is_always_fresh() {
+        let token = AccessToken::new("forever");
+        let entry = Entry::new(token, &CachePolicy::default()).unwrap();
+        assert_eq!(
+            entry.freshness_at(u64::MAX - 1, now() + Duration::from_secs(1 << 40)),
+            Freshness::Fresh
+        );
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_refused() {
+        let token = AccessToken::new("line\nbreak").with_lifetime(Duration::from_secs(60));
+        assert!(Entry::new(token, &CachePolicy::default()).is_err());
+    }
+}
