@@ -48,6 +48,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod cache;
+mod client_auth;
 mod client_credentials;
 mod clock;
 mod crypto;
@@ -71,9 +72,10 @@ mod transport;
 mod wiped;
 
 pub use cache::TokenCache;
-pub use client_credentials::{AuthStyle, ClientCredentials, ClientCredentialsBuilder};
+pub use client_auth::{AuthStyle, ClientAuth};
 #[cfg(feature = "rustls-no-provider")]
-pub use client_credentials::{JwsAlgorithm, PrivateKeyJwt};
+pub use client_auth::{JwsAlgorithm, PrivateKeyJwt};
+pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
 pub use error::{BoxError, Error, ErrorKind, OAuthError};
 pub use future::ResponseFuture;
 #[cfg(feature = "tonic")]

@@ -469,7 +469,17 @@ fn conflicting_client_authentication_is_a_build_error() {
             builder()
                 .private_key_jwt(key())
                 .param("client_assertion", "a-static-one"),
-            "clashes with client authentication",
+            "clashes with the client assertion this client signs",
+        ),
+        (
+            builder()
+                .private_key_jwt(key())
+                .auth_style(tower_oauth2::AuthStyle::Form),
+            "this client sends none",
+        ),
+        (
+            builder().client_auth(tower_oauth2::ClientAuth::private_key_jwt(CLIENT_ID, key())),
+            "either .client_auth(..) or the shorthands",
         ),
     ];
     for (builder, expected) in cases {

@@ -1003,3 +1003,45 @@ async fn a_closed_port_is_a_transport_error() {
     assert_eq!(err.status(), None);
     assert_no_secret(&err, &[SECRET], "transport");
 }
+
+/// A `ClientAuth` value sends exactly what the shorthands it stands for send.
+#[tokio::test]
+async fn client_auth_values_send_what_their_shorthands_send() {
+    use tower_oauth2::ClientAuth;
+
+    async fn seen(
+        configure: impl FnOnce(ClientCredentialsBuilder) -> ClientCredentialsBuilder,
+    ) -> (Option<String>, String) {
+        let server = TokenServer::issuing(3600).await;
+        let credentials = configure(ClientCredentials::builder().token_url(server.url()))
+            .build()
+            .unwrap();
+        credentials.token().await.expect("a token");
+        let request = server.last();
+        let body = String::from_utf8(request.body.to_vec()).unwrap();
+        (request.header("authorization").map(str::to_owned), body)
+    }
+
+    for style in [AuthStyle::Basic, AuthStyle::Form, AuthStyle::Json] {
+        let shorthand = seen(|b| {
+            b.client_id("client-1")
+                .client_secret(SECRET)
+                .auth_style(style)
+        })
+        .await;
+        let value = match style {
+            AuthStyle::Basic => ClientAuth::basic("client-1", SECRET),
+            AuthStyle::Form => ClientAuth::post("client-1", SECRET),
+            _ => ClientAuth::json("client-1", SECRET),
+        };
+        let name = value.method_name();
+        let explicit = seen(|b| b.client_auth(value)).await;
+        assert_eq!(shorthand, explicit, "{style:?}");
+        let expected = match style {
+            AuthStyle::Basic => Some("client_secret_basic"),
+            AuthStyle::Form => Some("client_secret_post"),
+            _ => None,
+        };
+        assert_eq!(name, expected);
+    }
+}

@@ -1,11 +1,6 @@
 //! [`ClientCredentials`]: the OAuth 2.0 client credentials grant (RFC 6749 §4.4) against any
 //! token endpoint. Every rule about the wire format lives here; caching is [`TokenCache`]'s.
 
-#[cfg(feature = "rustls-no-provider")]
-mod assertion;
-#[cfg(not(feature = "rustls-no-provider"))]
-#[path = "no_assertion.rs"]
-mod assertion;
 mod discovery;
 mod request;
 mod response;
@@ -23,10 +18,11 @@ use tower::Service;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
+use request::RequestTemplate;
+
 #[cfg(feature = "rustls-no-provider")]
-pub use assertion::{JwsAlgorithm, PrivateKeyJwt};
-pub use request::AuthStyle;
-use request::{basic_urlencode, urlencode, RequestTemplate};
+use crate::client_auth::PrivateKeyJwt;
+use crate::client_auth::{encoding, AuthStyle, ClientAuth, Shorthands};
 use response::{decode, DecodeContext};
 
 use crate::clock::Runtime;
@@ -317,21 +313,7 @@ impl Endpoint {
                  issuer URL, its metadata at /.well-known/openid-configuration names the \
                  token_endpoint)",
             ),
-            Some(400 | 401) if invalid_client && self.template.assertion.is_some() => Some(
-                "check the client id, that the identity provider holds this client's public key \
-                 (or secret) under the same key id, and that this machine's clock is right: \
-                 the assertion is valid for a short time from now",
-            ),
-            Some(400 | 401) if invalid_client && self.template.auth_style == AuthStyle::Basic => {
-                Some(
-                    "check the client id and secret; if they are right, the server may want \
-                     them in the body: .auth_style(AuthStyle::Form)",
-                )
-            }
-            Some(400 | 401) if invalid_client => Some(
-                "check the client id and secret; if they are right, the server may want them \
-                 in an HTTP Basic header: .auth_style(AuthStyle::Basic)",
-            ),
+            Some(400 | 401) if invalid_client => Some(self.template.auth.invalid_client_hint()),
             _ => None,
         };
         let error = match hint {
@@ -470,13 +452,7 @@ impl fmt::Debug for Endpoint {
         f.debug_struct("ClientCredentials")
             // As errors name it: userinfo and query may hold credentials (a gateway key).
             .field("token_url", &self.shown)
-            .field("client_id", &self.template.client_id)
-            .field("client_secret", &"[redacted]")
-            .field("auth_style", &self.template.auth_style)
-            .field(
-                "client_assertion",
-                &self.template.assertion.as_ref().map(|a| a.method()),
-            )
+            .field("client_auth", self.template.auth.auth())
             .field("grant_type", &self.template.grant_type)
             .field("params", &params)
             .field("timeout", &self.timeout)
@@ -489,10 +465,8 @@ impl fmt::Debug for Endpoint {
 pub struct ClientCredentialsBuilder {
     token_url: Option<String>,
     issuer: Option<String>,
-    client_id: Option<String>,
-    client_secret: Zeroizing<String>,
-    auth_style: AuthStyle,
-    basic_urlencode: bool,
+    /// Client authentication, as the shorthands or one `ClientAuth`.
+    auth: Shorthands,
     scopes: Vec<String>,
     audience: Option<String>,
     /// Values may be credentials (an assertion, say): zeroized on drop like the secret.
@@ -503,12 +477,6 @@ pub struct ClientCredentialsBuilder {
     allow_insecure_http: bool,
     root_certificates: Vec<Vec<u8>>,
     proxy: ProxyConfig,
-    tls_identity: Option<transport::ClientIdentity>,
-    #[cfg(feature = "rustls-no-provider")]
-    private_key: Option<PrivateKeyJwt>,
-    client_secret_jwt: bool,
-    assertion_audience: Option<String>,
-    assertion_lifetime: Duration,
     #[cfg(feature = "shared-cache")]
     shared_store: Option<Arc<dyn crate::SharedStore>>,
     #[cfg(feature = "shared-cache")]
@@ -522,10 +490,7 @@ impl Default for ClientCredentialsBuilder {
         ClientCredentialsBuilder {
             token_url: None,
             issuer: None,
-            client_id: None,
-            client_secret: Zeroizing::new(String::new()),
-            auth_style: AuthStyle::Basic,
-            basic_urlencode: true,
+            auth: Shorthands::default(),
             scopes: Vec::new(),
             audience: None,
             params: Vec::new(),
@@ -535,12 +500,6 @@ impl Default for ClientCredentialsBuilder {
             allow_insecure_http: false,
             root_certificates: Vec::new(),
             proxy: ProxyConfig::default(),
-            tls_identity: None,
-            #[cfg(feature = "rustls-no-provider")]
-            private_key: None,
-            client_secret_jwt: false,
-            assertion_audience: None,
-            assertion_lifetime: ClientCredentialsBuilder::DEFAULT_ASSERTION_LIFETIME,
             #[cfg(feature = "shared-cache")]
             shared_store: None,
             #[cfg(feature = "shared-cache")]
@@ -555,9 +514,9 @@ impl fmt::Debug for ClientCredentialsBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCredentialsBuilder")
             .field("token_url", &self.token_url)
-            .field("client_id", &self.client_id)
+            .field("client_id", &self.auth.client_id)
             .field("client_secret", &"[redacted]")
-            .field("auth_style", &self.auth_style)
+            .field("auth_style", &self.auth.auth_style)
             .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
@@ -571,7 +530,7 @@ impl ClientCredentialsBuilder {
     /// Largest response body read: 1 MiB.
     pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
     /// How long a client assertion is valid (`exp` − `iat`): 60 seconds.
-    pub const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
+    pub const DEFAULT_ASSERTION_LIFETIME: Duration = ClientAuth::DEFAULT_ASSERTION_LIFETIME;
 
     /// The token endpoint. Must be `https`, except for loopback hosts (see
     /// [`allow_insecure_http`](Self::allow_insecure_http)).
@@ -599,21 +558,31 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// How the client authenticates, as one value: see [`ClientAuth`]. Instead of the
+    /// shorthands [`client_id`](Self::client_id), [`client_secret`](Self::client_secret),
+    /// [`auth_style`](Self::auth_style), `private_key_jwt`,
+    /// [`client_secret_jwt`](Self::client_secret_jwt) and
+    /// [`tls_client_auth`](Self::tls_client_auth).
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.auth.explicit = Some(auth);
+        self
+    }
+
     /// The client identifier.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
+        self.auth.client_id = Some(id.into());
         self
     }
 
     /// The client secret. Kept zeroized-on-drop and never printed.
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client_secret = Zeroizing::new(secret.into());
+        self.auth.client_secret = Some(Zeroizing::new(secret.into()));
         self
     }
 
-    /// How the client authenticates: [`AuthStyle::Basic`] (default), `Form` or `Json`.
+    /// How the client sends its secret: [`AuthStyle::Basic`] (default), `Form` or `Json`.
     pub fn auth_style(mut self, style: AuthStyle) -> Self {
-        self.auth_style = style;
+        self.auth.auth_style = Some(style);
         self
     }
 
@@ -622,7 +591,7 @@ impl ClientCredentialsBuilder {
     /// servers that only percent-decode (such as Authlib) read the same secret. Set `false`
     /// for servers that do not decode at all.
     pub fn basic_auth_urlencode(mut self, urlencode: bool) -> Self {
-        self.basic_urlencode = urlencode;
+        self.auth.basic_urlencode = Some(urlencode);
         self
     }
 
@@ -715,10 +684,7 @@ impl ClientCredentialsBuilder {
         chain_pem: impl Into<Vec<u8>>,
         key_pem: impl Into<Vec<u8>>,
     ) -> Self {
-        self.tls_identity = Some(transport::ClientIdentity {
-            chain_pem: chain_pem.into(),
-            key_pem: Zeroizing::new(key_pem.into()),
-        });
+        self.auth.certificate = Some(transport::ClientIdentity::new(chain_pem, key_pem));
         self
     }
 
@@ -746,7 +712,7 @@ impl ClientCredentialsBuilder {
     /// ```
     #[cfg(feature = "rustls-no-provider")]
     pub fn private_key_jwt(mut self, key: PrivateKeyJwt) -> Self {
-        self.private_key = Some(key);
+        self.auth.private_key = Some(key);
         self
     }
 
@@ -764,14 +730,14 @@ impl ClientCredentialsBuilder {
     /// # Ok::<(), tower_oauth2::Error>(())
     /// ```
     pub fn client_secret_jwt(mut self) -> Self {
-        self.client_secret_jwt = true;
+        self.auth.client_secret_jwt = true;
         self
     }
 
     /// The `aud` of client assertions, for identity providers that want something other than
     /// the token endpoint URL (the issuer, say).
     pub fn assertion_audience(mut self, audience: impl Into<String>) -> Self {
-        self.assertion_audience = Some(audience.into());
+        self.auth.assertion_audience = Some(audience.into());
         self
     }
 
@@ -779,7 +745,7 @@ impl ClientCredentialsBuilder {
     /// [`DEFAULT_ASSERTION_LIFETIME`](Self::DEFAULT_ASSERTION_LIFETIME)); whole seconds, at
     /// least one.
     pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
-        self.assertion_lifetime = lifetime;
+        self.auth.assertion_lifetime = Some(lifetime);
         self
     }
 
@@ -834,72 +800,20 @@ impl ClientCredentialsBuilder {
     }
 
     /// Check the configuration and build the client.
-    pub fn build(self) -> Result<ClientCredentials, Error> {
+    pub fn build(mut self) -> Result<ClientCredentials, Error> {
         let (url, discover) = self.checked_url()?;
-        let assertion = self.assertion()?;
-        let has_private_key = self.has_private_key();
-        #[cfg(feature = "shared-cache")]
-        let assertion_key = self.private_key_material();
-        let client_id = match self.client_id {
-            Some(id) if !id.is_empty() => id,
-            _ => return Err(Error::config("client_id is required: call .client_id(..)")),
-        };
-        if client_id.trim() != client_id {
-            return Err(Error::config(
-                "client_id has leading or trailing whitespace (a newline at the end of a file or \
-                 variable?): pass it trimmed, e.g. .client_id(id.trim())",
-            ));
-        }
-        let secret = self.client_secret.as_str();
-        if assertion.is_some() && self.auth_style == AuthStyle::Json {
-            return Err(Error::config(
-                "a client assertion goes in a form body (RFC 7523 §2.2): drop \
-                 .auth_style(AuthStyle::Json)",
-            ));
-        }
-        if self.tls_identity.is_some() && self.http.is_some() {
+        let auth = std::mem::take(&mut self.auth).resolve()?;
+        if auth.certificate().is_some() && self.http.is_some() {
             return Err(Error::config(
                 "tls_client_auth configures the built-in HTTP client; with your own \
                  .http_client(..), give it the client certificate instead",
             ));
         }
-        if has_private_key {
-            if !secret.is_empty() {
-                return Err(Error::config(
-                    "give either a client secret or private_key_jwt, not both (for an assertion \
-                     signed with the secret, use .client_secret_jwt())",
-                ));
-            }
-        } else if self.tls_identity.is_some() {
-            if !secret.is_empty() {
-                return Err(Error::config(
-                    "give either a client secret or tls_client_auth, not both: with a TLS \
-                     client certificate, the body carries only client_id",
-                ));
-            }
-            if self.http.is_some() {
-                return Err(Error::config(
-                    "tls_client_auth configures the built-in HTTP client; with your own \
-                     .http_client(..), give it the client certificate instead",
-                ));
-            }
-        } else if secret.is_empty() && self.client_secret_jwt {
-            return Err(Error::config(
-                "client_secret_jwt signs with the client secret: call .client_secret(..)",
-            ));
-        } else if secret.is_empty() {
-            return Err(Error::config(
-                "client_secret is required: call .client_secret(..) with the secret the identity \
-                 provider issued for this client",
-            ));
-        }
-        if secret.trim() != secret {
-            // Never show it: say where the whitespace is, not what the secret is.
-            return Err(Error::config(
-                "client_secret has leading or trailing whitespace (a newline at the end of a \
-                 mounted secret file?): pass it trimmed, e.g. .client_secret(secret.trim())",
-            ));
-        }
+        let auth = auth.prepare()?;
+        let signs = matches!(
+            auth.auth().method_name(),
+            Some("private_key_jwt" | "client_secret_jwt")
+        );
         let mut grant_type = "client_credentials".to_owned();
         let mut params = Vec::new();
         if !self.scopes.is_empty() {
@@ -916,9 +830,8 @@ impl ClientCredentialsBuilder {
             if name.is_empty() {
                 return Err(Error::config("param: the parameter name is empty"));
             }
-            let signed_here = ["client_assertion", "client_assertion_type"]
-                .contains(&name.as_str())
-                && assertion.is_some();
+            let signed_here =
+                ["client_assertion", "client_assertion_type"].contains(&name.as_str()) && signs;
             if signed_here {
                 return Err(Error::config(format!(
                     "param {name:?} clashes with the client assertion this client signs \
@@ -949,34 +862,19 @@ impl ClientCredentialsBuilder {
             None => transport::default_client(
                 &self.root_certificates,
                 &self.proxy,
-                self.tls_identity.as_ref(),
+                auth.auth().certificate(),
             )?,
         };
         let template = RequestTemplate {
             url,
-            client_id,
-            client_secret: self.client_secret,
-            // A certificate authenticates the client: the body carries only client_id.
-            auth_style: match (self.tls_identity.is_some(), self.auth_style) {
-                (true, AuthStyle::Basic) => AuthStyle::Form,
-                (_, style) => style,
-            },
-            assertion,
-            basic_urlencode: self.basic_urlencode,
+            auth,
             grant_type,
             params,
         };
         let redact = secrets_sent(&template);
         let shown = shown(&template.url);
-        let auth_methods = match (&template.assertion, template.auth_style) {
-            (Some(assertion), _) => vec![assertion.method()],
-            (None, _) if self.tls_identity.is_some() => {
-                vec!["tls_client_auth", "self_signed_tls_client_auth"]
-            }
-            (None, AuthStyle::Basic) => vec!["client_secret_basic"],
-            (None, AuthStyle::Form) => vec!["client_secret_post"],
-            (None, AuthStyle::Json) => Vec::new(),
-        };
+        let mtls = template.auth.auth().certificate().is_some();
+        let auth_methods = template.auth.auth().method_names().to_vec();
         let discovery = discover.then(|| {
             Arc::new(discovery::Discovery::new(
                 self.issuer.clone().unwrap_or_default(),
@@ -985,7 +883,7 @@ impl ClientCredentialsBuilder {
                     allow_insecure_http: self.allow_insecure_http,
                     custom_http,
                 },
-                self.tls_identity.is_some(),
+                mtls,
                 auth_methods,
             ))
         });
@@ -1002,19 +900,7 @@ impl ClientCredentialsBuilder {
         let caching = Arc::new(Caching {
             policy: self.policy,
             #[cfg(feature = "shared-cache")]
-            // Without a secret, the private key of a TLS client certificate or of
-            // private_key_jwt is what only this client holds.
-            shared: self.shared_store.map(|store| {
-                let key = self
-                    .shared_key
-                    .or_else(|| {
-                        self.tls_identity
-                            .as_ref()
-                            .map(|identity| identity.key_pem.clone())
-                    })
-                    .or(assertion_key);
-                (store, key)
-            }),
+            shared: self.shared_store.map(|store| (store, self.shared_key)),
         });
         let cache = caching.cache(&endpoint)?;
         Ok(ClientCredentials {
@@ -1022,62 +908,6 @@ impl ClientCredentialsBuilder {
             cache,
             caching,
         })
-    }
-
-    /// The private_key_jwt key, as key material for the shared cache.
-    #[cfg(feature = "shared-cache")]
-    fn private_key_material(&self) -> Option<Zeroizing<Vec<u8>>> {
-        #[cfg(feature = "rustls-no-provider")]
-        return self.private_key.as_ref().map(PrivateKeyJwt::key_material);
-        #[cfg(not(feature = "rustls-no-provider"))]
-        None
-    }
-
-    #[cfg(feature = "rustls-no-provider")]
-    fn has_private_key(&self) -> bool {
-        self.private_key.is_some()
-    }
-
-    #[cfg(not(feature = "rustls-no-provider"))]
-    fn has_private_key(&self) -> bool {
-        false
-    }
-
-    /// How client assertions are made, if the client authenticates with one.
-    #[cfg(feature = "rustls-no-provider")]
-    fn assertion(&self) -> Result<Option<assertion::AssertionConfig>, Error> {
-        let key = match (&self.private_key, self.client_secret_jwt) {
-            (Some(_), true) => {
-                return Err(Error::config(
-                    "give either private_key_jwt or client_secret_jwt, not both",
-                ))
-            }
-            (Some(key), false) => assertion::AssertionKey::private(key)?,
-            (None, true) if self.tls_identity.is_some() => {
-                return Err(Error::config(
-                    "give either client_secret_jwt or tls_client_auth, not both",
-                ))
-            }
-            (None, true) if self.client_secret.is_empty() => return Ok(None),
-            (None, true) => assertion::AssertionKey::secret(&self.client_secret)?,
-            (None, false) => return Ok(None),
-        };
-        Ok(Some(assertion::AssertionConfig {
-            key,
-            audience: self.assertion_audience.clone(),
-            lifetime: self.assertion_lifetime,
-        }))
-    }
-
-    #[cfg(not(feature = "rustls-no-provider"))]
-    fn assertion(&self) -> Result<Option<assertion::AssertionConfig>, Error> {
-        if self.client_secret_jwt {
-            return Err(Error::config(
-                "client_secret_jwt needs tower-oauth2's `rustls` feature (its crypto signs the \
-                 assertion)",
-            ));
-        }
-        Ok(None)
     }
 
     /// The configured token URL or issuer, checked, and which of the two it is.
@@ -1121,23 +951,21 @@ fn shared_source(
                 "shared_cache_key: give at least 32 random bytes",
             ))
         }
-        None if !template.client_secret.is_empty() => {
-            Zeroizing::new(template.client_secret.as_bytes().to_vec())
-        }
-        None => {
-            return Err(Error::config(
+        // Without one, what only this client holds: its secret or private key.
+        None => template.auth.auth().key_material().ok_or_else(|| {
+            Error::config(
                 "shared_cache encrypts tokens with a key derived from the client secret (or \
                  private key): set one, or give a key with .shared_cache_key(..)",
-            ))
-        }
+            )
+        })?,
     };
     // Everything that decides which token the endpoint issues, and nothing secret.
     let url = template.url.to_string();
-    let auth = format!("{:?}", template.auth_style);
+    let [client_id, method] = template.auth.auth().identity();
     let mut parts = vec![
         url.as_str(),
-        template.client_id.as_str(),
-        auth.as_str(),
+        client_id,
+        method,
         template.grant_type.as_str(),
     ];
     for (name, value) in &template.params {
@@ -1159,21 +987,10 @@ fn shared_source(
     ))
 }
 
-/// Every form in which a credential leaves this process.
+/// Every form in which a credential leaves this process: the client's secret in each of its
+/// encodings, and parameters whose names say they are credentials.
 fn secrets_sent(template: &RequestTemplate) -> Vec<Zeroizing<String>> {
-    let mut secrets = Vec::new();
-    let secret = template.client_secret.as_str();
-    if !secret.is_empty() {
-        secrets.push(Zeroizing::new(secret.to_owned()));
-        secrets.push(urlencode(secret));
-        secrets.push(basic_urlencode(secret));
-        if let Ok(json) = serde_json::to_string(secret).map(Zeroizing::new) {
-            secrets.push(Zeroizing::new(json.trim_matches('"').to_owned()));
-        }
-    }
-    if template.auth_style == AuthStyle::Basic {
-        secrets.push(template.basic_credentials());
-    }
+    let mut secrets: Vec<Zeroizing<String>> = template.auth.redact().to_vec();
     for (name, value) in &template.params {
         let name = name.to_ascii_lowercase();
         let sensitive = ["assertion", "secret", "password", "token"]
@@ -1181,32 +998,10 @@ fn secrets_sent(template: &RequestTemplate) -> Vec<Zeroizing<String>> {
             .any(|word| name.contains(word));
         if sensitive && !value.is_empty() {
             secrets.push(value.clone());
-            secrets.push(urlencode(value));
+            secrets.push(encoding::urlencode(value));
         }
     }
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     secrets.dedup();
     secrets
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_names_the_endpoint_without_userinfo_or_query() {
-        let credentials = ClientCredentials::builder()
-            .token_url(
-                "http://gateway-user:gateway-pass@127.0.0.1:1/oauth/token?subscription-key=k3y",
-            )
-            .client_id("client")
-            .client_secret("secret")
-            .build()
-            .unwrap();
-        let shown = format!("{credentials:?}");
-        assert!(shown.contains("127.0.0.1:1/oauth/token"), "{shown}");
-        for hidden in ["gateway-pass", "gateway-user", "k3y", "subscription-key"] {
-            assert!(!shown.contains(hidden), "{hidden} in {shown}");
-        }
-    }
 }

@@ -147,6 +147,13 @@ impl std::fmt::Debug for ClientIdentity {
 }
 
 impl ClientIdentity {
+    pub(crate) fn new(chain_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        ClientIdentity {
+            chain_pem: chain_pem.into(),
+            key_pem: zeroize::Zeroizing::new(key_pem.into()),
+        }
+    }
+
     /// The chain and key, or a configuration error that says what is missing. Never shows the
     /// key.
     #[cfg(feature = "rustls-no-provider")]

@@ -14,15 +14,22 @@ pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 pub(crate) enum AssertionConfig {}
 
 impl AssertionConfig {
+    pub(crate) fn secret(
+        _secret: &str,
+        _audience: Option<String>,
+        _lifetime: std::time::Duration,
+    ) -> Result<Self, Error> {
+        Err(Error::config(
+            "client_secret_jwt needs tower-oauth2's `rustls` feature (its crypto signs the \
+             assertion)",
+        ))
+    }
+
     pub(crate) fn assertion(
         &self,
         _client_id: &str,
         _url: &Uri,
     ) -> Result<Zeroizing<String>, Error> {
-        match *self {}
-    }
-
-    pub(crate) fn method(&self) -> &'static str {
         match *self {}
     }
 }

@@ -140,6 +140,17 @@ pub struct PrivateKeyJwt {
     certificate: Option<CertificateDer<'static>>,
 }
 
+impl Clone for PrivateKeyJwt {
+    fn clone(&self) -> Self {
+        PrivateKeyJwt {
+            key: Zeroizing::new(self.key.clone_key()),
+            key_id: self.key_id.clone(),
+            algorithm: self.algorithm,
+            certificate: self.certificate.clone(),
+        }
+    }
+}
+
 impl PrivateKeyJwt {
     /// The first private key in `pem`.
     ///
@@ -315,14 +326,6 @@ impl AssertionKey {
         }
     }
 
-    fn method(&self) -> &'static str {
-        match self {
-            AssertionKey::Private(_) => "private_key_jwt",
-            #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
-            AssertionKey::Secret(_) => "client_secret_jwt",
-        }
-    }
-
     /// A new assertion for one token request.
     fn assertion(
         &self,
@@ -387,6 +390,32 @@ pub(crate) struct AssertionConfig {
 }
 
 impl AssertionConfig {
+    /// `private_key_jwt` with `key`.
+    pub(crate) fn private(
+        key: &PrivateKeyJwt,
+        audience: Option<String>,
+        lifetime: Duration,
+    ) -> Result<Self, Error> {
+        Ok(AssertionConfig {
+            key: AssertionKey::private(key)?,
+            audience,
+            lifetime,
+        })
+    }
+
+    /// `client_secret_jwt` with `secret`.
+    pub(crate) fn secret(
+        secret: &str,
+        audience: Option<String>,
+        lifetime: Duration,
+    ) -> Result<Self, Error> {
+        Ok(AssertionConfig {
+            key: AssertionKey::secret(secret)?,
+            audience,
+            lifetime,
+        })
+    }
+
     /// A new assertion from `client_id` for a token request to `url`.
     pub(crate) fn assertion(&self, client_id: &str, url: &Uri) -> Result<Zeroizing<String>, Error> {
         let audience = match &self.audience {
@@ -394,11 +423,6 @@ impl AssertionConfig {
             None => url.to_string(),
         };
         self.key.assertion(client_id, &audience, self.lifetime)
-    }
-
-    /// The method's name in `token_endpoint_auth_methods_supported` (RFC 8414).
-    pub(crate) fn method(&self) -> &'static str {
-        self.key.method()
     }
 }
 

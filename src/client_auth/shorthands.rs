@@ -1,0 +1,202 @@
+//! How a builder's shorthand setters (`.client_id`, `.client_secret`, `.auth_style`,
+//! `.private_key_jwt`, `.client_secret_jwt`, `.tls_client_auth`, …) become one [`ClientAuth`]:
+//! the one place where choices that exclude each other are refused.
+
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+#[cfg(feature = "rustls-no-provider")]
+use super::PrivateKeyJwt;
+use super::{ClientAuth, Method};
+use crate::transport::ClientIdentity;
+use crate::Error;
+
+/// How the client sends its client secret: a shorthand for the [`ClientAuth`] constructors of
+/// the same names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthStyle {
+    /// [`ClientAuth::basic`]: `client_secret_basic`. The default, and what RFC 6749 says every
+    /// server must support.
+    #[default]
+    Basic,
+    /// [`ClientAuth::post`]: `client_secret_post`.
+    Form,
+    /// [`ClientAuth::json`]: a JSON body.
+    Json,
+}
+
+/// What a builder was told about client authentication.
+#[derive(Default)]
+pub(crate) struct Shorthands {
+    pub(crate) explicit: Option<ClientAuth>,
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_secret: Option<Zeroizing<String>>,
+    pub(crate) auth_style: Option<AuthStyle>,
+    pub(crate) basic_urlencode: Option<bool>,
+    #[cfg(feature = "rustls-no-provider")]
+    pub(crate) private_key: Option<PrivateKeyJwt>,
+    pub(crate) client_secret_jwt: bool,
+    pub(crate) certificate: Option<ClientIdentity>,
+    pub(crate) assertion_audience: Option<String>,
+    pub(crate) assertion_lifetime: Option<Duration>,
+}
+
+impl Shorthands {
+    #[cfg(feature = "rustls-no-provider")]
+    fn private_key(&mut self) -> Option<PrivateKeyJwt> {
+        self.private_key.take()
+    }
+
+    #[cfg(not(feature = "rustls-no-provider"))]
+    fn private_key(&mut self) -> Option<std::convert::Infallible> {
+        None
+    }
+
+    /// The one [`ClientAuth`] these describe, or why they contradict each other.
+    pub(crate) fn resolve(mut self) -> Result<ClientAuth, Error> {
+        let private_key = self.private_key();
+        let secret = self.client_secret.take();
+        let mut auth = match self.explicit.take() {
+            Some(explicit) => {
+                let shorthand = self.client_id.is_some()
+                    || secret.is_some()
+                    || self.auth_style.is_some()
+                    || private_key.is_some()
+                    || self.client_secret_jwt
+                    || self.certificate.is_some();
+                if shorthand {
+                    return Err(Error::config(
+                        "give either .client_auth(..) or the shorthands (.client_id, \
+                         .client_secret, .auth_style, .private_key_jwt, .client_secret_jwt, \
+                         .tls_client_auth), not both",
+                    ));
+                }
+                explicit
+            }
+            None => self.from_shorthands(secret, private_key)?,
+        };
+        if let Some(urlencode) = self.basic_urlencode {
+            auth = auth.basic_urlencode(urlencode);
+        }
+        if let Some(audience) = self.assertion_audience {
+            auth = auth.assertion_audience(audience);
+        }
+        if let Some(lifetime) = self.assertion_lifetime {
+            auth = auth.assertion_lifetime(lifetime);
+        }
+        Ok(auth)
+    }
+
+    // Without rustls no private key can be given: that branch is unreachable.
+    #[cfg_attr(not(feature = "rustls-no-provider"), allow(unreachable_code))]
+    fn from_shorthands<K: Into<KeyChoice>>(
+        &mut self,
+        secret: Option<Zeroizing<String>>,
+        private_key: Option<K>,
+    ) -> Result<ClientAuth, Error> {
+        let id = match self.client_id.take() {
+            Some(id) if !id.is_empty() => id,
+            _ => return Err(Error::config("client_id is required: call .client_id(..)")),
+        };
+        let secret = secret.filter(|secret| !secret.is_empty());
+        let signs = private_key.is_some() || self.client_secret_jwt;
+        if signs && self.auth_style == Some(AuthStyle::Json) {
+            return Err(Error::config(
+                "a client assertion goes in a form body (RFC 7523 §2.2): drop \
+                 .auth_style(AuthStyle::Json)",
+            ));
+        }
+        if let Some(style) = self
+            .auth_style
+            .filter(|_| signs || self.certificate.is_some())
+        {
+            return Err(Error::config(format!(
+                ".auth_style(AuthStyle::{style:?}) chooses how a client secret is sent; this \
+                 client sends none (it authenticates with an assertion or a TLS certificate)"
+            )));
+        }
+        let certificate = self.certificate.take();
+        if let Some(key) = private_key {
+            if self.client_secret_jwt {
+                return Err(Error::config(
+                    "give either private_key_jwt or client_secret_jwt, not both",
+                ));
+            }
+            if secret.is_some() {
+                return Err(Error::config(
+                    "give either a client secret or private_key_jwt, not both (for an assertion \
+                     signed with the secret, use .client_secret_jwt())",
+                ));
+            }
+            // FAPI: an assertion authenticates, the certificate binds the tokens.
+            return Ok(ClientAuth {
+                certificate,
+                ..key.into().auth(id)
+            });
+        }
+        if let Some(certificate) = certificate {
+            if self.client_secret_jwt {
+                return Err(Error::config(
+                    "give either client_secret_jwt or tls_client_auth, not both",
+                ));
+            }
+            if secret.is_some() {
+                return Err(Error::config(
+                    "give either a client secret or tls_client_auth, not both: with a TLS \
+                     client certificate, the body carries only client_id",
+                ));
+            }
+            let mut auth = ClientAuth::with(id, Method::Tls);
+            auth.certificate = Some(certificate);
+            return Ok(auth);
+        }
+        let Some(secret) = secret else {
+            return Err(Error::config(if self.client_secret_jwt {
+                "client_secret_jwt signs with the client secret: call .client_secret(..)"
+            } else {
+                "client_secret is required: call .client_secret(..) with the secret the identity \
+                 provider issued for this client"
+            }));
+        };
+        let secret = secret.to_string();
+        Ok(
+            match (self.client_secret_jwt, self.auth_style.unwrap_or_default()) {
+                (true, _) => ClientAuth::secret_jwt(id, secret),
+                (false, AuthStyle::Basic) => ClientAuth::basic(id, secret),
+                (false, AuthStyle::Form) => ClientAuth::post(id, secret),
+                (false, AuthStyle::Json) => ClientAuth::json(id, secret),
+            },
+        )
+    }
+}
+
+/// A private key given to `.private_key_jwt(..)` (none can be, without rustls).
+pub(crate) enum KeyChoice {
+    #[cfg(feature = "rustls-no-provider")]
+    Key(PrivateKeyJwt),
+}
+
+impl KeyChoice {
+    #[cfg_attr(not(feature = "rustls-no-provider"), allow(unused_variables))]
+    fn auth(self, id: String) -> ClientAuth {
+        match self {
+            #[cfg(feature = "rustls-no-provider")]
+            KeyChoice::Key(key) => ClientAuth::private_key_jwt(id, key),
+        }
+    }
+}
+
+#[cfg(feature = "rustls-no-provider")]
+impl From<PrivateKeyJwt> for KeyChoice {
+    fn from(key: PrivateKeyJwt) -> Self {
+        KeyChoice::Key(key)
+    }
+}
+
+impl From<std::convert::Infallible> for KeyChoice {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
