@@ -5,13 +5,13 @@
 //! SHA-256) come from the library that provider is built on: aws-lc-rs, or ring.
 
 #[cfg(feature = "rustls-no-provider")]
-use crate::Error;
+use crate::ConfigError;
 
 /// The process-wide provider if the application installed one (its choice wins), else the one
 /// our features select. Never `ClientConfig::builder()`, which panics when rustls was compiled
 /// with two providers and none is installed.
 #[cfg(feature = "rustls-no-provider")]
-pub(crate) fn provider() -> Result<std::sync::Arc<rustls::crypto::CryptoProvider>, Error> {
+pub(crate) fn provider() -> Result<std::sync::Arc<rustls::crypto::CryptoProvider>, ConfigError> {
     if let Some(installed) = rustls::crypto::CryptoProvider::get_default() {
         return Ok(installed.clone());
     }
@@ -22,7 +22,8 @@ pub(crate) fn provider() -> Result<std::sync::Arc<rustls::crypto::CryptoProvider
     #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
     return Ok(std::sync::Arc::new(rustls::crypto::ring::default_provider()));
     #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
-    Err(Error::config(
+    Err(ConfigError::new(
+        "rustls::crypto::CryptoProvider",
         "no rustls crypto provider: enable tower-oauth2's `aws-lc-rs` or `ring` feature, or \
          install one with rustls::crypto::CryptoProvider::install_default() before build()",
     ))
@@ -33,14 +34,17 @@ pub(crate) fn provider() -> Result<std::sync::Arc<rustls::crypto::CryptoProvider
 pub(crate) fn provider_sha256(
     provider: &rustls::crypto::CryptoProvider,
     data: &[u8],
-) -> Result<Vec<u8>, Error> {
+) -> Result<Vec<u8>, ConfigError> {
     let hash = provider
         .cipher_suites
         .iter()
         .filter_map(|suite| suite.tls13().map(|tls13| tls13.common.hash_provider))
         .find(|hash| hash.algorithm() == rustls::crypto::hash::HashAlgorithm::SHA256)
         .ok_or_else(|| {
-            Error::config("private_key_jwt: the crypto provider has no SHA-256 for x5t#S256")
+            ConfigError::new(
+                "private_key_jwt",
+                "private_key_jwt: the crypto provider has no SHA-256 for x5t#S256",
+            )
         })?;
     Ok(hash.hash(data).as_ref().to_vec())
 }

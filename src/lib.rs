@@ -54,8 +54,6 @@ mod clock;
 mod crypto;
 mod error;
 mod future;
-#[cfg(feature = "tonic")]
-mod grpc;
 mod layer;
 #[cfg(feature = "reqwest")]
 mod middleware;
@@ -76,10 +74,10 @@ pub use client_auth::{AuthStyle, ClientAuth};
 #[cfg(feature = "rustls-no-provider")]
 pub use client_auth::{JwsAlgorithm, PrivateKeyJwt};
 pub use client_credentials::{ClientCredentials, ClientCredentialsBuilder};
-pub use error::{BoxError, Error, ErrorKind, OAuthError};
-pub use future::ResponseFuture;
 #[cfg(feature = "tonic")]
-pub use grpc::grpc_status;
+pub use error::grpc_status;
+pub use error::{BoxError, ConfigError, Error, ErrorKind, OAuthError};
+pub use future::ResponseFuture;
 pub use layer::{BearerAuth, BearerAuthLayer};
 #[cfg(feature = "reqwest")]
 pub use middleware::BearerAuthMiddleware;

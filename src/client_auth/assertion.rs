@@ -24,7 +24,7 @@ use rustls::SignatureScheme;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::Error;
+use crate::{ConfigError, Error};
 
 /// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
 pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -155,19 +155,21 @@ impl PrivateKeyJwt {
     /// The first private key in `pem`.
     ///
     /// Fails when there is no private key block; the PEM text is never part of the error.
-    pub fn from_pem(pem: impl AsRef<[u8]>) -> Result<Self, Error> {
+    pub fn from_pem(pem: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         let pem = pem.as_ref();
         let contains = |needle: &[u8]| pem.windows(needle.len()).any(|window| window == needle);
         // PKCS#8 `BEGIN ENCRYPTED PRIVATE KEY`, or OpenSSL's legacy `Proc-Type: 4,ENCRYPTED`
         // header inside a `BEGIN RSA/EC PRIVATE KEY` block.
         if contains(b"BEGIN ENCRYPTED PRIVATE KEY") || contains(b"Proc-Type: 4,ENCRYPTED") {
-            return Err(Error::config(
+            return Err(ConfigError::new(
+                "private_key_jwt",
                 "private_key_jwt: the private key is encrypted, which is not supported: decrypt \
                  it first (openssl pkcs8 -in key.pem -out plain.pem) and protect the file instead",
             ));
         }
         let key = PrivateKeyDer::from_pem_slice(pem).map_err(|_| {
-            Error::config(
+            ConfigError::new(
+                "private_key_jwt",
                 "private_key_jwt: no private key in the PEM (expected `BEGIN PRIVATE KEY`, \
                  `BEGIN RSA PRIVATE KEY` or `BEGIN EC PRIVATE KEY`)",
             )
@@ -197,9 +199,12 @@ impl PrivateKeyJwt {
     /// Send the `x5t#S256` header, the SHA-256 thumbprint of this certificate (the first in
     /// `pem`), as Microsoft Entra ID certificate credentials need. Fails when `pem` holds no
     /// certificate.
-    pub fn certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Result<Self, Error> {
+    pub fn certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         let certificate = CertificateDer::from_pem_slice(pem.as_ref()).map_err(|_| {
-            Error::config("private_key_jwt: no `BEGIN CERTIFICATE` block in the certificate PEM")
+            ConfigError::new(
+                "private_key_jwt",
+                "private_key_jwt: no `BEGIN CERTIFICATE` block in the certificate PEM",
+            )
         })?;
         self.certificate = Some(certificate);
         Ok(self)
@@ -214,12 +219,13 @@ impl PrivateKeyJwt {
 
     /// The signer for this key, with the provider `build()` uses: fails, saying why, when the
     /// key cannot sign.
-    fn signer(&self, provider: &Arc<CryptoProvider>) -> Result<KeySigner, Error> {
+    fn signer(&self, provider: &Arc<CryptoProvider>) -> Result<KeySigner, ConfigError> {
         let loaded = provider
             .key_provider
             .load_private_key(self.key.clone_key())
             .map_err(|_| {
-                Error::config(
+                ConfigError::new(
+                    "private_key_jwt",
                     "private_key_jwt: the crypto provider cannot use this key (RSA of at least \
                      2048 bits, P-256, P-384 or Ed25519 is needed)",
                 )
@@ -227,10 +233,13 @@ impl PrivateKeyJwt {
         let (algorithm, signer) = match self.algorithm {
             Some(algorithm) => {
                 let signer = loaded.choose_scheme(&[algorithm.scheme()]).ok_or_else(|| {
-                    Error::config(format!(
-                        "private_key_jwt: this {:?} key cannot sign {algorithm}",
-                        loaded.algorithm()
-                    ))
+                    ConfigError::new(
+                        "private_key_jwt",
+                        format!(
+                            "private_key_jwt: this {:?} key cannot sign {algorithm}",
+                            loaded.algorithm()
+                        ),
+                    )
                 })?;
                 (algorithm, signer)
             }
@@ -241,11 +250,14 @@ impl PrivateKeyJwt {
                     Some((*algorithm, signer))
                 })
                 .ok_or_else(|| {
-                    Error::config(format!(
+                    ConfigError::new(
+                        "private_key_jwt",
+                        format!(
                         "private_key_jwt: no JWS algorithm for this {:?} key (RSA, P-256, P-384 \
                          or Ed25519 is needed)",
                         loaded.algorithm()
-                    ))
+                    ),
+                    )
                 })?,
         };
         let thumbprint = match &self.certificate {
@@ -261,7 +273,8 @@ impl PrivateKeyJwt {
             x5t_s256: thumbprint.as_deref(),
         };
         let signer = KeySigner {
-            header: encode_json(&header)?,
+            header: encode_json(&header)
+                .map_err(|e| ConfigError::new("private_key_jwt", e.to_string()))?,
             algorithm,
             signer,
             provider: provider.clone(),
@@ -269,9 +282,12 @@ impl PrivateKeyJwt {
         // A key the provider loads may still fail to sign (a key whose parts do not match):
         // better at build() than at the first token request.
         signer.sign(b"tower-oauth2 key check").map_err(|_| {
-            Error::config(format!(
-                "private_key_jwt: the key cannot sign {algorithm} with this crypto provider"
-            ))
+            ConfigError::new(
+                "private_key_jwt",
+                format!(
+                    "private_key_jwt: the key cannot sign {algorithm} with this crypto provider"
+                ),
+            )
         })?;
         Ok(signer)
     }
@@ -306,13 +322,13 @@ pub(crate) enum AssertionKey {
 
 impl AssertionKey {
     /// The signer for `key`, with the same crypto provider as the token client.
-    pub(crate) fn private(key: &PrivateKeyJwt) -> Result<Self, Error> {
+    pub(crate) fn private(key: &PrivateKeyJwt) -> Result<Self, ConfigError> {
         let provider = crate::crypto::provider()?;
         Ok(AssertionKey::Private(Arc::new(key.signer(&provider)?)))
     }
 
     /// The HS256 signer for `secret`.
-    pub(crate) fn secret(secret: &str) -> Result<Self, Error> {
+    pub(crate) fn secret(secret: &str) -> Result<Self, ConfigError> {
         #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
         return Ok(AssertionKey::Secret(Arc::new(hmac::SecretSigner::new(
             secret,
@@ -320,7 +336,8 @@ impl AssertionKey {
         #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
         {
             let _ = secret;
-            Err(Error::config(
+            Err(ConfigError::new(
+                "client_secret_jwt",
                 "client_secret_jwt needs tower-oauth2's `aws-lc-rs` or `ring` feature for HMAC",
             ))
         }
@@ -335,7 +352,7 @@ impl AssertionKey {
     ) -> Result<Zeroizing<String>, Error> {
         let issued_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_err(|_| Error::config("the system clock is before 1970"))?
+            .map_err(|_| Error::client_auth("the system clock is before 1970"))?
             .as_secs();
         let mut jti = [0u8; 16];
         self.fill_random(&mut jti)?;
@@ -376,7 +393,7 @@ impl AssertionKey {
         };
         filled
             .then_some(())
-            .ok_or_else(|| Error::config("no random numbers for the assertion's jti"))
+            .ok_or_else(|| Error::client_auth("no random numbers for the assertion's jti"))
     }
 }
 
@@ -395,7 +412,7 @@ impl AssertionConfig {
         key: &PrivateKeyJwt,
         audience: Option<String>,
         lifetime: Duration,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, ConfigError> {
         Ok(AssertionConfig {
             key: AssertionKey::private(key)?,
             audience,
@@ -408,7 +425,7 @@ impl AssertionConfig {
         secret: &str,
         audience: Option<String>,
         lifetime: Duration,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, ConfigError> {
         Ok(AssertionConfig {
             key: AssertionKey::secret(secret)?,
             audience,
@@ -449,7 +466,7 @@ struct Claims<'a> {
 
 fn encode_json(value: &impl Serialize) -> Result<String, Error> {
     let json = serde_json::to_vec(value)
-        .map_err(|e| Error::config(format!("cannot encode the assertion: {e}")))?;
+        .map_err(|e| Error::client_auth(format!("cannot encode the assertion: {e}")))?;
     Ok(URL_SAFE_NO_PAD.encode(json))
 }
 
@@ -467,10 +484,11 @@ impl KeySigner {
         let signature = self
             .signer
             .sign(message)
-            .map_err(|_| Error::config("the crypto provider failed to sign the assertion"))?;
+            .map_err(|_| Error::client_auth("the crypto provider failed to sign the assertion"))?;
         match self.algorithm.ecdsa_scalar_len() {
-            Some(len) => ecdsa_der_to_fixed(&signature, len)
-                .ok_or_else(|| Error::config("the crypto provider's ECDSA signature is not DER")),
+            Some(len) => ecdsa_der_to_fixed(&signature, len).ok_or_else(|| {
+                Error::client_auth("the crypto provider's ECDSA signature is not DER")
+            }),
             None => Ok(signature),
         }
     }
@@ -531,7 +549,7 @@ impl fmt::Debug for KeySigner {
 #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
 mod hmac {
     use crate::crypto::HmacSha256;
-    use crate::Error;
+    use crate::ConfigError;
 
     /// base64url of `{"alg":"HS256","typ":"JWT"}`.
     pub(super) const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
@@ -539,10 +557,11 @@ mod hmac {
     pub(crate) struct SecretSigner(HmacSha256);
 
     impl SecretSigner {
-        pub(super) fn new(secret: &str) -> Result<Self, Error> {
+        pub(super) fn new(secret: &str) -> Result<Self, ConfigError> {
             // RFC 7518 §3.2: the key must be at least as long as the hash output.
             if secret.len() < 32 {
-                return Err(Error::config(
+                return Err(ConfigError::new(
+                    "client_secret_jwt",
                     "client_secret_jwt: the client secret is shorter than the 32 bytes HS256 \
                      needs (RFC 7518 §3.2)",
                 ));

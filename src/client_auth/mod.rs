@@ -31,8 +31,9 @@ pub use assertion::{JwsAlgorithm, PrivateKeyJwt};
 pub use shorthands::AuthStyle;
 pub(crate) use shorthands::Shorthands;
 
+use crate::error::hints;
 use crate::transport::ClientIdentity;
-use crate::Error;
+use crate::{ConfigError, Error};
 
 /// How a client authenticates to the token endpoint: a client id and exactly one method.
 ///
@@ -250,26 +251,32 @@ impl ClientAuth {
 
     /// Check what can be checked before any request, and get ready to sign: `build()` calls
     /// this once.
-    pub(crate) fn prepare(self) -> Result<PreparedAuth, Error> {
+    pub(crate) fn prepare(self) -> Result<PreparedAuth, ConfigError> {
         if self.client_id.is_empty() {
-            return Err(Error::config("client_id is required: call .client_id(..)"));
+            return Err(ConfigError::new(
+                "client_id",
+                "client_id is required: call .client_id(..)",
+            ));
         }
         if self.client_id.trim() != self.client_id {
-            return Err(Error::config(
+            return Err(ConfigError::new(
+                "client_id",
                 "client_id has leading or trailing whitespace (a newline at the end of a file or \
                  variable?): pass it trimmed, e.g. .client_id(id.trim())",
             ));
         }
         if let Some(secret) = self.secret() {
             if secret.is_empty() {
-                return Err(Error::config(
+                return Err(ConfigError::new(
+                    "client_secret",
                     "client_secret is required: call .client_secret(..) with the secret the \
                      identity provider issued for this client",
                 ));
             }
             if secret.trim() != secret {
                 // Never show it: say where the whitespace is, not what the secret is.
-                return Err(Error::config(
+                return Err(ConfigError::new(
+                    "client_secret",
                     "client_secret has leading or trailing whitespace (a newline at the end of \
                      a mounted secret file?): pass it trimmed, e.g. .client_secret(secret.trim())",
                 ));
@@ -432,23 +439,10 @@ impl PreparedAuth {
     /// What to check when the endpoint answers `invalid_client` to this method.
     pub(crate) fn invalid_client_hint(&self) -> &'static str {
         match &self.auth.method {
-            Method::Basic { .. } => {
-                "check the client id and secret; if they are right, the server may want them \
-                 in the body: .auth_style(AuthStyle::Form)"
-            }
-            Method::Post { .. } | Method::Json { .. } => {
-                "check the client id and secret; if they are right, the server may want them \
-                 in an HTTP Basic header: .auth_style(AuthStyle::Basic)"
-            }
-            Method::Tls => {
-                "check the client id and that the identity provider has this client's \
-                 certificate (or its subject) registered for tls_client_auth"
-            }
-            _ => {
-                "check the client id, that the identity provider holds this client's public key \
-                 (or secret) under the same key id, and that this machine's clock is right: \
-                 the assertion is valid for a short time from now"
-            }
+            Method::Basic { .. } => hints::INVALID_CLIENT_BASIC,
+            Method::Post { .. } | Method::Json { .. } => hints::INVALID_CLIENT_BODY,
+            Method::Tls => hints::INVALID_CLIENT_TLS,
+            _ => hints::INVALID_CLIENT_ASSERTION,
         }
     }
 }

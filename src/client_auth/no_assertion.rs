@@ -18,8 +18,9 @@ impl AssertionConfig {
         _secret: &str,
         _audience: Option<String>,
         _lifetime: std::time::Duration,
-    ) -> Result<Self, Error> {
-        Err(Error::config(
+    ) -> Result<Self, crate::ConfigError> {
+        Err(crate::ConfigError::new(
+            "client_secret_jwt",
             "client_secret_jwt needs tower-oauth2's `rustls` feature (its crypto signs the \
              assertion)",
         ))

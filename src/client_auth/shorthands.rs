@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::PrivateKeyJwt;
 use super::{ClientAuth, Method};
 use crate::transport::ClientIdentity;
-use crate::Error;
+use crate::ConfigError;
 
 /// How the client sends its client secret: a shorthand for the [`ClientAuth`] constructors of
 /// the same names.
@@ -55,7 +55,7 @@ impl Shorthands {
     }
 
     /// The one [`ClientAuth`] these describe, or why they contradict each other.
-    pub(crate) fn resolve(mut self) -> Result<ClientAuth, Error> {
+    pub(crate) fn resolve(mut self) -> Result<ClientAuth, ConfigError> {
         let private_key = self.private_key();
         let secret = self.client_secret.take();
         let mut auth = match self.explicit.take() {
@@ -67,7 +67,8 @@ impl Shorthands {
                     || self.client_secret_jwt
                     || self.certificate.is_some();
                 if shorthand {
-                    return Err(Error::config(
+                    return Err(ConfigError::new(
+                        "client_auth",
                         "give either .client_auth(..) or the shorthands (.client_id, \
                          .client_secret, .auth_style, .private_key_jwt, .client_secret_jwt, \
                          .tls_client_auth), not both",
@@ -95,15 +96,21 @@ impl Shorthands {
         &mut self,
         secret: Option<Zeroizing<String>>,
         private_key: Option<K>,
-    ) -> Result<ClientAuth, Error> {
+    ) -> Result<ClientAuth, ConfigError> {
         let id = match self.client_id.take() {
             Some(id) if !id.is_empty() => id,
-            _ => return Err(Error::config("client_id is required: call .client_id(..)")),
+            _ => {
+                return Err(ConfigError::new(
+                    "client_id",
+                    "client_id is required: call .client_id(..)",
+                ))
+            }
         };
         let secret = secret.filter(|secret| !secret.is_empty());
         let signs = private_key.is_some() || self.client_secret_jwt;
         if signs && self.auth_style == Some(AuthStyle::Json) {
-            return Err(Error::config(
+            return Err(ConfigError::new(
+                "auth_style",
                 "a client assertion goes in a form body (RFC 7523 §2.2): drop \
                  .auth_style(AuthStyle::Json)",
             ));
@@ -112,20 +119,25 @@ impl Shorthands {
             .auth_style
             .filter(|_| signs || self.certificate.is_some())
         {
-            return Err(Error::config(format!(
-                ".auth_style(AuthStyle::{style:?}) chooses how a client secret is sent; this \
+            return Err(ConfigError::new(
+                "auth_style",
+                format!(
+                    ".auth_style(AuthStyle::{style:?}) chooses how a client secret is sent; this \
                  client sends none (it authenticates with an assertion or a TLS certificate)"
-            )));
+                ),
+            ));
         }
         let certificate = self.certificate.take();
         if let Some(key) = private_key {
             if self.client_secret_jwt {
-                return Err(Error::config(
+                return Err(ConfigError::new(
+                    "client_secret_jwt",
                     "give either private_key_jwt or client_secret_jwt, not both",
                 ));
             }
             if secret.is_some() {
-                return Err(Error::config(
+                return Err(ConfigError::new(
+                    "client_secret",
                     "give either a client secret or private_key_jwt, not both (for an assertion \
                      signed with the secret, use .client_secret_jwt())",
                 ));
@@ -138,12 +150,14 @@ impl Shorthands {
         }
         if let Some(certificate) = certificate {
             if self.client_secret_jwt {
-                return Err(Error::config(
+                return Err(ConfigError::new(
+                    "client_secret_jwt",
                     "give either client_secret_jwt or tls_client_auth, not both",
                 ));
             }
             if secret.is_some() {
-                return Err(Error::config(
+                return Err(ConfigError::new(
+                    "client_secret",
                     "give either a client secret or tls_client_auth, not both: with a TLS \
                      client certificate, the body carries only client_id",
                 ));
@@ -153,12 +167,15 @@ impl Shorthands {
             return Ok(auth);
         }
         let Some(secret) = secret else {
-            return Err(Error::config(if self.client_secret_jwt {
-                "client_secret_jwt signs with the client secret: call .client_secret(..)"
-            } else {
-                "client_secret is required: call .client_secret(..) with the secret the identity \
+            return Err(ConfigError::new(
+                "client_secret",
+                if self.client_secret_jwt {
+                    "client_secret_jwt signs with the client secret: call .client_secret(..)"
+                } else {
+                    "client_secret is required: call .client_secret(..) with the secret the identity \
                  provider issued for this client"
-            }));
+                },
+            ));
         };
         let secret = secret.to_string();
         Ok(

@@ -14,13 +14,10 @@ use http::{HeaderValue, Method, StatusCode, Uri};
 use http_body_util::Full;
 use serde_json::Value;
 
+use crate::error::{hints, Rejected};
 use crate::transport::url_rules::UrlRules;
 use crate::transport::{self, HttpClient};
 use crate::Error;
-
-/// For metadata that does not belong to the configured issuer.
-const CHECK_THE_ISSUER: &str = "check the issuer: it must be exactly the `issuer` of the \
-     provider's metadata (scheme, host, path, trailing slash)";
 
 /// The issuer to discover the token endpoint from, and what was found.
 pub(super) struct Discovery {
@@ -97,7 +94,7 @@ impl Discovery {
                 "the issuer publishes no metadata at /.well-known/oauth-authorization-server \
                  or /.well-known/openid-configuration",
             )
-            .with_hint("check the issuer URL, or give the token endpoint with .token_url(..)")
+            .with_hint(hints::NO_METADATA)
             .at_issuer(&format!(
                 "{}{}",
                 self.issuer_url.authority().map_or("", |a| a.as_str()),
@@ -131,13 +128,10 @@ impl Discovery {
             return Ok(None);
         }
         if !parts.status.is_success() {
-            return Err(Error::rejected(
-                parts.status,
-                None,
-                None,
-                None,
-                Some("the issuer's metadata could not be read".into()),
-            ));
+            return Err(Error::rejected(Rejected {
+                note: Some("the issuer's metadata could not be read".into()),
+                ..Rejected::status(parts.status)
+            }));
         }
         let body = body.map_err(|_| {
             Error::invalid_response(format!(
@@ -161,12 +155,12 @@ impl Discovery {
                      before sending any credential (RFC 8414 §3.3)",
                     self.issuer
                 ))
-                .with_hint(CHECK_THE_ISSUER))
+                .with_hint(hints::CHECK_THE_ISSUER))
             }
             _ => {
                 return Err(
                     Error::invalid_response("the issuer's metadata has no `issuer`")
-                        .with_hint(CHECK_THE_ISSUER),
+                        .with_hint(hints::CHECK_THE_ISSUER),
                 )
             }
         }
@@ -191,11 +185,7 @@ impl Discovery {
                 "the https issuer's metadata names a plain-http token_endpoint {endpoint:?}; \
                  refused: a discovered endpoint is never weaker than the issuer"
             ))
-            .with_hint(
-                "the identity provider publishes an internal URL (behind a TLS-terminating \
-                 proxy, tell it its public https URL), or give the token endpoint with \
-                 .token_url(..)",
-            ));
+            .with_hint(hints::INTERNAL_TOKEN_ENDPOINT));
         }
         Ok(url)
     }

@@ -31,7 +31,7 @@ use crate::source::{TokenFuture, TokenSource};
 use crate::transport::proxy::ProxyConfig;
 use crate::transport::url_rules::{shown, UrlRules};
 use crate::transport::{self, HttpClient, TokenRequest};
-use crate::{AccessToken, CachePolicy, Error, ErrorKind, TokenCache};
+use crate::{AccessToken, CachePolicy, ConfigError, Error, ErrorKind, TokenCache};
 
 /// A token source for the client credentials grant, with its cache built in.
 ///
@@ -77,7 +77,7 @@ type SharedCaching = (Arc<dyn crate::SharedStore>, Option<Zeroizing<Vec<u8>>>);
 
 impl Caching {
     /// A cache in front of `endpoint`, through the shared store if there is one.
-    fn cache(&self, endpoint: &Arc<Endpoint>) -> Result<TokenCache, Error> {
+    fn cache(&self, endpoint: &Arc<Endpoint>) -> Result<TokenCache, ConfigError> {
         #[cfg(feature = "shared-cache")]
         if let Some((store, key)) = &self.shared {
             let shared = shared_source(
@@ -308,11 +308,7 @@ impl Endpoint {
             .is_some_and(|oauth| oauth.code() == "invalid_client");
         let hint = match error.status().map(|status| status.as_u16()) {
             _ if error.hint().is_some() => None,
-            Some(404 | 405) => Some(
-                "check token_url: the server has no token endpoint at this path (for an \
-                 issuer URL, its metadata at /.well-known/openid-configuration names the \
-                 token_endpoint)",
-            ),
+            Some(404 | 405) => Some(crate::error::hints::CHECK_TOKEN_URL),
             Some(400 | 401) if invalid_client => Some(self.template.auth.invalid_client_hint()),
             _ => None,
         };
@@ -800,11 +796,12 @@ impl ClientCredentialsBuilder {
     }
 
     /// Check the configuration and build the client.
-    pub fn build(mut self) -> Result<ClientCredentials, Error> {
+    pub fn build(mut self) -> Result<ClientCredentials, ConfigError> {
         let (url, discover) = self.checked_url()?;
         let auth = std::mem::take(&mut self.auth).resolve()?;
         if auth.certificate().is_some() && self.http.is_some() {
-            return Err(Error::config(
+            return Err(ConfigError::new(
+                "http_client",
                 "tls_client_auth configures the built-in HTTP client; with your own \
                  .http_client(..), give it the client certificate instead",
             ));
@@ -828,18 +825,24 @@ impl ClientCredentialsBuilder {
                 continue;
             }
             if name.is_empty() {
-                return Err(Error::config("param: the parameter name is empty"));
+                return Err(ConfigError::new(
+                    "param",
+                    "param: the parameter name is empty",
+                ));
             }
             let signed_here =
                 ["client_assertion", "client_assertion_type"].contains(&name.as_str()) && signs;
             if signed_here {
-                return Err(Error::config(format!(
-                    "param {name:?} clashes with the client assertion this client signs \
+                return Err(ConfigError::new(
+                    "param",
+                    format!(
+                        "param {name:?} clashes with the client assertion this client signs \
                      (.private_key_jwt or .client_secret_jwt): give one or the other"
-                )));
+                    ),
+                ));
             }
             if name == "client_id" || name == "client_secret" {
-                return Err(Error::config(format!(
+                return Err(ConfigError::new("param", format!(
                     "param {name:?} clashes with client authentication: use .client_id/.client_secret \
                      and .auth_style instead"
                 )));
@@ -850,9 +853,10 @@ impl ClientCredentialsBuilder {
                     "audience" => " (.audience(..) already sets it)",
                     _ => "",
                 };
-                return Err(Error::config(format!(
-                    "param {name:?} is given twice{hint}"
-                )));
+                return Err(ConfigError::new(
+                    "param",
+                    format!("param {name:?} is given twice{hint}"),
+                ));
             }
             params.push((name, value));
         }
@@ -911,19 +915,21 @@ impl ClientCredentialsBuilder {
     }
 
     /// The configured token URL or issuer, checked, and which of the two it is.
-    fn checked_url(&self) -> Result<(Uri, bool), Error> {
+    fn checked_url(&self) -> Result<(Uri, bool), ConfigError> {
         let rules = UrlRules {
             allow_insecure_http: self.allow_insecure_http,
             custom_http: self.http.is_some(),
         };
         match (&self.token_url, &self.issuer) {
-            (Some(_), Some(_)) => Err(Error::config(
+            (Some(_), Some(_)) => Err(ConfigError::new(
+                "token_url",
                 "give either token_url or issuer, not both: with an issuer, the token endpoint \
                  comes from its metadata",
             )),
             (Some(raw), None) => Ok((rules.check(raw, "token_url")?, false)),
             (None, Some(raw)) => Ok((rules.check(raw, "issuer")?, true)),
-            (None, None) => Err(Error::config(
+            (None, None) => Err(ConfigError::new(
+                "token_url",
                 "token_url is required: call .token_url(..) (or .issuer(..) to discover it)",
             )),
         }
@@ -939,7 +945,7 @@ fn shared_source(
     policy: &CachePolicy,
     timeout: Duration,
     default_lifetime: Duration,
-) -> Result<crate::shared::SharedSource, Error> {
+) -> Result<crate::shared::SharedSource, ConfigError> {
     /// The longest a process waits for another's fetch before fetching itself.
     const LEASE: Duration = Duration::from_secs(5);
 
@@ -947,13 +953,15 @@ fn shared_source(
     let key_material = match key {
         Some(key) if key.len() >= 32 => key,
         Some(_) => {
-            return Err(Error::config(
+            return Err(ConfigError::new(
+                "shared_cache_key",
                 "shared_cache_key: give at least 32 random bytes",
             ))
         }
         // Without one, what only this client holds: its secret or private key.
         None => template.auth.auth().key_material().ok_or_else(|| {
-            Error::config(
+            ConfigError::new(
+                "shared_cache_key",
                 "shared_cache encrypts tokens with a key derived from the client secret (or \
                  private key): set one, or give a key with .shared_cache_key(..)",
             )

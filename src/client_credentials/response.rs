@@ -7,7 +7,7 @@ use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
-use crate::error::OAuthError;
+use crate::error::{OAuthError, Rejected};
 use crate::token::{expiry_from_now, MAX_LIFETIME};
 use crate::{AccessToken, Error};
 
@@ -38,7 +38,10 @@ pub(crate) fn decode(
              that credentials only go where configured: set the final token URL",
             location.map(|l| format!(" to {l:?}")).unwrap_or_default()
         );
-        return Err(Error::rejected(status, None, None, None, Some(note)));
+        return Err(Error::rejected(Rejected {
+            note: Some(note),
+            ..Rejected::status(status)
+        }));
     }
     let mut fields = parse_fields(headers, body);
     let decoded = decode_fields(status, headers, body, fields.as_ref(), context);
@@ -69,16 +72,18 @@ fn decode_fields(
     let oauth = fields.and_then(|fields| oauth_error(fields, context.redact));
     if !status.is_success() {
         let excerpt = (oauth.is_none() && !body.is_empty()).then(|| excerpt(body, context.redact));
-        return Err(Error::rejected(
-            status,
+        return Err(Error::rejected(Rejected {
             oauth,
             excerpt,
-            retry_after(headers),
-            None,
-        ));
+            retry_after: retry_after(headers),
+            ..Rejected::status(status)
+        }));
     }
     if let Some(oauth) = oauth {
-        return Err(Error::rejected(status, Some(oauth), None, None, None));
+        return Err(Error::rejected(Rejected {
+            oauth: Some(oauth),
+            ..Rejected::status(status)
+        }));
     }
     let Some(fields) = fields else {
         let why = match serde_json::from_slice::<Value>(body) {

@@ -9,7 +9,7 @@ use tokio::runtime::Id;
 
 use super::{SharedStore, StoreFuture};
 use crate::error::BoxError;
-use crate::Error;
+use crate::ConfigError;
 
 /// Deletes `KEYS[1]` only if it holds `ARGV[1]`: releasing our lease, or dropping the token a
 /// server rejected, without touching what another process put there since.
@@ -61,10 +61,14 @@ impl RedisStore {
 
     /// A store on the Redis at `url` (`redis://[:password@]host[:port][/db]`, or `rediss://`
     /// if your `redis` dependency enables TLS). Nothing connects until the first fetch.
-    pub fn new(url: &str) -> Result<Self, Error> {
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
         let shown = without_credentials(url);
-        let client = Client::open(url)
-            .map_err(|e| Error::config(format!("RedisStore: {shown:?} is not a Redis URL: {e}")))?;
+        let client = Client::open(url).map_err(|e| {
+            ConfigError::new(
+                "RedisStore::new",
+                format!("RedisStore: {shown:?} is not a Redis URL: {e}"),
+            )
+        })?;
         Ok(RedisStore {
             client,
             shown,

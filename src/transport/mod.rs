@@ -13,7 +13,7 @@ use tower::{Service, ServiceExt};
 use zeroize::Zeroizing;
 
 use crate::error::BoxError;
-use crate::Error;
+use crate::{ConfigError, Error};
 use proxy::{ProxyConfig, ProxyConnector};
 
 /// The request type a custom token-endpoint client must accept.
@@ -103,21 +103,29 @@ pub(crate) fn default_client(
     extra_roots_pem: &[Vec<u8>],
     proxy: &ProxyConfig,
     identity: Option<&ClientIdentity>,
-) -> Result<HttpClient, Error> {
+) -> Result<HttpClient, ConfigError> {
     let roots = root_certificates(extra_roots_pem)?;
     let tls = rustls::ClientConfig::builder_with_provider(crate::crypto::provider()?)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::config(format!("TLS setup failed: {e}")))?
+        .map_err(|e| {
+            ConfigError::new(
+                "rustls::crypto::CryptoProvider",
+                format!("TLS setup failed: {e}"),
+            )
+        })?
         .with_root_certificates(roots);
     let tls = match identity {
         None => tls.with_no_client_auth(),
         Some(identity) => {
             let (chain, key) = identity.parse()?;
             tls.with_client_auth_cert(chain, key).map_err(|e| {
-                Error::config(format!(
-                    "tls_client_auth: the certificate and key do not form a TLS client \
+                ConfigError::new(
+                    "tls_client_auth",
+                    format!(
+                        "tls_client_auth: the certificate and key do not form a TLS client \
                      identity: {e}"
-                ))
+                    ),
+                )
             })?
         }
     };
@@ -164,7 +172,7 @@ impl ClientIdentity {
             Vec<rustls::pki_types::CertificateDer<'static>>,
             rustls::pki_types::PrivateKeyDer<'static>,
         ),
-        Error,
+        ConfigError,
     > {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -172,15 +180,22 @@ impl ClientIdentity {
         let chain = CertificateDer::pem_slice_iter(&self.chain_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| {
-                Error::config("tls_client_auth: the certificate chain is not valid PEM")
+                ConfigError::new(
+                    "tls_client_auth",
+                    "tls_client_auth: the certificate chain is not valid PEM",
+                )
             })?;
         if chain.is_empty() {
-            return Err(Error::config(
+            return Err(ConfigError::new(
+                "tls_client_auth",
                 "tls_client_auth: no `BEGIN CERTIFICATE` block in the certificate chain",
             ));
         }
         let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|_| {
-            Error::config("tls_client_auth: no private key (PKCS#8, PKCS#1 or SEC1 PEM) in the key")
+            ConfigError::new(
+                "tls_client_auth",
+                "tls_client_auth: no private key (PKCS#8, PKCS#1 or SEC1 PEM) in the key",
+            )
         })?;
         Ok((chain, key))
     }
@@ -188,7 +203,7 @@ impl ClientIdentity {
 
 /// The roots our features select, plus `extra_roots_pem`.
 #[cfg(feature = "rustls-no-provider")]
-fn root_certificates(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::RootCertStore, Error> {
+fn root_certificates(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::RootCertStore, ConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 
@@ -205,15 +220,22 @@ fn root_certificates(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::RootCertStor
         let mut found = 0;
         for certificate in CertificateDer::pem_slice_iter(pem) {
             let certificate = certificate.map_err(|e| {
-                Error::config(format!("root_certificate_pem: not a PEM certificate: {e}"))
+                ConfigError::new(
+                    "root_certificate_pem",
+                    format!("root_certificate_pem: not a PEM certificate: {e}"),
+                )
             })?;
             roots.add(certificate).map_err(|e| {
-                Error::config(format!("root_certificate_pem: unusable certificate: {e}"))
+                ConfigError::new(
+                    "root_certificate_pem",
+                    format!("root_certificate_pem: unusable certificate: {e}"),
+                )
             })?;
             found += 1;
         }
         if found == 0 {
-            return Err(Error::config(
+            return Err(ConfigError::new(
+                "root_certificate_pem",
                 "root_certificate_pem: no `BEGIN CERTIFICATE` block found",
             ));
         }
@@ -235,14 +257,16 @@ pub(crate) fn default_client(
     extra_roots_pem: &[Vec<u8>],
     proxy: &ProxyConfig,
     identity: Option<&ClientIdentity>,
-) -> Result<HttpClient, Error> {
+) -> Result<HttpClient, ConfigError> {
     if identity.is_some() {
-        return Err(Error::config(
+        return Err(ConfigError::new(
+            "tls_client_auth",
             "tls_client_auth needs the `rustls` feature (or pass your own http_client)",
         ));
     }
     if !extra_roots_pem.is_empty() {
-        return Err(Error::config(
+        return Err(ConfigError::new(
+            "root_certificate_pem",
             "root_certificate_pem needs the `rustls` feature (or pass your own http_client)",
         ));
     }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tower::{Service, ServiceExt};
 
 use crate::error::BoxError;
-use crate::Error;
+use crate::ConfigError;
 
 /// Which proxy, if any, the built-in client uses.
 #[derive(Clone, Default)]
@@ -45,18 +45,20 @@ impl std::fmt::Debug for ProxyConfig {
 
 impl ProxyConfig {
     /// The matcher this configuration stands for, checking an explicit URL.
-    fn matcher(&self) -> Result<Option<Matcher>, Error> {
+    fn matcher(&self) -> Result<Option<Matcher>, ConfigError> {
         match self {
             ProxyConfig::Direct => Ok(None),
             ProxyConfig::FromEnvironment => Ok(Some(Matcher::from_env())),
             ProxyConfig::Explicit(url) => {
                 let parsed: Uri = url.parse().map_err(|_| {
-                    Error::config(
+                    ConfigError::new(
+                        "proxy",
                         "proxy: not a valid URL; give one like http://proxy.internal:3128",
                     )
                 })?;
                 if parsed.scheme_str() != Some("http") || parsed.host().is_none() {
-                    return Err(Error::config(
+                    return Err(ConfigError::new(
+                        "proxy",
                         "proxy: only http:// proxies with a host are supported (the tunnel to \
                          the token endpoint is TLS either way); give one like \
                          http://proxy.internal:3128",
@@ -78,7 +80,7 @@ pub(crate) struct ProxyConnector {
 }
 
 impl ProxyConnector {
-    pub(crate) fn new(config: &ProxyConfig) -> Result<Self, Error> {
+    pub(crate) fn new(config: &ProxyConfig) -> Result<Self, ConfigError> {
         let mut direct = HttpConnector::new();
         // TLS, if any, is layered on top by the caller.
         direct.enforce_http(false);

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use http::Uri;
 
-use crate::Error;
+use crate::ConfigError;
 
 /// Which URLs a client may send credentials to.
 #[derive(Debug, Clone, Copy)]
@@ -17,42 +17,55 @@ pub(crate) struct UrlRules {
 impl UrlRules {
     /// `raw` (named `what` in errors) as an absolute `https` URL, or `http` to loopback (or
     /// anywhere, if allowed).
-    pub(crate) fn check(&self, raw: &str, what: &str) -> Result<Uri, Error> {
+    pub(crate) fn check(&self, raw: &str, what: &'static str) -> Result<Uri, ConfigError> {
         if !raw.contains("://") {
-            return Err(Error::config(format!(
-                "{what} {raw:?} is not an absolute URL (it has no scheme, so no host \
+            return Err(ConfigError::new(
+                what,
+                format!(
+                    "{what} {raw:?} is not an absolute URL (it has no scheme, so no host \
                  either): give an absolute https://… URL, like \
                  https://idp.example.com/oauth/token"
-            )));
+                ),
+            ));
         }
-        let url: Uri = raw
-            .parse()
-            .map_err(|e| Error::config(format!("{what} {raw:?} is not a valid URL: {e}")))?;
+        let url: Uri = raw.parse().map_err(|e| {
+            ConfigError::new(what, format!("{what} {raw:?} is not a valid URL: {e}"))
+        })?;
         let host = url.host().ok_or_else(|| {
-            Error::config(format!(
+            ConfigError::new(
+                what,
+                format!(
                 "{what} {raw:?} has no host: give an absolute URL like https://host/oauth/token"
-            ))
+            ),
+            )
         })?;
         match url.scheme_str() {
             Some("https") => {
                 if cfg!(not(feature = "rustls-no-provider")) && !self.custom_http {
-                    return Err(Error::config(format!(
-                        "https {what}s need the `rustls` feature or your own .http_client(..)"
-                    )));
+                    return Err(ConfigError::new(
+                        what,
+                        format!(
+                            "https {what}s need the `rustls` feature or your own .http_client(..)"
+                        ),
+                    ));
                 }
             }
             Some("http") if self.allow_insecure_http || is_loopback(host) => {}
             Some("http") => {
-                return Err(Error::config(format!(
+                return Err(ConfigError::new(
+                    what,
+                    format!(
                     "{what} {raw:?} is plain http to a non-loopback host, which would send the \
                      client secret in clear text: use https, or .allow_insecure_http() on a \
                      trusted network"
-                )))
+                ),
+                ))
             }
             _ => {
-                return Err(Error::config(format!(
-                    "{what} {raw:?} must start with https:// (or http:// for loopback)"
-                )))
+                return Err(ConfigError::new(
+                    what,
+                    format!("{what} {raw:?} must start with https:// (or http:// for loopback)"),
+                ))
             }
         }
         Ok(url)

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::{Error, ErrorKind};
+use super::{Error, ErrorKind};
 
 /// `error` as a status whose source is `cause`.
 pub(crate) fn status_of(

@@ -1,4 +1,14 @@
-//! [`Error`]: every way getting a token can fail, and the RFC 6749 §5.2 error body.
+//! [`Error`]: every way getting a token can fail, and the RFC 6749 §5.2 error body;
+//! [`ConfigError`]: what a builder refuses before any request.
+
+mod config;
+#[cfg(feature = "tonic")]
+mod grpc;
+pub(crate) mod hints;
+
+pub use config::ConfigError;
+#[cfg(feature = "tonic")]
+pub use grpc::grpc_status;
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,10 +36,18 @@ pub enum ErrorKind {
     Timeout,
     /// The token endpoint answered 2xx, but not with a usable token.
     InvalidResponse,
-    /// The builder was given something it cannot use. Fix the configuration.
+    /// The configuration cannot work, found out at fetch time (the issuer's metadata lists
+    /// other client authentication methods, a source asks its own cache for a token). What
+    /// `build()` finds is a [`ConfigError`], which converts to this kind.
     Config,
-    /// A custom [`TokenSource`](crate::TokenSource) failed, or panicked.
+    /// The client's credentials for this request could not be made: its assertion could not
+    /// be signed (the crypto provider failed, no randomness, a clock before 1970).
+    ClientAuth,
+    /// A custom [`TokenSource`](crate::TokenSource) failed.
     Other,
+    /// Code the crate calls panicked: a token source, the HTTP client. The panic's message
+    /// went to the panic hook, not into this error (it may hold a credential).
+    Panic,
     /// The caller's context cannot run the fetch: no tokio runtime, or one built without IO or
     /// timers. Not the endpoint's fault, so the cache does not back off: the next call from a
     /// runtime with `enable_all()` fetches at once.
@@ -71,6 +89,31 @@ impl fmt::Display for OAuthError {
             write!(f, " (see {uri})")?;
         }
         Ok(())
+    }
+}
+
+/// What an endpoint's refusal carries, named: `Error::rejected(Rejected { oauth, ..Rejected::status(code) })`.
+pub(crate) struct Rejected {
+    pub(crate) status: StatusCode,
+    /// The RFC 6749 §5.2 error body.
+    pub(crate) oauth: Option<OAuthError>,
+    /// An excerpt of any other body: bounded, printable and redacted already.
+    pub(crate) excerpt: Option<String>,
+    pub(crate) retry_after: Option<Duration>,
+    /// The message, instead of "the token endpoint rejected the request".
+    pub(crate) note: Option<String>,
+}
+
+impl Rejected {
+    /// A refusal with `status` and nothing else.
+    pub(crate) fn status(status: StatusCode) -> Self {
+        Rejected {
+            status,
+            oauth: None,
+            excerpt: None,
+            retry_after: None,
+            note: None,
+        }
     }
 }
 
@@ -160,7 +203,7 @@ impl Error {
     /// `what` panicked; see [`Error::panicked`].
     pub(crate) fn panicked_in(what: &str) -> Self {
         Self::from_inner(Self::build(
-            ErrorKind::Other,
+            ErrorKind::Panic,
             format!("{what} panicked (its message went to the panic hook, usually stderr)"),
         ))
     }
@@ -169,6 +212,13 @@ impl Error {
     /// last error). Failures of the caller's context are not the endpoint's.
     pub(crate) fn counts_as_endpoint_failure(&self) -> bool {
         self.inner.kind != ErrorKind::Runtime
+    }
+
+    /// The client's credentials for one request could not be made (see
+    /// [`ErrorKind::ClientAuth`]).
+    #[cfg_attr(not(feature = "rustls-no-provider"), allow(dead_code))]
+    pub(crate) fn client_auth(message: impl Into<String>) -> Self {
+        Self::from_inner(Self::build(ErrorKind::ClientAuth, message.into()))
     }
 
     fn build(kind: ErrorKind, message: String) -> Inner {
@@ -206,11 +256,7 @@ impl Error {
     pub(crate) fn not_a_token_response(message: impl Into<String>, excerpt: String) -> Self {
         let mut inner = Self::build(ErrorKind::InvalidResponse, message.into());
         inner.excerpt = Some(excerpt);
-        inner.hint = Some(
-            "this URL does not look like a token endpoint: check token_url (the token \
-             endpoint, not the issuer or an authorization page)"
-                .into(),
-        );
+        inner.hint = Some(hints::NOT_A_TOKEN_ENDPOINT.into());
         Self::from_inner(inner)
     }
 
@@ -233,11 +279,7 @@ impl Error {
         };
         let mut inner = Self::build(ErrorKind::Transport, message.into());
         if not_tls {
-            inner.hint = Some(
-                "check the port and scheme of token_url: an https:// URL pointing at a plain \
-                 HTTP port"
-                    .into(),
-            );
+            inner.hint = Some(hints::PLAIN_HTTP_PORT.into());
         }
         // Retrying does not make a certificate trusted, nor a plain port speak TLS.
         inner.transient = !untrusted && !not_tls;
@@ -252,14 +294,15 @@ impl Error {
         ))
     }
 
-    /// The endpoint said no. `excerpt` must already be bounded, printable and redacted.
-    pub(crate) fn rejected(
-        status: StatusCode,
-        oauth: Option<OAuthError>,
-        excerpt: Option<String>,
-        retry_after: Option<Duration>,
-        note: Option<String>,
-    ) -> Self {
+    /// The endpoint said no; see [`Rejected`] for the details it may carry.
+    pub(crate) fn rejected(rejected: Rejected) -> Self {
+        let Rejected {
+            status,
+            oauth,
+            excerpt,
+            retry_after,
+            note,
+        } = rejected;
         let transient = status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS
@@ -535,7 +578,7 @@ impl std::error::Error for Error {
             let status = self
                 .inner
                 .grpc_status
-                .get_or_init(|| crate::grpc::status_of(self, self.shared_cause()));
+                .get_or_init(|| grpc::status_of(self, self.shared_cause()));
             Some(status)
         }
         #[cfg(not(feature = "tonic"))]
