@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_oauth2::CachePolicy;
+/// use tower_oauth2::cache::CachePolicy;
 ///
 /// let policy = CachePolicy::default()
 ///     .refresh_ahead(0.5, Duration::from_secs(1), Duration::from_secs(600))

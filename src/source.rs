@@ -20,7 +20,7 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<AccessToken, Error
 /// The trait is object safe: `Arc<dyn TokenSource>` and `Box<dyn TokenSource>` are sources too.
 ///
 /// ```
-/// use tower_oauth2::{AccessToken, Error, TokenFuture, TokenSource};
+/// use tower_oauth2::{AccessToken, Error, source::TokenFuture, TokenSource};
 /// use std::time::Duration;
 ///
 /// struct FromEnvironment;
@@ -89,7 +89,7 @@ impl TokenSource for Box<dyn TokenSource> {
 /// A fixed token, for tests, development, or long-lived API keys sent as bearer tokens.
 ///
 /// ```
-/// use tower_oauth2::{BearerAuthLayer, StaticToken};
+/// use tower_oauth2::{BearerAuthLayer, source::StaticToken};
 ///
 /// let layer = BearerAuthLayer::new(StaticToken::new("dev-token"));
 /// # let _ = layer;
@@ -137,7 +137,7 @@ impl<F> std::fmt::Debug for FnSource<F> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_oauth2::{from_fn, AccessToken, TokenCache};
+/// use tower_oauth2::{source::from_fn, AccessToken, TokenCache};
 ///
 /// let cache = TokenCache::new(from_fn(|| async {
 ///     Ok(AccessToken::new("minted").with_lifetime(Duration::from_secs(60)))

@@ -1,5 +1,5 @@
 //! What the cache reports through the [`metrics`](https://docs.rs/metrics) facade (feature
-//! `metrics`), labelled `client` with [`CachePolicy::name`](crate::CachePolicy::name), and a
+//! `metrics`), labelled `client` with [`CachePolicy::name`](crate::cache::CachePolicy::name), and a
 //! sibling client's metrics also `audience` or `scope` with what it asks for. Without
 //! the feature, every call here compiles to nothing.
 //!

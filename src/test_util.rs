@@ -623,7 +623,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// ```no_run
 /// # fn demo() -> std::io::Result<()> {
 /// let redis = tower_oauth2::test_util::RedisServer::start()?;
-/// let store = tower_oauth2::RedisStore::new(&redis.url()).expect("a Redis URL");
+/// let store = tower_oauth2::shared::RedisStore::new(&redis.url()).expect("a Redis URL");
 /// # let _ = store;
 /// # Ok(())
 /// # }

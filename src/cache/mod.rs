@@ -1,39 +1,42 @@
-//! [`TokenCache`]: every rule about when a token is fetched. Nothing about HTTP.
-//!
-//! # The rules
-//!
-//! - Whether a token may still be sent is decided by clocks, never by a task: the coarse clock
-//!   bounds every use in real time, and the slow path also reads tokio's clock (so that tests
-//!   under `tokio::time::pause` expire tokens by advancing time). The cache sets no tokio timer
-//!   at all, so it never advances a paused clock.
-//! - One fetch at a time per cache, shared by every waiter ([`single_flight`]).
-//! - A refresh ahead is started by the first caller past the refresh point, which keeps using
-//!   the current token; a token nobody uses is never refreshed.
-//! - Failed fetches set a backoff deadline; until then, callers with no valid token get the
-//!   last error at once.
-//! - A rejected token is dropped only if it is still the current one, at most once per
-//!   invalidation interval.
-//!
-//! # Glossary
-//!
-//! | term | meaning | where |
-//! |---|---|---|
-//! | entry | a cached token with its header, generation and deadlines | [`entry`] |
-//! | generation | a process-unique number per entry: "this token", without holding it | [`entry`] |
-//! | fresh / due / expired | before the refresh point / past it but usable / not to be sent | [`entry`] |
-//! | coarse clock, ticks | a monotonic clock cheap enough for every request, in 32.32 fixed point | `crate::clock` |
-//! | virtual clock | tokio's clock paused by a test: such entries always take the slow path | [`entry`] |
-//! | slot | a cache's small dense number, so that threads and responses name it without a reference | [`registry`] |
-//! | copy | one thread's own clone of an entry's header, valid until its `check_at` | [`fast_path`] |
-//! | epoch | a global counter bumped on every change; a thread whose copies are older re-checks them | [`fast_path`] |
-//! | control | the slow path's state under one mutex: the flight, failures, backoff, last error | here |
-//! | plan | when an entry is refreshed and stops being used, from its lifetime | `crate::policy` |
-//! | flight | one fetch whose outcome every waiter shares | [`single_flight`] |
-//! | owner | who started a flight and decides what its token becomes (this cache) | [`single_flight`] |
-//! | home | the runtime whose driver task polls a flight's source | [`single_flight`] |
-//! | beat | a sign that a flight's home still drives it | [`single_flight`] |
-//! | stall: timed out / orphaned | a flight past its fetch timeout / whose home stopped driving it | [`single_flight`] |
-//! | abandoned | a flight given up: its waiters ask again | [`single_flight`] |
+//! [`TokenCache`], caching, single flight, refresh ahead and backoff in front of any
+//! [`TokenSource`], and the [`CachePolicy`] that times it.
+
+// Every rule about when a token is fetched lives in this file; nothing about HTTP.
+//
+// # The rules
+//
+// - Whether a token may still be sent is decided by clocks, never by a task: the coarse clock
+//   bounds every use in real time, and the slow path also reads tokio's clock (so that tests
+//   under `tokio::time::pause` expire tokens by advancing time). The cache sets no tokio timer
+//   at all, so it never advances a paused clock.
+// - One fetch at a time per cache, shared by every waiter (`single_flight`).
+// - A refresh ahead is started by the first caller past the refresh point, which keeps using
+//   the current token; a token nobody uses is never refreshed.
+// - Failed fetches set a backoff deadline; until then, callers with no valid token get the
+//   last error at once.
+// - A rejected token is dropped only if it is still the current one, at most once per
+//   invalidation interval.
+//
+// # Glossary
+//
+// | term | meaning | where |
+// |---|---|---|
+// | entry | a cached token with its header, generation and deadlines | `entry` |
+// | generation | a process-unique number per entry: "this token", without holding it | `entry` |
+// | fresh / due / expired | before the refresh point / past it but usable / not to be sent | `entry` |
+// | coarse clock, ticks | a monotonic clock cheap enough for every request, in 32.32 fixed point | `crate::clock` |
+// | virtual clock | tokio's clock paused by a test: such entries always take the slow path | `entry` |
+// | slot | a cache's small dense number, so that threads and responses name it without a reference | `registry` |
+// | copy | one thread's own clone of an entry's header, valid until its `check_at` | `fast_path` |
+// | epoch | a global counter bumped on every change; a thread whose copies are older re-checks them | `fast_path` |
+// | control | the slow path's state under one mutex: the flight, failures, backoff, last error | here |
+// | plan | when an entry is refreshed and stops being used, from its lifetime | `crate::policy` |
+// | flight | one fetch whose outcome every waiter shares | `single_flight` |
+// | owner | who started a flight and decides what its token becomes (this cache) | `single_flight` |
+// | home | the runtime whose driver task polls a flight's source | `single_flight` |
+// | beat | a sign that a flight's home still drives it | `single_flight` |
+// | stall: timed out / orphaned | a flight past its fetch timeout / whose home stopped driving it | `single_flight` |
+// | abandoned | a flight given up: its waiters ask again | `single_flight` |
 
 mod entry;
 mod fast_path;
@@ -47,7 +50,7 @@ use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 
 use crate::clock::{coarse_now, ticks, Runtime};
-use crate::policy::CachePolicy;
+pub use crate::policy::CachePolicy;
 use crate::source::{TokenFuture, TokenSource};
 use crate::telemetry::Metrics;
 use crate::token::now;
@@ -75,7 +78,7 @@ type Flight = single_flight::Flight<Arc<Entry>>;
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use tower_oauth2::{from_fn, AccessToken, TokenCache, TokenSource};
+/// use tower_oauth2::{source::from_fn, AccessToken, TokenCache, TokenSource};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tower_oauth2::Error> {
@@ -587,7 +590,7 @@ fn far_as_possible(from: Instant, delay: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StaticToken;
+    use crate::source::StaticToken;
 
     fn cache(secret: &str) -> TokenCache {
         let token = AccessToken::new(secret).with_lifetime(Duration::from_secs(3600));

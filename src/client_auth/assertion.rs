@@ -113,14 +113,14 @@ impl fmt::Display for JwsAlgorithm {
 
 /// The private key a client proves itself with (`private_key_jwt`, RFC 7523 §2.2): each token
 /// request carries a fresh JWT signed with it. Give it to
-/// [`ClientCredentialsBuilder::private_key_jwt`](crate::ClientCredentialsBuilder::private_key_jwt).
+/// [`ClientCredentialsBuilder::private_key_jwt`](crate::client_credentials::ClientCredentialsBuilder::private_key_jwt).
 ///
 /// The key is PEM: PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1
 /// (`BEGIN EC PRIVATE KEY`); RSA, P-256, P-384 or Ed25519. It is zeroized when dropped and
 /// never shown by `Debug`, errors or logs. Whether it can sign is checked by `build()`.
 ///
 /// ```no_run
-/// use tower_oauth2::{ClientCredentials, PrivateKeyJwt};
+/// use tower_oauth2::{ClientCredentials, client_auth::PrivateKeyJwt};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let key = PrivateKeyJwt::from_pem(std::fs::read("client.key.pem")?)?

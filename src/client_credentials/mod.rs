@@ -31,7 +31,7 @@ use crate::source::{TokenFuture, TokenSource};
 use crate::transport::proxy::ProxyConfig;
 use crate::transport::url_rules::{shown, UrlRules};
 use crate::transport::{self, HttpClient, TokenRequest};
-use crate::{AccessToken, CachePolicy, ConfigError, Error, ErrorKind, TokenCache};
+use crate::{cache::CachePolicy, AccessToken, ConfigError, Error, ErrorKind, TokenCache};
 
 /// A token source for the client credentials grant, with its cache built in.
 ///
@@ -40,7 +40,7 @@ use crate::{AccessToken, CachePolicy, ConfigError, Error, ErrorKind, TokenCache}
 /// wherever it is needed.
 ///
 /// ```no_run
-/// use tower_oauth2::{AuthStyle, ClientCredentials, TokenSource};
+/// use tower_oauth2::{client_auth::AuthStyle, ClientCredentials, TokenSource};
 ///
 /// # async fn demo() -> Result<(), tower_oauth2::Error> {
 /// let credentials = ClientCredentials::builder()
@@ -73,7 +73,10 @@ struct Caching {
 
 /// The shared store, and the key material given for it, if any.
 #[cfg(feature = "shared-cache")]
-type SharedCaching = (Arc<dyn crate::SharedStore>, Option<Zeroizing<Vec<u8>>>);
+type SharedCaching = (
+    Arc<dyn crate::shared::SharedStore>,
+    Option<Zeroizing<Vec<u8>>>,
+);
 
 impl Caching {
     /// A cache in front of `endpoint`, through the shared store if there is one.
@@ -474,7 +477,7 @@ pub struct ClientCredentialsBuilder {
     root_certificates: Vec<Vec<u8>>,
     proxy: ProxyConfig,
     #[cfg(feature = "shared-cache")]
-    shared_store: Option<Arc<dyn crate::SharedStore>>,
+    shared_store: Option<Arc<dyn crate::shared::SharedStore>>,
     #[cfg(feature = "shared-cache")]
     shared_key: Option<Zeroizing<Vec<u8>>>,
     http: Option<HttpClient>,
@@ -695,7 +698,7 @@ impl ClientCredentialsBuilder {
     ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use tower_oauth2::{ClientCredentials, PrivateKeyJwt};
+    /// use tower_oauth2::{ClientCredentials, client_auth::PrivateKeyJwt};
     ///
     /// let key = PrivateKeyJwt::from_pem(std::fs::read("client.key.pem")?)?.key_id("my-key-1");
     /// let credentials = ClientCredentials::builder()
@@ -766,7 +769,7 @@ impl ClientCredentialsBuilder {
     }
 
     /// Share tokens with every other instance of this client through `store` (a
-    /// [`RedisStore`](crate::RedisStore), feature `redis`): one token request per lifetime for
+    /// [`RedisStore`](crate::shared::RedisStore), feature `redis`): one token request per lifetime for
     /// the whole fleet. The in-process cache stays in front, so requests never wait on the
     /// store; it is consulted only when this process would otherwise fetch.
     ///
@@ -775,7 +778,7 @@ impl ClientCredentialsBuilder {
     /// [`shared_cache_key`](Self::shared_cache_key). When the store fails, the process fetches
     /// alone and tries the store again after a backoff. See the README for the details.
     #[cfg(feature = "shared-cache")]
-    pub fn shared_cache(mut self, store: impl crate::SharedStore) -> Self {
+    pub fn shared_cache(mut self, store: impl crate::shared::SharedStore) -> Self {
         self.shared_store = Some(Arc::new(store));
         self
     }
@@ -940,7 +943,7 @@ impl ClientCredentialsBuilder {
 #[cfg(feature = "shared-cache")]
 fn shared_source(
     endpoint: &Arc<Endpoint>,
-    store: Arc<dyn crate::SharedStore>,
+    store: Arc<dyn crate::shared::SharedStore>,
     key: Option<Zeroizing<Vec<u8>>>,
     policy: &CachePolicy,
     timeout: Duration,

@@ -7,7 +7,7 @@ use super::{Error, ErrorKind};
 
 /// A configuration mistake found before any request: which setting, and what to fix.
 ///
-/// Returned by the builders' `build()`, [`PrivateKeyJwt::from_pem`](crate::PrivateKeyJwt::from_pem)
+/// Returned by the builders' `build()`, [`PrivateKeyJwt::from_pem`](crate::client_auth::PrivateKeyJwt::from_pem)
 /// and the shared store's constructors. It converts into an [`Error`] of kind
 /// [`ErrorKind::Config`], so `?` works in functions that return either. Never shows a secret.
 ///

@@ -54,7 +54,7 @@ impl From<Error> for tonic::Status {
 /// ```
 /// let status = tonic::Status::from_error(Box::new(tower_oauth2::Error::custom(true, "down")));
 /// assert_eq!(status.code(), tonic::Code::Unavailable);
-/// let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
+/// let mapped = tower_oauth2::error::grpc_status(&status).expect("a token failure");
 /// assert_eq!(mapped.code(), tonic::Code::Unavailable);
 /// ```
 pub fn grpc_status(error: &(dyn std::error::Error + 'static)) -> Option<tonic::Status> {

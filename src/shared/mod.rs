@@ -4,17 +4,17 @@
 //! path never touches the store. Only when a process would otherwise fetch (cold start,
 //! refresh ahead, expiry, a rejected token) does it look at the [`SharedStore`]:
 //!
-//! 1. A token there that is still fresh by this process's [`CachePolicy`](crate::CachePolicy)
+//! 1. A token there that is still fresh by this process's [`CachePolicy`](crate::cache::CachePolicy)
 //!    (judged on its whole lifetime, not what is left of it) is adopted.
 //! 2. Otherwise the process takes a short *lease* (set-if-absent with an expiry), fetches,
 //!    publishes the token with an expiry at its own, and releases the lease (delete-if-mine).
 //! 3. A process that loses the lease polls for the winner's token, at most for the lease time,
 //!    then fetches alone.
 //!
-//! Values are sealed ([`sealed`]): AES-256-GCM under a key derived from the client secret (or
+//! Values are sealed (`sealed`): AES-256-GCM under a key derived from the client secret (or
 //! one the user gives), bound to the entry's key, so the store never holds a bearer token or a
 //! secret in the clear. A value that does not open (corrupt, foreign, another secret) is
-//! ignored and overwritten. The store failing never fails a call ([`breaker`]): the process
+//! ignored and overwritten. The store failing never fails a call (`breaker`): the process
 //! fetches alone, and tries the store again after a backoff.
 
 mod breaker;
@@ -39,7 +39,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> +
 
 /// A key-value store the instances of a fleet share tokens through, such as [`RedisStore`]
 /// (feature `redis`). Give one to
-/// [`ClientCredentialsBuilder::shared_cache`](crate::ClientCredentialsBuilder::shared_cache).
+/// [`ClientCredentialsBuilder::shared_cache`](crate::client_credentials::ClientCredentialsBuilder::shared_cache).
 ///
 /// Values are opaque bytes, already encrypted; keys never contain a secret. Every operation
 /// should give up quickly (a few hundred milliseconds) when the store is slow or down: an error
@@ -49,7 +49,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> +
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
 /// use std::time::Duration;
-/// use tower_oauth2::{SharedStore, StoreFuture};
+/// use tower_oauth2::{shared::SharedStore, shared::StoreFuture};
 ///
 /// /// One process's store: useless across a fleet, but shows the contract.
 /// #[derive(Default)]

@@ -27,7 +27,7 @@ return 0
 /// failing, each process fetches its own tokens and tries Redis again after a backoff.
 ///
 /// ```no_run
-/// use tower_oauth2::{ClientCredentials, RedisStore};
+/// use tower_oauth2::{ClientCredentials, shared::RedisStore};
 ///
 /// # fn demo() -> Result<(), tower_oauth2::Error> {
 /// let store = RedisStore::new("redis://cache.internal:6379/")?

@@ -6,7 +6,7 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower::retry::Policy;
 
-use crate::future::{rejects_token, TokenRejected};
+use super::future::{rejects_token, TokenRejected};
 
 /// Whether the layer dropped the rejected token, so that a replay carries another one. A
 /// response the layer did not mark carried no token of ours.
@@ -22,7 +22,7 @@ fn replaced<B>(response: &Response<B>) -> bool {
 ///
 /// [`BearerAuth`](crate::BearerAuth) has already dropped the rejected token by then, so the
 /// replay carries a fresh one. When it kept the token (a second rejection within
-/// [`CachePolicy::invalidation_interval`](crate::CachePolicy::invalidation_interval)), the
+/// [`CachePolicy::invalidation_interval`](crate::cache::CachePolicy::invalidation_interval)), the
 /// request is not replayed: it would carry the same token again. Only requests whose body is `Clone` can be replayed; streaming
 /// bodies cannot, and this policy never tries. Requests that carried their own `Authorization`
 /// header are not replayed.
@@ -39,7 +39,7 @@ fn replaced<B>(response: &Response<B>) -> bool {
 /// use http_body_util::Full;
 /// use tower::{service_fn, ServiceBuilder};
 /// use tower::retry::RetryLayer;
-/// use tower_oauth2::{BearerAuthLayer, RetryOnUnauthorized, StaticToken};
+/// use tower_oauth2::{BearerAuthLayer, layer::RetryOnUnauthorized, source::StaticToken};
 ///
 /// let service = ServiceBuilder::new()
 ///     .layer(RetryLayer::new(RetryOnUnauthorized::default()))

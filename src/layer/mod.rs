@@ -8,7 +8,12 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::error::BoxError;
-use crate::future::ResponseFuture;
+mod future;
+mod retry;
+
+pub use future::ResponseFuture;
+pub use retry::RetryOnUnauthorized;
+
 use crate::{TokenCache, TokenSource};
 
 /// A [`Layer`] that authenticates every request with a bearer token from a [`TokenSource`].
@@ -43,7 +48,7 @@ use crate::{TokenCache, TokenSource};
 ///   [`crate::Error`].
 /// - A response with status `401`, or with `grpc-status: 16` (UNAUTHENTICATED) in its headers,
 ///   drops the token that request carried from the cache, so the next request fetches a new
-///   one. To replay such a request once, see [`RetryOnUnauthorized`](crate::RetryOnUnauthorized).
+///   one. To replay such a request once, see [`RetryOnUnauthorized`].
 #[derive(Clone, Debug)]
 pub struct BearerAuthLayer {
     cache: TokenCache,
