@@ -26,7 +26,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_oauth2::{BearerAuth, BearerAuthLayer, BoxError, ClientCredentials};
+use tower_oauth2::{error::BoxError, BearerAuth, BearerAuthLayer, ClientCredentials};
 
 /// The outbound client: hyper-util, with a bearer token on every request.
 type Upstream = BearerAuth<Client<HttpConnector, Empty<Bytes>>>;

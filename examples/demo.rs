@@ -35,7 +35,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_oauth2::{
-    AccessToken, AuthStyle, BearerAuthLayer, BoxError, ClientCredentials, ErrorKind,
+    client_auth::AuthStyle, error::BoxError, AccessToken, BearerAuthLayer, ClientCredentials,
+    ErrorKind,
 };
 
 const USAGE: &str = "\

@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tower_oauth2::test_util::RedisServer;
-use tower_oauth2::{BoxError, ClientCredentials, RedisStore};
+use tower_oauth2::{error::BoxError, shared::RedisStore, ClientCredentials};
 
 const LIFETIME: Duration = Duration::from_secs(4);
 const LIFETIMES: u32 = 2;

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_oauth2::{BearerAuthLayer, BoxError, ClientCredentials};
+use tower_oauth2::{error::BoxError, BearerAuthLayer, ClientCredentials};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {

@@ -23,7 +23,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_oauth2::test_util::TokenServer;
-use tower_oauth2::{BearerAuthLayer, BoxError, ClientCredentials, PrivateKeyJwt};
+use tower_oauth2::{
+    client_auth::PrivateKeyJwt, error::BoxError, BearerAuthLayer, ClientCredentials,
+};
 
 const CLIENT_ID: &str = "jwt-client";
 

@@ -13,7 +13,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use tower_oauth2::{BearerAuthMiddleware, BoxError, ClientCredentials};
+use tower_oauth2::{error::BoxError, BearerAuthMiddleware, ClientCredentials};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {

@@ -21,7 +21,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tower::ServiceBuilder;
-use tower_oauth2::{BearerAuthLayer, BoxError, ClientCredentials};
+use tower_oauth2::{error::BoxError, BearerAuthLayer, ClientCredentials};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {

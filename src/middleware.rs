@@ -6,7 +6,7 @@ use http::{Extensions, HeaderValue, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 
 use crate::cache::report_rejected;
-use crate::{TokenCache, TokenSource};
+use crate::TokenCache;
 
 /// Adds `Authorization: Bearer …` to every request of a [`reqwest_middleware`] client, from
 /// the same cache as [`BearerAuthLayer`](crate::BearerAuthLayer): one token request for any
@@ -46,12 +46,11 @@ pub struct BearerAuthMiddleware {
 }
 
 impl BearerAuthMiddleware {
-    /// Tokens from `source`, through its own cache if it has one (a
-    /// [`ClientCredentials`](crate::ClientCredentials) does), otherwise a new
-    /// [`TokenCache`] with the default policy.
-    pub fn new(source: impl TokenSource) -> Self {
+    /// Tokens from `cache`, or anything that converts into one, as for
+    /// [`BearerAuthLayer::new`](crate::BearerAuthLayer::new).
+    pub fn new(cache: impl Into<TokenCache>) -> Self {
         BearerAuthMiddleware {
-            cache: TokenCache::new(source),
+            cache: cache.into(),
             replay: false,
         }
     }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::{AccessToken, Error, TokenCache};
+use crate::{AccessToken, Error};
 
 /// The future a [`TokenSource`] returns. Boxed: it runs only when a token must be fetched,
 /// never on the per-request fast path.
@@ -13,9 +13,10 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<AccessToken, Error
 /// Something that can produce an access token.
 ///
 /// Implement it for your own way of getting tokens (a vault, a metadata server, a signed
-/// assertion) and wrap it in a [`TokenCache`] or hand it to
-/// [`BearerAuthLayer::new`](crate::BearerAuthLayer::new): either gives it caching, single
-/// flight, refresh ahead and backoff, so `token` is called only when a new token is needed.
+/// assertion) and wrap it in a [`TokenCache`](crate::TokenCache) (`TokenCache::new(source)`),
+/// which gives it caching, single flight, refresh ahead and backoff, so that `token` is called
+/// only when a new token is needed. A source knows nothing about caching; the cache wraps it
+/// from outside.
 ///
 /// The trait is object safe: `Arc<dyn TokenSource>` and `Box<dyn TokenSource>` are sources too.
 ///
@@ -42,13 +43,6 @@ pub trait TokenSource: Send + Sync + 'static {
     /// and [`TokenCache`]) answer from their cache; others fetch a new one.
     fn token(&self) -> TokenFuture<'_>;
 
-    /// The cache this source already answers from, if any, so that a layer built on it shares
-    /// that cache instead of stacking a second one in front. Sources that fetch on every call
-    /// keep the default, `None`.
-    fn cache(&self) -> Option<TokenCache> {
-        None
-    }
-
     /// A server rejected `token`, which this source handed out. Sources that cache tokens
     /// drop it, so that the next [`token`](TokenSource::token) call does not return it again;
     /// the default does nothing. A [`TokenCache`] in front of this source calls it after
@@ -63,10 +57,6 @@ impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
         (**self).token()
     }
 
-    fn cache(&self) -> Option<TokenCache> {
-        (**self).cache()
-    }
-
     fn invalidate(&self, token: &AccessToken) {
         (**self).invalidate(token)
     }
@@ -75,10 +65,6 @@ impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
 impl TokenSource for Box<dyn TokenSource> {
     fn token(&self) -> TokenFuture<'_> {
         (**self).token()
-    }
-
-    fn cache(&self) -> Option<TokenCache> {
-        (**self).cache()
     }
 
     fn invalidate(&self, token: &AccessToken) {

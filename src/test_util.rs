@@ -728,7 +728,12 @@ mod tests {
             .client_secret("secret")
             .build()
             .unwrap();
-        credentials.fetch().await.unwrap().secret().to_owned()
+        credentials
+            .fetch_uncached()
+            .await
+            .unwrap()
+            .secret()
+            .to_owned()
     }
 
     #[tokio::test]

@@ -151,16 +151,13 @@ struct Control {
 }
 
 impl TokenCache {
-    /// A cache in front of `source`, with the default [`CachePolicy`].
+    /// A new cache in front of `source`, with the default [`CachePolicy`].
     ///
-    /// A source that already has a cache (a [`ClientCredentials`](crate::ClientCredentials) or
-    /// another `TokenCache`) is not wrapped in a second one: this returns that cache, so there
-    /// is one place a token lives and a rejected token is dropped from it.
+    /// It always wraps: to share the cache a [`ClientCredentials`](crate::ClientCredentials)
+    /// already has, convert it instead (`TokenCache::from(credentials)`, or hand it to the
+    /// layer, which does).
     pub fn new(source: impl TokenSource) -> Self {
-        match source.cache() {
-            Some(cache) => cache,
-            None => Self::with_policy(source, CachePolicy::default()),
-        }
+        Self::with_policy(source, CachePolicy::default())
     }
 
     /// A new cache in front of `source`, with the given timing rules. Over a caching source
@@ -308,12 +305,36 @@ impl TokenSource for TokenCache {
         Box::pin(async move { self.entry().await.map(|entry| entry.token.clone()) })
     }
 
-    fn cache(&self) -> Option<TokenCache> {
-        Some(self.clone())
-    }
-
     fn invalidate(&self, token: &AccessToken) {
         TokenCache::invalidate(self, token);
+    }
+}
+
+impl From<crate::source::StaticToken> for TokenCache {
+    fn from(source: crate::source::StaticToken) -> Self {
+        TokenCache::new(source)
+    }
+}
+
+impl<F, Fut> From<crate::source::FnSource<F>> for TokenCache
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<AccessToken, Error>> + Send + 'static,
+{
+    fn from(source: crate::source::FnSource<F>) -> Self {
+        TokenCache::new(source)
+    }
+}
+
+impl From<Arc<dyn TokenSource>> for TokenCache {
+    fn from(source: Arc<dyn TokenSource>) -> Self {
+        TokenCache::new(source)
+    }
+}
+
+impl From<Box<dyn TokenSource>> for TokenCache {
+    fn from(source: Box<dyn TokenSource>) -> Self {
+        TokenCache::new(source)
     }
 }
 

@@ -208,7 +208,7 @@ impl ClientCredentials {
     /// **Bypasses the cache**: sends a token request to the endpoint on every call, and does
     /// not store what it gets. For diagnostics and tests; to get a token for a request, call
     /// [`token`](Self::token), which answers from the cache.
-    pub async fn fetch(&self) -> Result<AccessToken, Error> {
+    pub async fn fetch_uncached(&self) -> Result<AccessToken, Error> {
         self.endpoint.fetch().await
     }
 }
@@ -218,12 +218,15 @@ impl TokenSource for ClientCredentials {
         self.cache.token()
     }
 
-    fn cache(&self) -> Option<TokenCache> {
-        Some(self.cache.clone())
-    }
-
     fn invalidate(&self, token: &AccessToken) {
         self.cache.invalidate(token);
+    }
+}
+
+impl From<ClientCredentials> for TokenCache {
+    /// The client's own cache, which every clone shares.
+    fn from(credentials: ClientCredentials) -> Self {
+        credentials.cache
     }
 }
 

@@ -14,7 +14,7 @@ mod retry;
 pub use future::ResponseFuture;
 pub use retry::RetryOnUnauthorized;
 
-use crate::{TokenCache, TokenSource};
+use crate::TokenCache;
 
 /// A [`Layer`] that authenticates every request with a bearer token from a [`TokenSource`].
 ///
@@ -55,15 +55,15 @@ pub struct BearerAuthLayer {
 }
 
 impl BearerAuthLayer {
-    /// A layer getting tokens from `source`. A source with its own cache (like
-    /// [`ClientCredentials`](crate::ClientCredentials) or a [`TokenCache`]) shares it; any other
-    /// source gets a new [`TokenCache`] with the default policy.
-    pub fn new(source: impl TokenSource) -> Self {
-        let cache = match source.cache() {
-            Some(cache) => cache,
-            None => TokenCache::new(source),
-        };
-        BearerAuthLayer { cache }
+    /// A layer getting tokens from `cache`: a [`TokenCache`], or anything that converts into
+    /// one: a [`ClientCredentials`](crate::ClientCredentials) (its own cache, shared by every
+    /// clone), a [`StaticToken`](crate::source::StaticToken), a
+    /// [`from_fn`](crate::source::from_fn) source or an `Arc<dyn TokenSource>`. Wrap any other
+    /// [`TokenSource`](crate::TokenSource) yourself: `BearerAuthLayer::new(TokenCache::new(source))`.
+    pub fn new(cache: impl Into<TokenCache>) -> Self {
+        BearerAuthLayer {
+            cache: cache.into(),
+        }
     }
 
     /// The cache this layer reads tokens from.
@@ -92,8 +92,8 @@ pub struct BearerAuth<S> {
 
 impl<S> BearerAuth<S> {
     /// Wrap `inner`, with tokens from `source` (see [`BearerAuthLayer::new`]).
-    pub fn new(inner: S, source: impl TokenSource) -> Self {
-        BearerAuthLayer::new(source).layer(inner)
+    pub fn new(inner: S, cache: impl Into<TokenCache>) -> Self {
+        BearerAuthLayer::new(cache).layer(inner)
     }
 
     /// The wrapped service.

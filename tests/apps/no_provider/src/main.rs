@@ -1,7 +1,7 @@
 //! tower-oauth2 with `rustls-no-provider`: the application's installed provider is the one used,
 //! and without one `build()` fails with an error that says what to do.
 
-use tower_oauth2::{ClientCredentials, ErrorKind, PrivateKeyJwt};
+use tower_oauth2::{ClientCredentials, ErrorKind, client_auth::PrivateKeyJwt};
 
 fn main() {
     let key_pem = rcgen::KeyPair::generate()
