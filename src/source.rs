@@ -13,7 +13,7 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<AccessToken, Error
 /// Something that can produce an access token.
 ///
 /// Implement it for your own way of getting tokens (a vault, a metadata server, a signed
-/// assertion) and wrap it in a [`TokenCache`](crate::TokenCache) (`TokenCache::new(source)`),
+/// assertion) and wrap it in a [`TokenCache`](crate::TokenCache)(crate::TokenCache) (`TokenCache::new(source)`),
 /// which gives it caching, single flight, refresh ahead and backoff, so that `token` is called
 /// only when a new token is needed. A source knows nothing about caching; the cache wraps it
 /// from outside.
@@ -40,12 +40,12 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<AccessToken, Error
 /// ```
 pub trait TokenSource: Send + Sync + 'static {
     /// A token to send. Sources that cache (like [`ClientCredentials`](crate::ClientCredentials)
-    /// and [`TokenCache`]) answer from their cache; others fetch a new one.
+    /// and [`TokenCache`](crate::TokenCache)) answer from their cache; others fetch a new one.
     fn token(&self) -> TokenFuture<'_>;
 
     /// A server rejected `token`, which this source handed out. Sources that cache tokens
     /// drop it, so that the next [`token`](TokenSource::token) call does not return it again;
-    /// the default does nothing. A [`TokenCache`] in front of this source calls it after
+    /// the default does nothing. A [`TokenCache`](crate::TokenCache) in front of this source calls it after
     /// dropping the token from its own entry.
     fn invalidate(&self, token: &AccessToken) {
         let _ = token;

@@ -16,7 +16,7 @@ pub use retry::RetryOnUnauthorized;
 
 use crate::TokenCache;
 
-/// A [`Layer`] that authenticates every request with a bearer token from a [`TokenSource`].
+/// A [`Layer`] that authenticates every request with a bearer token from a [`TokenSource`](crate::TokenSource).
 ///
 /// Clones share one [`TokenCache`]: a thousand concurrent requests cost the identity provider
 /// one token request. Works in `tower::ServiceBuilder` in front of a tonic `Channel`, a
