@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p tower-oauth2-benches --bench loopback`
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/servers.rs"]
 mod servers;
 #[path = "support/mod.rs"]
 mod support;

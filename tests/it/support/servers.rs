@@ -1,6 +1,7 @@
 //! Real servers on loopback for the integration tests: a token endpoint whose behaviour each
 //! test scripts (the crate's public `test_util::TokenServer` with a script), and a protected
-//! API that checks bearer tokens.
+//! API that checks bearer tokens. No TLS and no keys here, so that the benches can include this
+//! file alone (`#[path = "../tests/it/support/servers.rs"] mod servers;`).
 #![allow(dead_code)]
 
 use std::convert::Infallible;

@@ -5,7 +5,7 @@
 //! Well-formed HTTP comes from the scripted [`TokenServer`]; broken HTTP (stalls, resets,
 //! drips, oversized streams) from [`RawServer`], which writes the bytes by hand.
 
-mod support;
+use crate::support;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::{json, raw, Body, TokenServer};
 use bytes::Bytes;
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use support::{json, raw, Body, TokenServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;

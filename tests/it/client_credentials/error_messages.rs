@@ -1,12 +1,12 @@
 //! Errors that say where they came from and what to fix. Full messages are compared (with the
 //! port replaced by `PORT`), so any change to them shows up here as a reviewed diff.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{json, raw, TokenServer};
 use http::StatusCode;
-use support::{json, raw, TokenServer};
 use tower_oauth2::{
     AuthStyle, CachePolicy, ClientCredentials, ClientCredentialsBuilder, ErrorKind,
 };

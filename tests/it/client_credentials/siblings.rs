@@ -1,17 +1,15 @@
 //! One client registration, several APIs: `with_audience` and `with_scopes` siblings share the
 //! configuration and the HTTP client, and each has its own token, cache and invalidation.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::support::{json, TokenServer};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::{json, TokenServer};
 use tower::ServiceExt;
 use tower_oauth2::{ClientCredentials, TokenRequest};
 

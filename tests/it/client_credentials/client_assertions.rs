@@ -3,18 +3,16 @@
 //! independent verifier (jsonwebtoken): the signature with the public key or secret, the
 //! claims, and that no `jti` comes twice.
 
-#[path = "support/keys.rs"]
-mod keys;
-mod support;
+use crate::support::keys;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::{json, Recorded, TokenServer};
 use base64::Engine as _;
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use support::{json, Recorded, TokenServer};
 use tower_oauth2::{ClientCredentials, ErrorKind, JwsAlgorithm, PrivateKeyJwt};
 
 const CLIENT_ID: &str = "assertion-client";

@@ -1,15 +1,15 @@
 //! The cache's promises, against a real token server on loopback: single flight, refresh
 //! ahead, backoff, invalidation on 401, cancel safety.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{json, raw, TokenServer};
 use http::{Request, Response, StatusCode};
-use support::{json, raw, TokenServer};
 use tokio::sync::{mpsc, Barrier, Notify};
 use tokio::time::Instant;
 use tower::{service_fn, Service, ServiceExt};

@@ -1,16 +1,14 @@
 //! The conformance cases of the crate's spec: request encoding, builder validation, response
 //! decoding, error typing and secrecy, each against a real token endpoint on loopback.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::support::{json, raw, Body, Recorded, TokenServer};
 use bytes::Bytes;
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Method, StatusCode};
 use serde_json::json as j;
-use support::{json, raw, Body, Recorded, TokenServer};
 use tower_oauth2::{
     AccessToken, AuthStyle, ClientCredentials, ClientCredentialsBuilder, Error, ErrorKind,
 };

@@ -7,15 +7,13 @@
 //! or error response; the tests then check both the token the client produced and the request
 //! the endpoint really saw.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::support::{json, raw, Body, Recorded, TokenServer};
 use http::header::{HeaderValue, ALLOW};
 use http::{Method, Response, StatusCode};
 use serde_json::json as j;
-use support::{json, raw, Body, Recorded, TokenServer};
 use tower_oauth2::{AccessToken, AuthStyle, ClientCredentials, ErrorKind};
 
 // ---------------------------------------------------------------------------------------------

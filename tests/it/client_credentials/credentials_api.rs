@@ -1,9 +1,7 @@
 //! `ClientCredentials`'s inherent methods, for clients no layer or middleware wraps. This file
 //! deliberately does not import `TokenSource`: the methods must work without it.
 
-mod support;
-
-use support::TokenServer;
+use crate::support::TokenServer;
 use tower_oauth2::ClientCredentials;
 
 fn credentials(server: &TokenServer) -> ClientCredentials {

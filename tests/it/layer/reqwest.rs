@@ -1,13 +1,12 @@
 //! `BearerAuthMiddleware` with a real reqwest client, over loopback to a real token server and
 //! a real API.
-#![cfg(feature = "reqwest")]
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 
+use crate::support::{json, Api, TokenServer};
 use http::StatusCode;
-use support::{json, Api, TokenServer};
 use tower_oauth2::{BearerAuthMiddleware, ClientCredentials, ErrorKind};
 
 fn credentials(server: &TokenServer) -> ClientCredentials {

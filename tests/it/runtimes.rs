@@ -7,8 +7,6 @@
 //! token server stated for it has not run out (in real time), so "no request carries an
 //! expired token" is checked by the server that would reject it.
 
-mod support;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
@@ -17,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use crate::support::{json, Api, TokenServer};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::{json, Api, TokenServer};
 use tower::{BoxError, Service, ServiceExt};
 use tower_oauth2::{
     from_fn, AccessToken, BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind,

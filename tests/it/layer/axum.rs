@@ -1,5 +1,3 @@
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_oauth2::{BearerAuth, BearerAuthLayer, ClientCredentials};
 
-use support::{json, Api, TokenServer};
+use crate::support::{json, Api, TokenServer};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 

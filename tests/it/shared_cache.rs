@@ -2,17 +2,14 @@
 //! stopped by its PID: several caches standing for several processes, real separate processes,
 //! a lease holder dying, Redis dying and coming back, values that are not ours, encryption
 //! checked by reading Redis directly.
-#![cfg(feature = "redis")]
-
-mod support;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{json, TokenServer};
 use http::StatusCode;
-use support::{json, TokenServer};
 use tower_oauth2::test_util::RedisServer;
 use tower_oauth2::{CachePolicy, ClientCredentials, RedisStore};
 
@@ -396,7 +393,8 @@ async fn a_hung_redis_costs_one_timeout_per_backoff_step() {
     );
 }
 
-/// Real separate processes: this test binary, run again as workers.
+/// Real separate processes: this test binary (`it`), run again as workers that run only
+/// [`fleet_worker`], selected by its full path in the binary.
 #[test]
 fn separate_processes_share_one_token_request() {
     if std::env::var_os("FLEET_WORKER_REDIS").is_some() {
@@ -408,7 +406,12 @@ fn separate_processes_share_one_token_request() {
     let workers: Vec<_> = (0..4)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "fleet_worker", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "shared_cache::fleet_worker",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("FLEET_WORKER_REDIS", redis.url())
                 .env("FLEET_WORKER_TOKEN_URL", tokens.url())
                 .stdout(Stdio::piped())

@@ -1,5 +1,3 @@
-mod support;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,7 +14,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tower::ServiceBuilder;
 use tower_oauth2::{BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind};
 
-use support::{json, TokenServer};
+use crate::support::{json, TokenServer};
 
 type Client = HealthClient<BearerAuth<Channel>>;
 
@@ -240,7 +238,7 @@ async fn a_failing_token_endpoint_fails_the_call_before_it_reaches_the_server() 
 #[cfg(feature = "tonic")]
 mod grpc_status {
     use super::*;
-    use support::raw;
+    use crate::support::raw;
 
     async fn failed_call(tokens: &TokenServer) -> Status {
         let gate = Gate::default();

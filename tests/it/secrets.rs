@@ -2,17 +2,15 @@
 //! or logs. The main scenarios run with every `tracing` event captured at TRACE level, every
 //! public type and error is formatted with `{:?}`, `{:#?}` and `{}`, and the lot is searched.
 
-#[path = "support/keys.rs"]
-mod keys;
-mod support;
+use crate::support::keys;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{json, raw, Api, TokenServer};
 use base64::Engine as _;
 use http::{Request, Response, StatusCode};
-use support::{json, raw, Api, TokenServer};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_oauth2::{
     AccessToken, AuthStyle, BearerAuthLayer, CachePolicy, ClientCredentials, Error, PrivateKeyJwt,

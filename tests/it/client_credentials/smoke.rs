@@ -1,6 +1,4 @@
-mod support;
-
-use support::TokenServer;
+use crate::support::TokenServer;
 use tower_oauth2::ClientCredentials;
 
 #[tokio::test]

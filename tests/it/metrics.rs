@@ -1,15 +1,12 @@
 //! What the cache reports through the `metrics` facade, read back with a debugging recorder:
 //! one fetch for many callers, the waiters, the token's expiry, an invalidation, failures in a
 //! row. Labels carry the cache's name and never a secret.
-#![cfg(feature = "metrics")]
-
-mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::{raw, TokenServer};
 use http::StatusCode;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use support::{raw, TokenServer};
 use tower_oauth2::{CachePolicy, ClientCredentials};
 
 /// One metric as recorded: name, labels, values.

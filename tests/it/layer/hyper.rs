@@ -1,5 +1,3 @@
-mod support;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +18,7 @@ use tower_oauth2::{
     BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind, RetryOnUnauthorized,
 };
 
-use support::{json, raw, serve, Api, TokenServer};
+use crate::support::{json, raw, serve, Api, TokenServer};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
