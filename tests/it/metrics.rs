@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::{raw, TokenServer};
+use crate::support::{self, raw};
 use http::StatusCode;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tower_oauth2::{CachePolicy, ClientCredentials};
@@ -60,7 +60,7 @@ async fn the_cache_reports_fetches_waiters_expiry_invalidations_and_failures() {
         .install()
         .expect("the only recorder in this test binary");
 
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let orders = ClientCredentials::builder()
         .token_url(tokens.url())
         .client_id("client-1")
@@ -77,7 +77,7 @@ async fn the_cache_reports_fetches_waiters_expiry_invalidations_and_failures() {
         .remove(0)
         .unwrap();
 
-    assert_eq!(tokens.hits(), 1);
+    assert_eq!(tokens.requests(), 1);
     let recorded = read(&snapshotter);
     assert_eq!(
         values(
@@ -149,7 +149,7 @@ async fn the_cache_reports_fetches_waiters_expiry_invalidations_and_failures() {
     );
 
     let down =
-        TokenServer::start(|_, _| raw(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "")).await;
+        support::scripted(|_, _| raw(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "")).await;
     let billing = ClientCredentials::builder()
         .token_url(down.url())
         .client_id("client-1")

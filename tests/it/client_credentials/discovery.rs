@@ -2,13 +2,11 @@
 //! Discovery), over real HTTP: where it is looked for, that it is kept, and that metadata for
 //! another issuer is refused before any credential is sent.
 
-use crate::support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::support::{json, raw};
+use crate::support::{self, json, raw};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tower_oauth2::{ClientCredentials, ErrorKind};
