@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p tower-oauth2-benches --bench loopback`
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/servers.rs"]
 mod servers;
 #[path = "support/mod.rs"]
 mod support;
@@ -17,10 +17,11 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use servers::{json, Api, TokenServer};
+use servers::{json, Api};
 use support::Row;
 use tokio::runtime::Runtime;
 use tower::{Layer, ServiceExt};
+use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{BearerAuthLayer, ClientCredentials};
 
 /// What a real identity provider takes to issue a token; on loopback it would otherwise be
@@ -37,7 +38,7 @@ fn runtime() -> Runtime {
 }
 
 async fn token_server(expires_in: u64) -> TokenServer {
-    TokenServer::start_async(move |_, n| async move {
+    servers::scripted_async(move |_, n| async move {
         tokio::time::sleep(ISSUE_LATENCY).await;
         json(
             StatusCode::OK,
@@ -79,7 +80,7 @@ fn cold_start(c: &mut Criterion, runtime: &Runtime) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let credentials = credentials(&server);
-                let before = server.hits();
+                let before = server.requests();
                 let began = Instant::now();
                 runtime.block_on(async {
                     let callers: Vec<_> = (0..CALLERS)
@@ -93,7 +94,7 @@ fn cold_start(c: &mut Criterion, runtime: &Runtime) {
                     }
                 });
                 total += began.elapsed();
-                assert_eq!(server.hits() - before, 1, "exactly one token request");
+                assert_eq!(server.requests() - before, 1, "exactly one token request");
             }
             total
         })
@@ -270,7 +271,7 @@ fn p99_under_load(runtime: &Runtime, expires_in: u64, duration: Duration) -> (Du
         }
         latencies.sort();
         let p99 = latencies[latencies.len() * 99 / 100];
-        (p99, server.hits())
+        (p99, server.requests())
     })
 }
 

@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p tower-oauth2-benches --bench shared` (needs `redis-server` on the PATH)
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/servers.rs"]
 mod servers;
 #[path = "support/mod.rs"]
 mod support;
@@ -12,7 +12,6 @@ mod support;
 use std::time::Duration;
 
 use criterion::Criterion;
-use servers::TokenServer;
 use support::Row;
 use tokio::runtime::Runtime;
 use tower_oauth2::test_util::RedisServer;
@@ -25,7 +24,7 @@ fn policy() -> CachePolicy {
 
 fn refresh_cost(c: &mut Criterion, runtime: &Runtime) {
     let redis = RedisServer::start().expect("redis-server (apt-get install -y redis-server)");
-    let tokens = runtime.block_on(TokenServer::issuing(3600));
+    let tokens = runtime.block_on(servers::issuing(3600));
     let builder = || {
         ClientCredentials::builder()
             .token_url(tokens.url())

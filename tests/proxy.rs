@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_oauth2::{AuthStyle, ClientCredentials, ErrorKind};
 
-#[path = "support/tls.rs"]
+#[path = "it/support/tls.rs"]
 mod tls;
 
 const SECRET: &str = "pr0xy-must-not-see-this";

@@ -2,18 +2,17 @@
 //! or logs. The main scenarios run with every `tracing` event captured at TRACE level, every
 //! public type and error is formatted with `{:?}`, `{:#?}` and `{}`, and the lot is searched.
 
-#[path = "support/keys.rs"]
-mod keys;
-mod support;
+use crate::support::{self, keys};
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{json, raw, Api};
 use base64::Engine as _;
 use http::{Request, Response, StatusCode};
-use support::{json, raw, Api, TokenServer};
 use tower::{service_fn, Layer, ServiceExt};
+use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{
     AccessToken, AuthStyle, BearerAuthLayer, CachePolicy, ClientCredentials, Error, PrivateKeyJwt,
     StaticToken, TokenCache, TokenSource,
@@ -59,7 +58,7 @@ fn secret_forms() -> Vec<String> {
 /// A token endpoint that issues tokens to the right secret in any style, and otherwise answers
 /// with errors that echo what it was sent (as a careless or hostile server might).
 async fn echoing_token_server() -> TokenServer {
-    TokenServer::start(|request, n| {
+    support::scripted(|request, n| {
         let body = String::from_utf8_lossy(&request.body).into_owned();
         let basic = request.basic();
         let authenticated = basic.as_ref().is_some_and(|(_, secret)| {
@@ -98,7 +97,7 @@ async fn echoing_token_server() -> TokenServer {
 
 fn credentials(server: &TokenServer, path: &str, style: AuthStyle) -> ClientCredentials {
     ClientCredentials::builder()
-        .token_url(format!("http://{}{path}", server.addr))
+        .token_url(format!("http://{}{path}", server.addr()))
         .client_id(CLIENT_ID)
         .client_secret(SECRET)
         .auth_style(style)
@@ -247,11 +246,11 @@ async fn no_secret_or_token_appears_in_any_output() {
         .unwrap()
         .key_id("hygiene-key");
     formats!(outputs, private_key);
-    let requests_before = server.requests().len();
+    let requests_before = server.received().len();
     let mut assertion_errors = Vec::new();
     for path in ["/echo-oauth", "/echo-html", "/missing"] {
         let signed = ClientCredentials::builder()
-            .token_url(format!("http://{}{path}", server.addr))
+            .token_url(format!("http://{}{path}", server.addr()))
             .client_id(CLIENT_ID)
             .private_key_jwt(PrivateKeyJwt::from_pem(&key.private_pem).unwrap())
             .build()
@@ -260,7 +259,7 @@ async fn no_secret_or_token_appears_in_any_output() {
         let error = signed.fetch().await.unwrap_err();
         formats!(assertion_errors, error, display);
         let hmac = ClientCredentials::builder()
-            .token_url(format!("http://{}{path}", server.addr))
+            .token_url(format!("http://{}{path}", server.addr()))
             .client_id(CLIENT_ID)
             .client_secret(HS256_SECRET)
             .client_secret_jwt()
@@ -270,7 +269,7 @@ async fn no_secret_or_token_appears_in_any_output() {
         let error = hmac.fetch().await.unwrap_err();
         formats!(assertion_errors, error, display);
     }
-    let assertions: Vec<String> = server.requests()[requests_before..]
+    let assertions: Vec<String> = server.received()[requests_before..]
         .iter()
         .filter_map(|request| request.form().get("client_assertion").cloned())
         .collect();

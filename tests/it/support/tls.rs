@@ -1,5 +1,5 @@
-//! HTTPS token endpoints on loopback for the TLS tests (include with
-//! `#[path = "support/tls.rs"] mod tls;`).
+//! HTTPS token endpoints on loopback for the TLS tests (`crate::support::tls` in the `it`
+//! binary; `tests/proxy.rs` includes it with `#[path = "it/support/tls.rs"] mod tls;`).
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -7,8 +7,6 @@
 //! token server stated for it has not run out (in real time), so "no request carries an
 //! expired token" is checked by the server that would reject it.
 
-mod support;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
@@ -17,14 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use crate::support::{self, json, Api};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::{json, Api, TokenServer};
 use tower::{BoxError, Service, ServiceExt};
+use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{
     from_fn, AccessToken, BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind,
     TokenCache, TokenSource,
@@ -49,7 +48,7 @@ impl World {
         let issued: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let (token_server, api) = servers.block_on(async {
             let record = issued.clone();
-            let token_server = TokenServer::start_async(move |_, n| {
+            let token_server = support::scripted_async(move |_, n| {
                 let record = record.clone();
                 async move {
                     tokio::time::sleep(delay(n)).await;
@@ -100,7 +99,7 @@ impl World {
     }
 
     fn fetches(&self) -> usize {
-        self.token_server.hits()
+        self.token_server.requests()
     }
 }
 

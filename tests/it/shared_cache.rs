@@ -2,18 +2,16 @@
 //! stopped by its PID: several caches standing for several processes, real separate processes,
 //! a lease holder dying, Redis dying and coming back, values that are not ours, encryption
 //! checked by reading Redis directly.
-#![cfg(feature = "redis")]
-
-mod support;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{self, json};
 use http::StatusCode;
-use support::{json, TokenServer};
 use tower_oauth2::test_util::RedisServer;
+use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{CachePolicy, ClientCredentials, RedisStore};
 
 const SECRET: &str = "fl33t-secret-value";
@@ -80,7 +78,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caches_standing_for_processes_share_one_token_request() {
     let redis = redis_server();
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let fleet: Vec<_> = (0..8)
         .map(|_| client(&tokens, &redis.url(), CachePolicy::default()))
         .collect();
@@ -95,7 +93,7 @@ async fn caches_standing_for_processes_share_one_token_request() {
         assert_eq!(call.unwrap(), "token-1");
     }
     assert_eq!(
-        tokens.hits(),
+        tokens.requests(),
         1,
         "one token request for 8 caches × 50 callers"
     );
@@ -106,7 +104,7 @@ async fn caches_standing_for_processes_share_one_token_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_with_private_key_jwt_shares_through_a_key_derived_from_the_private_key() {
     let redis = redis_server();
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
     let other_key = rcgen::KeyPair::generate().unwrap().serialize_pem();
     let member = |pem: &str| {
@@ -121,7 +119,7 @@ async fn a_fleet_with_private_key_jwt_shares_through_a_key_derived_from_the_priv
     assert_eq!(member(&key).token().await.unwrap().secret(), "token-1");
     assert_eq!(member(&key).token().await.unwrap().secret(), "token-1");
     assert_eq!(
-        tokens.hits(),
+        tokens.requests(),
         1,
         "the second process read the first one's token"
     );
@@ -135,7 +133,7 @@ async fn a_fleet_with_private_key_jwt_shares_through_a_key_derived_from_the_priv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_refreshes_once_per_lifetime() {
     let redis = redis_server();
-    let tokens = TokenServer::issuing(2).await;
+    let tokens = support::issuing(2).await;
     let fleet: Vec<_> = (0..4)
         .map(|_| client(&tokens, &redis.url(), short_lived()))
         .collect();
@@ -152,7 +150,7 @@ async fn the_fleet_refreshes_once_per_lifetime() {
     }
 
     assert_eq!(failures, 0);
-    let hits = tokens.hits();
+    let hits = tokens.requests();
     assert!(
         (2..=7).contains(&hits),
         "{hits} token requests for 4 processes over 5 s of 2 s tokens"
@@ -162,7 +160,7 @@ async fn the_fleet_refreshes_once_per_lifetime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_holds_neither_a_token_nor_the_secret() {
     let redis = redis_server();
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let token = client(&tokens, &redis.url(), CachePolicy::default())
         .token()
         .await
@@ -182,7 +180,7 @@ async fn redis_holds_neither_a_token_nor_the_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
     let redis = redis_server();
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     client(&tokens, &redis.url(), CachePolicy::default())
         .token()
         .await
@@ -195,12 +193,12 @@ async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
         b"TO2\x01000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_vec(),
     ] {
         set(&redis, &key, &foreign);
-        let hits = tokens.hits();
+        let hits = tokens.requests();
         let token = client(&tokens, &redis.url(), CachePolicy::default())
             .token()
             .await
             .unwrap();
-        assert_eq!(tokens.hits(), hits + 1, "fetched instead of adopting");
+        assert_eq!(tokens.requests(), hits + 1, "fetched instead of adopting");
         let (_, value) = dump(&redis).remove(0);
         assert_ne!(value, foreign, "overwritten");
         assert!(!contains(&value, token.secret()));
@@ -217,12 +215,12 @@ async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
             .query(&mut connection)
             .unwrap();
     }
-    let hits = tokens.hits();
+    let hits = tokens.requests();
     client(&tokens, &redis.url(), CachePolicy::default())
         .token()
         .await
         .unwrap();
-    assert_eq!(tokens.hits(), hits + 1);
+    assert_eq!(tokens.requests(), hits + 1);
     let (_, value) = dump(&redis).remove(0);
     assert!(value.starts_with(b"TO2\x01"), "the list was replaced");
 
@@ -234,15 +232,19 @@ async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
         .shared_cache(RedisStore::new(&redis.url()).unwrap())
         .build()
         .unwrap();
-    let hits = tokens.hits();
+    let hits = tokens.requests();
     other.token().await.unwrap();
-    assert_eq!(tokens.hits(), hits + 1, "not readable with another secret");
+    assert_eq!(
+        tokens.requests(),
+        hits + 1,
+        "not readable with another secret"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_token_leaves_the_store_only_while_it_is_still_there() {
     let redis = redis_server();
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let a = client(&tokens, &redis.url(), CachePolicy::default());
     let b = client(&tokens, &redis.url(), CachePolicy::default());
     let first = a.token().await.unwrap();
@@ -256,7 +258,7 @@ async fn a_rejected_token_leaves_the_store_only_while_it_is_still_there() {
     let b_first = b.token().await.unwrap();
     b.invalidate(&b_first);
     assert_eq!(b.token().await.unwrap().secret(), "token-2");
-    assert_eq!(tokens.hits(), 2);
+    assert_eq!(tokens.requests(), 2);
 }
 
 #[test]
@@ -266,7 +268,7 @@ fn a_lease_holder_that_dies_mid_fetch_delays_the_others_by_at_most_the_lease() {
     let stall_first = Arc::new(AtomicBool::new(true));
     let tokens = servers.block_on({
         let stall_first = stall_first.clone();
-        TokenServer::start_async(move |_, n| {
+        support::scripted_async(move |_, n| {
             let stall = stall_first.swap(false, Ordering::SeqCst);
             async move {
                 if stall {
@@ -288,7 +290,7 @@ fn a_lease_holder_that_dies_mid_fetch_delays_the_others_by_at_most_the_lease() {
     let holder = client(&tokens, &redis.url(), CachePolicy::default());
     let doomed = tokio::runtime::Runtime::new().unwrap();
     doomed.spawn(async move { holder.token().await });
-    while tokens.hits() == 0 {
+    while tokens.requests() == 0 {
         std::thread::yield_now();
     }
     drop(doomed);
@@ -312,7 +314,7 @@ fn a_lease_holder_that_dies_mid_fetch_delays_the_others_by_at_most_the_lease() {
 async fn redis_killed_and_restarted_under_load_fails_no_call() {
     let mut redis = redis_server();
     let port = redis.port();
-    let tokens = TokenServer::issuing(1).await;
+    let tokens = support::issuing(1).await;
     let fleet: Vec<_> = (0..4)
         .map(|_| client(&tokens, &redis.url(), short_lived()))
         .collect();
@@ -373,7 +375,7 @@ async fn a_hung_redis_costs_one_timeout_per_backoff_step() {
             held.push(stream);
         }
     });
-    let tokens = TokenServer::issuing(1).await;
+    let tokens = support::issuing(1).await;
     let member = client(
         &tokens,
         &format!("redis://127.0.0.1:{port}/"),
@@ -386,7 +388,7 @@ async fn a_hung_redis_costs_one_timeout_per_backoff_step() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let fetches = tokens.hits();
+    let fetches = tokens.requests();
     let tried = connections.load(Ordering::SeqCst);
     assert!(fetches >= 6, "{fetches} fetches of 1 s tokens in 4 s");
     assert!(
@@ -396,7 +398,8 @@ async fn a_hung_redis_costs_one_timeout_per_backoff_step() {
     );
 }
 
-/// Real separate processes: this test binary, run again as workers.
+/// Real separate processes: this test binary (`it`), run again as workers that run only
+/// [`fleet_worker`], selected by its full path in the binary.
 #[test]
 fn separate_processes_share_one_token_request() {
     if std::env::var_os("FLEET_WORKER_REDIS").is_some() {
@@ -404,11 +407,16 @@ fn separate_processes_share_one_token_request() {
     }
     let redis = redis_server();
     let servers = tokio::runtime::Runtime::new().unwrap();
-    let tokens = servers.block_on(TokenServer::issuing(3600));
+    let tokens = servers.block_on(support::issuing(3600));
     let workers: Vec<_> = (0..4)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "fleet_worker", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "shared_cache::fleet_worker",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("FLEET_WORKER_REDIS", redis.url())
                 .env("FLEET_WORKER_TOKEN_URL", tokens.url())
                 .stdout(Stdio::piped())
@@ -425,7 +433,7 @@ fn separate_processes_share_one_token_request() {
             "every process uses the one token: {stdout}"
         );
     }
-    assert_eq!(tokens.hits(), 1, "one token request for 4 processes");
+    assert_eq!(tokens.requests(), 1, "one token request for 4 processes");
 }
 
 /// One process of [`separate_processes_share_one_token_request`]; does nothing on its own.
@@ -457,7 +465,7 @@ fn fleet_worker() {
 fn without_a_runtime_it_is_a_runtime_error_and_the_store_is_untouched() {
     let redis = redis_server();
     let servers = tokio::runtime::Runtime::new().unwrap();
-    let tokens = servers.block_on(TokenServer::issuing(3600));
+    let tokens = servers.block_on(support::issuing(3600));
     let member = client(&tokens, &redis.url(), CachePolicy::default());
 
     let error = futures_util::FutureExt::now_or_never(member.token())

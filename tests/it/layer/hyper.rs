@@ -1,5 +1,3 @@
-mod support;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +18,8 @@ use tower_oauth2::{
     BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind, RetryOnUnauthorized,
 };
 
-use support::{json, raw, serve, Api, TokenServer};
+use crate::support::{self, json, raw, serve, Api};
+use tower_oauth2::test_util::TokenServer;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -69,7 +68,7 @@ async fn text(response: Response<Incoming>) -> String {
 
 #[tokio::test]
 async fn requests_carry_the_token_and_share_one_token_request() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|token| token == "token-1").await;
     let mut client = authenticated(&server);
 
@@ -81,12 +80,12 @@ async fn requests_carry_the_token_and_share_one_token_request() {
     }
     assert_eq!(api.served(), 10);
     assert_eq!(api.rejected(), 0);
-    assert_eq!(server.hits(), 1, "ten requests, one token request");
+    assert_eq!(server.requests(), 1, "ten requests, one token request");
 }
 
 #[tokio::test]
 async fn clones_of_the_service_share_the_cached_token() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|token| token == "token-1").await;
     let client = authenticated(&server);
 
@@ -94,12 +93,12 @@ async fn clones_of_the_service_share_the_cached_token() {
         let response = client.clone().oneshot(get(&api.url())).await.unwrap();
         assert_eq!(text(response).await, "token-1");
     }
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[tokio::test]
 async fn a_request_with_its_own_authorization_is_passed_through_untouched() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|token| token == "caller-token").await;
     let client = authenticated(&server);
 
@@ -113,12 +112,12 @@ async fn a_request_with_its_own_authorization_is_passed_through_untouched() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(text(response).await, "caller-token");
     assert_eq!(api.served(), 1);
-    assert_eq!(server.hits(), 0, "no token was needed");
+    assert_eq!(server.requests(), 0, "no token was needed");
 }
 
 #[tokio::test]
 async fn a_caller_header_is_not_replaced_even_when_a_token_is_cached() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|token| token == "token-1" || token == "caller-token").await;
     let client = authenticated(&server);
 
@@ -132,12 +131,12 @@ async fn a_caller_header_is_not_replaced_even_when_a_token_is_cached() {
     );
     let response = client.oneshot(request).await.unwrap();
     assert_eq!(text(response).await, "caller-token");
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[tokio::test]
 async fn a_failing_token_endpoint_fails_the_call_without_calling_the_inner_service() {
-    let server = TokenServer::start(|_, _| {
+    let server = support::scripted(|_, _| {
         json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({ "error": "invalid_client" }),
@@ -162,13 +161,13 @@ async fn a_failing_token_endpoint_fails_the_call_without_calling_the_inner_servi
         Some("invalid_client")
     );
     assert!(!error.is_transient());
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
     assert_eq!(api.served() + api.rejected(), 0, "the Api was never called");
 }
 
 #[tokio::test]
 async fn a_rejected_token_is_dropped_and_the_next_call_carries_a_new_one() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|token| token == "token-2").await;
     let client = authenticated(&server);
 
@@ -178,7 +177,7 @@ async fn a_rejected_token_is_dropped_and_the_next_call_carries_a_new_one() {
         StatusCode::UNAUTHORIZED,
         "without a retry layer the 401 reaches the caller"
     );
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 
     let response = client.clone().oneshot(get(&api.url())).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -186,14 +185,14 @@ async fn a_rejected_token_is_dropped_and_the_next_call_carries_a_new_one() {
 
     let response = client.oneshot(get(&api.url())).await.unwrap();
     assert_eq!(text(response).await, "token-2");
-    assert_eq!(server.hits(), 2, "exactly one refetch");
+    assert_eq!(server.requests(), 2, "exactly one refetch");
     assert_eq!(api.rejected(), 1);
     assert_eq!(api.served(), 2);
 }
 
 #[tokio::test]
 async fn a_late_rejection_of_an_old_token_does_not_drop_the_new_one() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     // An Api that accepts only token-2; on /slow it holds its answer until released.
     let (release, gate) = watch::channel(false);
     let slow_arrived = Arc::new(Notify::new());
@@ -234,7 +233,7 @@ async fn a_late_rejection_of_an_old_token_does_not_drop_the_new_one() {
     );
     let response = client.clone().oneshot(get(&fast)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "token-2 accepted");
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.requests(), 2);
 
     // The slow request carried token-1; its 401 arrives after token-2 is cached.
     release.send(true).unwrap();
@@ -243,12 +242,12 @@ async fn a_late_rejection_of_an_old_token_does_not_drop_the_new_one() {
 
     let response = client.oneshot(get(&fast)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(server.hits(), 2, "token-2 survived the stale rejection");
+    assert_eq!(server.requests(), 2, "token-2 survived the stale rejection");
 }
 
 #[tokio::test]
 async fn retry_on_unauthorized_replays_once_with_a_fresh_token() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|token| token == "token-2").await;
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnUnauthorized::default()))
@@ -260,18 +259,18 @@ async fn retry_on_unauthorized_replays_once_with_a_fresh_token() {
     assert_eq!(text(response).await, "token-2");
     assert_eq!(api.rejected(), 1);
     assert_eq!(api.served(), 1);
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.requests(), 2);
 
     // Later calls use token-2 straight away.
     let response = client.oneshot(get(&api.url())).await.unwrap();
     assert_eq!(text(response).await, "token-2");
     assert_eq!(api.rejected(), 1);
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.requests(), 2);
 }
 
 #[tokio::test]
 async fn retry_on_unauthorized_gives_up_after_one_replay() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|_| false).await;
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnUnauthorized::default()))
@@ -284,13 +283,13 @@ async fn retry_on_unauthorized_gives_up_after_one_replay() {
     let response = client.clone().oneshot(get(&api.url())).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.rejected(), 2, "one attempt and one replay");
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.requests(), 2);
 
     // The policy is per request: the next call gets its own single replay, no more.
     let response = client.oneshot(get(&api.url())).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.rejected(), 4);
-    assert_eq!(server.hits(), 4);
+    assert_eq!(server.requests(), 4);
     assert_eq!(api.served(), 0);
 }
 
@@ -299,7 +298,7 @@ async fn an_api_rejecting_every_token_cannot_turn_requests_into_token_requests()
     // Default policy: a token is dropped at most once per invalidation interval (5 s), so
     // the replay's rejection of token-2 keeps it, and so do the next calls' rejections: those
     // are not replayed, since a replay would carry token-2 again.
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|_| false).await;
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnUnauthorized::default()))
@@ -315,12 +314,12 @@ async fn an_api_rejecting_every_token_cannot_turn_requests_into_token_requests()
         4,
         "the first call and its replay; the next two are not replayed: the cache kept token-2"
     );
-    assert_eq!(server.hits(), 2, "token-1 dropped once; token-2 kept");
+    assert_eq!(server.requests(), 2, "token-1 dropped once; token-2 kept");
 }
 
 #[tokio::test]
 async fn retry_does_not_replay_a_request_with_its_own_authorization() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|_| false).await;
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnUnauthorized::default()))
@@ -334,12 +333,12 @@ async fn retry_does_not_replay_a_request_with_its_own_authorization() {
     let response = client.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.rejected(), 1);
-    assert_eq!(server.hits(), 0);
+    assert_eq!(server.requests(), 0);
 }
 
 #[tokio::test]
 async fn works_through_ready_and_call_and_through_oneshot() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let api = Api::start(|token| token == "token-1").await;
     let mut service = authenticated(&server);
 
@@ -352,12 +351,12 @@ async fn works_through_ready_and_call_and_through_oneshot() {
     let response = service.oneshot(get(&api.url())).await.expect("oneshot");
     assert_eq!(text(response).await, "token-1");
     assert_eq!(api.served(), 2);
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[tokio::test]
 async fn the_inner_service_receives_a_sensitive_bearer_header() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let seen: Arc<Mutex<Vec<HeaderValue>>> = Arc::default();
     let inner = {
         let seen = seen.clone();
@@ -385,7 +384,7 @@ async fn the_inner_service_receives_a_sensitive_bearer_header() {
         assert_eq!(header, "Bearer token-1");
         assert!(header.is_sensitive(), "the bearer header must be sensitive");
     }
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[tokio::test]

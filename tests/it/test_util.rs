@@ -1,6 +1,5 @@
 //! The public test token server (feature `test-util`), as users' tests would use it: every
 //! client authentication style, queued failures, lifetimes.
-#![cfg(feature = "test-util")]
 
 use std::time::Duration;
 

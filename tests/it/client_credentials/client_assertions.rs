@@ -3,18 +3,17 @@
 //! independent verifier (jsonwebtoken): the signature with the public key or secret, the
 //! claims, and that no `jti` comes twice.
 
-#[path = "support/keys.rs"]
-mod keys;
-mod support;
+use crate::support::{self, keys};
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::json;
 use base64::Engine as _;
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use support::{json, Recorded, TokenServer};
+use tower_oauth2::test_util::{Received, TokenServer};
 use tower_oauth2::{ClientCredentials, ErrorKind, JwsAlgorithm, PrivateKeyJwt};
 
 const CLIENT_ID: &str = "assertion-client";
@@ -72,7 +71,7 @@ impl Idp {
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::new(Mutex::new(HashSet::new()));
         let log = accepted.clone();
-        let server = TokenServer::start(move |request, n| {
+        let server = support::scripted(move |request, n| {
             if request.uri.path().starts_with("/.well-known/") {
                 // Discovery: this server is its own issuer, and wants assertions.
                 let issuer = format!("http://{}", request.header("host").unwrap_or_default());
@@ -115,7 +114,7 @@ impl Idp {
 
 /// What an identity provider checks of a `private_key_jwt` / `client_secret_jwt` request.
 fn check(
-    request: &Recorded,
+    request: &Received,
     verifier: &Verifier,
     audience: Option<&str>,
     seen: &Mutex<HashSet<String>>,
@@ -263,14 +262,14 @@ async fn every_token_request_carries_a_fresh_assertion_and_a_replay_is_refused()
     assert_eq!(jtis.len(), 20, "one jti per request, never reused");
 
     // The endpoint's replay check is real: the same request sent again is refused.
-    let last = idp.server.last();
+    let last = support::last(&idp.server);
     let replayed = reqwest_free_post(&idp.server.url(), &last).await;
     assert_eq!(replayed, StatusCode::UNAUTHORIZED);
 }
 
 /// POST `request`'s body again to `url`, with hyper: what an attacker holding a captured
 /// request would do.
-async fn reqwest_free_post(url: &str, request: &Recorded) -> StatusCode {
+async fn reqwest_free_post(url: &str, request: &Received) -> StatusCode {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let replay = http::Request::post(url)
@@ -317,7 +316,7 @@ async fn client_secret_jwt_signs_with_the_secret() {
     let accepted = idp.accepted();
     assert_eq!(accepted.len(), 2);
     assert_eq!(accepted[0].header.alg, Algorithm::HS256);
-    assert!(!String::from_utf8_lossy(&idp.server.last().body).contains(HS256_SECRET));
+    assert!(!String::from_utf8_lossy(&support::last(&idp.server).body).contains(HS256_SECRET));
 
     // Another secret: refused.
     let wrong = ClientCredentials::builder()
@@ -501,7 +500,7 @@ async fn with_discovery_the_assertion_is_for_the_discovered_token_endpoint() {
     })
     .await;
     let credentials = ClientCredentials::builder()
-        .issuer(format!("http://{}", idp.server.addr))
+        .issuer(format!("http://{}", idp.server.addr()))
         .client_id(CLIENT_ID)
         .private_key_jwt(PrivateKeyJwt::from_pem(&key.private_pem).unwrap())
         .build()
@@ -511,9 +510,9 @@ async fn with_discovery_the_assertion_is_for_the_discovered_token_endpoint() {
 
     // A client authenticating with its secret is told the endpoint wants something else,
     // before any token request.
-    let requests = idp.server.hits();
+    let requests = idp.server.requests();
     let error = ClientCredentials::builder()
-        .issuer(format!("http://{}", idp.server.addr))
+        .issuer(format!("http://{}", idp.server.addr()))
         .client_id(CLIENT_ID)
         .client_secret("a-secret")
         .build()
@@ -528,7 +527,7 @@ async fn with_discovery_the_assertion_is_for_the_discovered_token_endpoint() {
             && message.contains("private_key_jwt, client_secret_jwt"),
         "{message}"
     );
-    let token_requests = idp.server.requests()[requests..]
+    let token_requests = idp.server.received()[requests..]
         .iter()
         .filter(|request| request.uri.path() == "/oauth/token")
         .count();
@@ -565,7 +564,7 @@ async fn odd_client_ids_kids_and_lifetimes_stay_exact() {
     let client_id = "svc \"quoted\" & ünïcode/+=?";
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let log = accepted.clone();
-    let server = TokenServer::start(move |request, _| {
+    let server = support::scripted(move |request, _| {
         let form = request.form();
         log.lock().unwrap().push(form);
         json(

@@ -1,15 +1,12 @@
 //! What the cache reports through the `metrics` facade, read back with a debugging recorder:
 //! one fetch for many callers, the waiters, the token's expiry, an invalidation, failures in a
 //! row. Labels carry the cache's name and never a secret.
-#![cfg(feature = "metrics")]
-
-mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::{self, raw};
 use http::StatusCode;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use support::{raw, TokenServer};
 use tower_oauth2::{CachePolicy, ClientCredentials};
 
 /// One metric as recorded: name, labels, values.
@@ -63,7 +60,7 @@ async fn the_cache_reports_fetches_waiters_expiry_invalidations_and_failures() {
         .install()
         .expect("the only recorder in this test binary");
 
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let orders = ClientCredentials::builder()
         .token_url(tokens.url())
         .client_id("client-1")
@@ -80,7 +77,7 @@ async fn the_cache_reports_fetches_waiters_expiry_invalidations_and_failures() {
         .remove(0)
         .unwrap();
 
-    assert_eq!(tokens.hits(), 1);
+    assert_eq!(tokens.requests(), 1);
     let recorded = read(&snapshotter);
     assert_eq!(
         values(
@@ -152,7 +149,7 @@ async fn the_cache_reports_fetches_waiters_expiry_invalidations_and_failures() {
     );
 
     let down =
-        TokenServer::start(|_, _| raw(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "")).await;
+        support::scripted(|_, _| raw(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "")).await;
     let billing = ClientCredentials::builder()
         .token_url(down.url())
         .client_id("client-1")

@@ -1,16 +1,15 @@
 //! The conformance cases of the crate's spec: request encoding, builder validation, response
 //! decoding, error typing and secrecy, each against a real token endpoint on loopback.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::support::{self, json, raw, Body};
 use bytes::Bytes;
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Method, StatusCode};
 use serde_json::json as j;
-use support::{json, raw, Body, Recorded, TokenServer};
+use tower_oauth2::test_util::{Received, TokenServer};
 use tower_oauth2::{
     AccessToken, AuthStyle, ClientCredentials, ClientCredentialsBuilder, Error, ErrorKind,
 };
@@ -37,33 +36,33 @@ async fn fetch_answer(
     configure: impl FnOnce(ClientCredentialsBuilder) -> ClientCredentialsBuilder,
 ) -> (TokenServer, Result<AccessToken, Error>) {
     let body: Bytes = body.into();
-    let server = TokenServer::start(move |_, _| raw(status, content_type, body.clone())).await;
+    let server = support::scripted(move |_, _| raw(status, content_type, body.clone())).await;
     let credentials = configure(builder(&server)).build().unwrap();
     let result = credentials.fetch().await;
-    assert_eq!(server.hits(), 1, "fetch() sends exactly one request");
+    assert_eq!(server.requests(), 1, "fetch() sends exactly one request");
     (server, result)
 }
 
 async fn answer_json(value: serde_json::Value) -> Result<AccessToken, Error> {
-    let server = TokenServer::start(move |_, _| json(StatusCode::OK, value.clone())).await;
+    let server = support::scripted(move |_, _| json(StatusCode::OK, value.clone())).await;
     let result = builder(&server).build().unwrap().fetch().await;
-    assert_eq!(server.hits(), 1, "fetch() sends exactly one request");
+    assert_eq!(server.requests(), 1, "fetch() sends exactly one request");
     result
 }
 
 /// Fetch a token from a well-behaved endpoint and return what it saw.
 async fn request_seen(
     configure: impl FnOnce(ClientCredentialsBuilder) -> ClientCredentialsBuilder,
-) -> Recorded {
-    let server = TokenServer::issuing(3600).await;
+) -> Received {
+    let server = support::issuing(3600).await;
     let credentials = configure(builder(&server)).build().unwrap();
     let token = credentials.fetch().await.expect("a token");
     assert_eq!(token.secret(), "token-1");
-    assert_eq!(server.hits(), 1);
-    server.last()
+    assert_eq!(server.requests(), 1);
+    support::last(&server)
 }
 
-fn content_type(request: &Recorded) -> Option<String> {
+fn content_type(request: &Received) -> Option<String> {
     request
         .header("content-type")
         .and_then(|value| value.split(';').next())
@@ -174,7 +173,7 @@ fn percent_decode(encoded: &str) -> Option<String> {
 #[tokio::test]
 async fn basic_auth_is_understood_by_a_server_that_only_percent_decodes() {
     const AUTHLIB_SECRET: &str = "Sp3c!al:+/&=% ~secret";
-    let server = TokenServer::start(|request, _| {
+    let server = support::scripted(|request, _| {
         let decoded = request
             .basic()
             .and_then(|(id, secret)| Some((percent_decode(&id)?, percent_decode(&secret)?)));
@@ -751,7 +750,7 @@ async fn server_error_with_a_large_html_page() {
     assert!(page.len() > 10 * 1024);
 
     let body = Bytes::from(page);
-    let server = TokenServer::start(move |_, _| {
+    let server = support::scripted(move |_, _| {
         let mut response = raw(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/html; charset=utf-8",
@@ -961,7 +960,7 @@ fn debug_never_shows_the_secret() {
 #[tokio::test]
 async fn an_endpoint_that_never_answers_times_out() {
     let server =
-        TokenServer::start_async(|_, _| std::future::pending::<http::Response<Body>>()).await;
+        support::scripted_async(|_, _| std::future::pending::<http::Response<Body>>()).await;
     let credentials = builder(&server)
         .timeout(Duration::from_millis(300))
         .build()
@@ -976,7 +975,7 @@ async fn an_endpoint_that_never_answers_times_out() {
         "gave up early: {elapsed:?}"
     );
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
-    assert_eq!(server.hits(), 1, "the request did reach the endpoint");
+    assert_eq!(server.requests(), 1, "the request did reach the endpoint");
 
     // Through the cache as well.
     let started = Instant::now();

@@ -1,13 +1,11 @@
 //! `BearerAuthMiddleware` with a real reqwest client, over loopback to a real token server and
 //! a real API.
-#![cfg(feature = "reqwest")]
-
-mod support;
 
 use std::sync::{Arc, Mutex};
 
+use crate::support::{self, json, Api};
 use http::StatusCode;
-use support::{json, Api, TokenServer};
+use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{BearerAuthMiddleware, ClientCredentials, ErrorKind};
 
 fn credentials(server: &TokenServer) -> ClientCredentials {
@@ -32,7 +30,7 @@ async fn api_denying(denied: Arc<Mutex<Vec<String>>>) -> Api {
 
 #[tokio::test]
 async fn concurrent_requests_carry_one_token_from_one_token_request() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let api = Api::start(|token| token == "token-1").await;
     let client = client(BearerAuthMiddleware::new(credentials(&tokens)));
 
@@ -47,13 +45,13 @@ async fn concurrent_requests_carry_one_token_from_one_token_request() {
     for call in futures_util::future::join_all(calls).await {
         assert_eq!(call.unwrap(), (StatusCode::OK, "token-1".to_owned()));
     }
-    assert_eq!(tokens.hits(), 1);
+    assert_eq!(tokens.requests(), 1);
     assert_eq!(api.served(), 100);
 }
 
 #[tokio::test]
 async fn a_401_drops_the_rejected_token_and_the_next_request_carries_a_new_one() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let denied = Arc::new(Mutex::new(Vec::new()));
     let api = api_denying(denied.clone()).await;
     let client = client(BearerAuthMiddleware::new(credentials(&tokens)));
@@ -70,12 +68,12 @@ async fn a_401_drops_the_rejected_token_and_the_next_request_carries_a_new_one()
     );
     let next = client.get(api.url()).send().await.unwrap();
     assert_eq!(next.text().await.unwrap(), "token-2");
-    assert_eq!(tokens.hits(), 2);
+    assert_eq!(tokens.requests(), 2);
 }
 
 #[tokio::test]
 async fn concurrent_rejections_of_one_token_cost_one_new_token() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let denied = Arc::new(Mutex::new(Vec::new()));
     let api = api_denying(denied.clone()).await;
     let client = client(BearerAuthMiddleware::new(credentials(&tokens)).replay_once_on_401(true));
@@ -90,12 +88,12 @@ async fn concurrent_rejections_of_one_token_cost_one_new_token() {
     for call in futures_util::future::join_all(calls).await {
         assert_eq!(call.unwrap(), "token-2");
     }
-    assert_eq!(tokens.hits(), 2, "one token request per rejected token");
+    assert_eq!(tokens.requests(), 2, "one token request per rejected token");
 }
 
 #[tokio::test]
 async fn with_replay_a_rejected_request_is_sent_again_with_its_body_and_a_new_token() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let seen = bodies.clone();
     let api = support::serve(move |request: http::Request<hyper::body::Incoming>| {
@@ -139,7 +137,7 @@ async fn with_replay_a_rejected_request_is_sent_again_with_its_body_and_a_new_to
 
 #[tokio::test]
 async fn a_replay_rejected_again_returns_the_second_401_without_a_third_send() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let api = Api::start(|_| false).await;
     let client = client(BearerAuthMiddleware::new(credentials(&tokens)).replay_once_on_401(true));
 
@@ -147,12 +145,12 @@ async fn a_replay_rejected_again_returns_the_second_401_without_a_third_send() {
 
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(api.rejected(), 2, "the request and one replay");
-    assert_eq!(tokens.hits(), 2);
+    assert_eq!(tokens.requests(), 2);
 }
 
 #[tokio::test]
 async fn a_failing_token_endpoint_fails_the_request_with_our_error_before_it_is_sent() {
-    let tokens = TokenServer::start(|_, _| {
+    let tokens = support::scripted(|_, _| {
         json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({ "error": "invalid_client" }),
@@ -178,7 +176,7 @@ async fn a_failing_token_endpoint_fails_the_request_with_our_error_before_it_is_
 
 #[tokio::test]
 async fn a_request_with_its_own_authorization_is_sent_as_it_is() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let api = Api::start(|token| token == "mine").await;
     let client = client(BearerAuthMiddleware::new(credentials(&tokens)));
 
@@ -190,7 +188,7 @@ async fn a_request_with_its_own_authorization_is_sent_as_it_is() {
         .unwrap();
 
     assert_eq!(response.text().await.unwrap(), "mine");
-    assert_eq!(tokens.hits(), 0);
+    assert_eq!(tokens.requests(), 0);
 }
 
 /// What the last request through [`record_sensitivity`] had as its `Authorization`.
@@ -210,7 +208,7 @@ fn record_sensitivity<'a>(
 
 #[tokio::test]
 async fn the_header_is_marked_sensitive() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let api = Api::start(|_| true).await;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(BearerAuthMiddleware::new(credentials(&tokens)))

@@ -1,8 +1,6 @@
 //! Mutual-TLS client authentication (RFC 8705 §2): the client certificate on the TLS
 //! connection to a token endpoint that requires one, and only `client_id` in the body.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -11,8 +9,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tower_oauth2::{ClientCredentials, ErrorKind};
 
-#[path = "support/tls.rs"]
-mod tls;
+use crate::support::tls;
 
 /// A CA, a server certificate for `localhost` and a client certificate, all PEM or DER.
 struct Pki {

@@ -1,9 +1,8 @@
 //! `ClientCredentials`'s inherent methods, for clients no layer or middleware wraps. This file
 //! deliberately does not import `TokenSource`: the methods must work without it.
 
-mod support;
-
-use support::TokenServer;
+use crate::support;
+use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::ClientCredentials;
 
 fn credentials(server: &TokenServer) -> ClientCredentials {
@@ -17,19 +16,19 @@ fn credentials(server: &TokenServer) -> ClientCredentials {
 
 #[tokio::test]
 async fn token_answers_from_the_cache() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let credentials = credentials(&tokens);
 
     let first = credentials.token().await.unwrap();
     let again = credentials.clone().token().await.unwrap();
 
     assert_eq!((first.secret(), again.secret()), ("token-1", "token-1"));
-    assert_eq!(tokens.hits(), 1);
+    assert_eq!(tokens.requests(), 1);
 }
 
 #[tokio::test]
 async fn invalidate_drops_exactly_the_rejected_token() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let credentials = credentials(&tokens);
     let first = credentials.token().await.unwrap();
 
@@ -40,12 +39,12 @@ async fn invalidate_drops_exactly_the_rejected_token() {
     // A late report about the replaced token must not drop its successor.
     credentials.invalidate(&first);
     assert_eq!(credentials.token().await.unwrap().secret(), "token-2");
-    assert_eq!(tokens.hits(), 2);
+    assert_eq!(tokens.requests(), 2);
 }
 
 #[tokio::test]
 async fn fetch_bypasses_the_cache() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let credentials = credentials(&tokens);
     let cached = credentials.token().await.unwrap();
 

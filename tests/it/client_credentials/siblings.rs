@@ -1,23 +1,22 @@
 //! One client registration, several APIs: `with_audience` and `with_scopes` siblings share the
 //! configuration and the HTTP client, and each has its own token, cache and invalidation.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::support::{self, json};
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::{json, TokenServer};
 use tower::ServiceExt;
+use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{ClientCredentials, TokenRequest};
 
 /// Issues `<audience or scope>-<n>` (spaces as `+`: a token has none).
 async fn token_server() -> TokenServer {
-    TokenServer::start(|request, n| {
+    support::scripted(|request, n| {
         let form = request.form();
         let what = form
             .get("audience")
@@ -69,13 +68,13 @@ async fn siblings_share_the_http_client_and_keep_their_own_tokens() {
             "https://default.example.com-3"
         );
     }
-    assert_eq!(server.hits(), 3, "one token request each");
+    assert_eq!(server.requests(), 3, "one token request each");
     assert_eq!(
         sent.load(Ordering::SeqCst),
         3,
         "all through the one HTTP client"
     );
-    for request in server.requests() {
+    for request in server.received() {
         assert_eq!(request.basic().unwrap().0, "client-1", "same credentials");
     }
 }
@@ -95,7 +94,7 @@ async fn a_siblings_invalidation_leaves_the_others_alone() {
 
     assert_eq!(orders.token().await.unwrap().secret(), "orders-3");
     assert_eq!(billing.token().await.unwrap().secret(), kept.secret());
-    assert_eq!(server.hits(), 3);
+    assert_eq!(server.requests(), 3);
 }
 
 #[tokio::test]
@@ -113,6 +112,6 @@ async fn with_scopes_replaces_the_scope_and_no_scopes_leaves_it_out() {
     assert_eq!(write.token().await.unwrap().secret(), "write+admin-1");
     let none = base.with_scopes(Vec::<String>::new());
     none.token().await.unwrap();
-    assert!(!server.last().form().contains_key("scope"));
+    assert!(!support::last(&server).form().contains_key("scope"));
     assert_eq!(base.token().await.unwrap().secret(), "read-3");
 }

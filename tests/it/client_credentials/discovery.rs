@@ -2,15 +2,13 @@
 //! Discovery), over real HTTP: where it is looked for, that it is kept, and that metadata for
 //! another issuer is refused before any credential is sent.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::support::{self, json, raw};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use support::{json, raw};
 use tower_oauth2::{ClientCredentials, ErrorKind};
 
 /// An identity provider on loopback: `metadata(addr)` per well-known path (None: 404), a token

@@ -1,5 +1,3 @@
-mod support;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,7 +14,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tower::ServiceBuilder;
 use tower_oauth2::{BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind};
 
-use support::{json, TokenServer};
+use crate::support::{self, json};
+use tower_oauth2::test_util::TokenServer;
 
 type Client = HealthClient<BearerAuth<Channel>>;
 
@@ -118,7 +117,7 @@ fn token_error(status: &Status) -> Option<&tower_oauth2::Error> {
 
 #[tokio::test]
 async fn calls_carry_the_token_and_share_one_token_request() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let gate = Gate::default();
     let addr = grpc_server(gate.clone()).await;
     let mut client = client(addr, credentials(&tokens));
@@ -127,7 +126,7 @@ async fn calls_carry_the_token_and_share_one_token_request() {
         let status = check(&mut client).await.expect("an authenticated call");
         assert_eq!(status, ServingStatus::Serving);
     }
-    assert_eq!(tokens.hits(), 1, "ten calls, one token request");
+    assert_eq!(tokens.requests(), 1, "ten calls, one token request");
     let seen = gate.seen();
     assert_eq!(seen.len(), 10);
     assert!(
@@ -138,7 +137,7 @@ async fn calls_carry_the_token_and_share_one_token_request() {
 
 #[tokio::test]
 async fn a_revoked_token_fails_one_call_and_the_next_call_refetches_once() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let gate = Gate::default();
     let addr = grpc_server(gate.clone()).await;
     let mut client = client(addr, credentials(&tokens));
@@ -148,12 +147,12 @@ async fn a_revoked_token_fails_one_call_and_the_next_call_refetches_once() {
 
     let status = check(&mut client).await.expect_err("token-1 was revoked");
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(tokens.hits(), 1);
+    assert_eq!(tokens.requests(), 1);
 
     for _ in 0..3 {
         check(&mut client).await.expect("token-2 is valid");
     }
-    assert_eq!(tokens.hits(), 2, "exactly one refetch");
+    assert_eq!(tokens.requests(), 2, "exactly one refetch");
     let seen = gate.seen();
     assert_eq!(
         seen.iter()
@@ -171,7 +170,7 @@ async fn a_revoked_token_fails_one_call_and_the_next_call_refetches_once() {
 
 #[tokio::test]
 async fn concurrent_calls_after_a_revocation_cause_one_refetch() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let gate = Gate::default();
     let addr = grpc_server(gate.clone()).await;
     let mut client = client(addr, credentials(&tokens));
@@ -209,7 +208,11 @@ async fn concurrent_calls_after_a_revocation_cause_one_refetch() {
     for _ in 0..5 {
         check(&mut client).await.expect("token-2 is valid");
     }
-    assert_eq!(tokens.hits(), 2, "twenty rejections, exactly one refetch");
+    assert_eq!(
+        tokens.requests(),
+        2,
+        "twenty rejections, exactly one refetch"
+    );
     assert!(gate.seen()[21..]
         .iter()
         .all(|(token, ok)| token == "token-2" && *ok));
@@ -217,7 +220,7 @@ async fn concurrent_calls_after_a_revocation_cause_one_refetch() {
 
 #[tokio::test]
 async fn a_failing_token_endpoint_fails_the_call_before_it_reaches_the_server() {
-    let tokens = TokenServer::start(|_, _| {
+    let tokens = support::scripted(|_, _| {
         json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({ "error": "invalid_client" }),
@@ -234,13 +237,13 @@ async fn a_failing_token_endpoint_fails_the_call_before_it_reaches_the_server() 
     assert_eq!(error.kind(), ErrorKind::Rejected);
     assert_eq!(error.status(), Some(StatusCode::UNAUTHORIZED));
     assert!(gate.seen().is_empty(), "the server was never called");
-    assert_eq!(tokens.hits(), 1);
+    assert_eq!(tokens.requests(), 1);
 }
 
 #[cfg(feature = "tonic")]
 mod grpc_status {
     use super::*;
-    use support::raw;
+    use crate::support::raw;
 
     async fn failed_call(tokens: &TokenServer) -> Status {
         let gate = Gate::default();
@@ -253,7 +256,7 @@ mod grpc_status {
 
     #[tokio::test]
     async fn an_unavailable_token_endpoint_maps_to_unavailable() {
-        let tokens = TokenServer::start(|_, _| {
+        let tokens = support::scripted(|_, _| {
             raw(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
@@ -275,7 +278,7 @@ mod grpc_status {
 
     #[tokio::test]
     async fn rejected_client_credentials_map_to_unauthenticated() {
-        let tokens = TokenServer::start(|_, _| {
+        let tokens = support::scripted(|_, _| {
             json(
                 StatusCode::UNAUTHORIZED,
                 serde_json::json!({ "error": "invalid_client" }),
@@ -328,7 +331,7 @@ mod grpc_status {
 
     #[tokio::test]
     async fn a_server_rejection_is_not_a_token_failure() {
-        let tokens = TokenServer::issuing(3600).await;
+        let tokens = support::issuing(3600).await;
         let gate = Gate::default();
         let addr = grpc_server(gate.clone()).await;
         let mut client = client(addr, credentials(&tokens));

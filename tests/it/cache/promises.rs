@@ -1,18 +1,17 @@
 //! The cache's promises, against a real token server on loopback: single flight, refresh
 //! ahead, backoff, invalidation on 401, cancel safety.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{self, json, raw};
 use http::{Request, Response, StatusCode};
-use support::{json, raw, TokenServer};
 use tokio::sync::{mpsc, Barrier, Notify};
 use tokio::time::Instant;
 use tower::{service_fn, Service, ServiceExt};
+use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{
     from_fn, AccessToken, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind, TokenCache,
     TokenSource,
@@ -55,7 +54,7 @@ fn echo() -> impl Service<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_callers_at_cold_start_cause_one_token_request() {
-    let server = TokenServer::start_async(|_, n| async move {
+    let server = support::scripted_async(|_, n| async move {
         // Long enough that every caller arrives while the one fetch is in flight.
         tokio::time::sleep(Duration::from_millis(200)).await;
         json(
@@ -80,7 +79,7 @@ async fn a_thousand_concurrent_callers_at_cold_start_cause_one_token_request() {
         let response = caller.await.unwrap().expect("every caller gets a token");
         assert_eq!(response.body(), "token-1");
     }
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 trait LayerExt {
@@ -100,7 +99,7 @@ async fn issuing_with_ledger(
 ) -> (TokenServer, Arc<Mutex<HashMap<String, Instant>>>) {
     let ledger = Arc::new(Mutex::new(HashMap::new()));
     let issued = ledger.clone();
-    let server = TokenServer::start_async(move |_, n| {
+    let server = support::scripted_async(move |_, n| {
         let issued = issued.clone();
         async move {
             tokio::time::sleep(delay).await;
@@ -149,7 +148,7 @@ async fn continuous_load_across_three_lifetimes_refreshes_ahead_without_making_c
     };
     let service = BearerAuthLayer::new(credentials(&server)).layer_service(upstream);
     service.clone().oneshot(Request::new(())).await.unwrap();
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 
     let began = Instant::now();
     let end = began + Duration::from_secs(3 * LIFETIME);
@@ -178,7 +177,7 @@ async fn continuous_load_across_three_lifetimes_refreshes_ahead_without_making_c
     }
     // Refresh starts between half-way and the last quarter of each lifetime: over three
     // lifetimes that is three to six refreshes, never one per request.
-    let refreshes = server.hits() - 1;
+    let refreshes = server.requests() - 1;
     assert!((3..=6).contains(&refreshes), "{refreshes} refreshes");
 }
 
@@ -186,7 +185,7 @@ async fn continuous_load_across_three_lifetimes_refreshes_ahead_without_making_c
 async fn a_failing_token_server_is_called_no_more_often_than_the_backoff_schedule() {
     let _ticker = support::ticker();
     let outage_ends = Instant::now() + Duration::from_secs(60);
-    let server = TokenServer::start(move |_, n| {
+    let server = support::scripted(move |_, n| {
         if Instant::now() < outage_ends {
             raw(StatusCode::SERVICE_UNAVAILABLE, "text/html", "<html>down</html>")
         } else {
@@ -222,7 +221,7 @@ async fn a_failing_token_server_is_called_no_more_often_than_the_backoff_schedul
     assert!(failures > 1000, "callers kept calling: {failures}");
     // Waits of at least 0.5, 1, 2, 4, 8, 16, 30 s: at most 7 attempts fit in the 60 s outage,
     // and one more succeeds within a minute of its end.
-    let attempts = server.hits();
+    let attempts = server.requests();
     assert!((5..=8).contains(&attempts), "{attempts} token requests");
     assert!(recovered_at < outage_ends + Duration::from_secs(61));
     assert_eq!(token.secret(), format!("token-{attempts}"));
@@ -234,7 +233,7 @@ async fn a_token_server_down_while_the_token_is_valid_fails_no_call() {
     let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = {
         let down = down.clone();
-        TokenServer::start(move |_, n| {
+        support::scripted(move |_, n| {
             if down.load(Ordering::SeqCst) {
                 raw(StatusCode::BAD_GATEWAY, "text/plain", "upstream down")
             } else {
@@ -260,7 +259,7 @@ async fn a_token_server_down_while_the_token_is_valid_fails_no_call() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(calls > 1000);
-    let refresh_attempts = server.hits() - 1;
+    let refresh_attempts = server.requests() - 1;
     assert!(
         (1..=5).contains(&refresh_attempts),
         "{refresh_attempts} refresh attempts in ~15 s of backoff"
@@ -269,7 +268,7 @@ async fn a_token_server_down_while_the_token_is_valid_fails_no_call() {
 
 #[tokio::test]
 async fn a_hundred_concurrent_rejections_cause_one_refetch() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let credentials = credentials(&server);
     credentials.token().await.unwrap();
     // Every request is held until all hundred carry a token, then token-1 is rejected.
@@ -301,7 +300,7 @@ async fn a_hundred_concurrent_rejections_cause_one_refetch() {
     let next = service.clone().oneshot(Request::new(())).await.unwrap();
     assert_eq!(next.status(), StatusCode::OK);
     assert_eq!(next.body(), "token-2");
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.requests(), 2);
 }
 
 /// Callers that found no token while a fetch was finishing must not start a second one: the
@@ -352,7 +351,7 @@ async fn a_storm_of_rejections_costs_one_fetch_per_invalidation_interval() {
 /// auto-advance to a token's refresh point or expiry.
 #[tokio::test(start_paused = true)]
 async fn waiting_on_the_real_world_while_paused_does_not_expire_a_cached_token() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let credentials = credentials(&server);
     let service = BearerAuthLayer::new(credentials).layer_service(echo());
     service.clone().oneshot(Request::new(())).await.unwrap();
@@ -370,13 +369,13 @@ async fn waiting_on_the_real_world_while_paused_does_not_expire_a_cached_token()
     );
     let response = service.clone().oneshot(Request::new(())).await.unwrap();
     assert_eq!(response.body(), "token-1");
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 /// Under a paused clock, advancing it expires a token, on the fast path too.
 #[tokio::test(start_paused = true)]
 async fn advancing_a_paused_clock_past_expiry_fetches_a_new_token() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let service = BearerAuthLayer::new(credentials(&server)).layer_service(echo());
     for _ in 0..3 {
         let response = service.clone().oneshot(Request::new(())).await.unwrap();
@@ -393,7 +392,7 @@ async fn a_caller_cancelled_mid_fetch_breaks_neither_the_fetch_nor_other_callers
     let release = Arc::new(Notify::new());
     let server = {
         let release = release.clone();
-        TokenServer::start_async(move |_, n| {
+        support::scripted_async(move |_, n| {
             let (arrived_tx, release) = (arrived_tx.clone(), release.clone());
             async move {
                 arrived_tx.send(n).unwrap();
@@ -426,7 +425,7 @@ async fn a_caller_cancelled_mid_fetch_breaks_neither_the_fetch_nor_other_callers
     release.notify_one();
     assert_eq!(second.await.unwrap().unwrap().secret(), "token-1");
     assert_eq!(credentials.token().await.unwrap().secret(), "token-1");
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[tokio::test]
@@ -434,7 +433,7 @@ async fn a_fetch_whose_callers_all_gave_up_still_fills_the_cache() {
     let release = Arc::new(Notify::new());
     let server = {
         let release = release.clone();
-        TokenServer::start_async(move |_, n| {
+        support::scripted_async(move |_, n| {
             let release = release.clone();
             async move {
                 release.notified().await;
@@ -451,7 +450,7 @@ async fn a_fetch_whose_callers_all_gave_up_still_fills_the_cache() {
     assert!(gave_up.is_err());
     release.notify_one();
     assert_eq!(credentials.token().await.unwrap().secret(), "token-1");
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[tokio::test]
@@ -459,7 +458,7 @@ async fn callers_waiting_on_a_failed_fetch_share_its_error_and_the_backoff() {
     let release = Arc::new(Notify::new());
     let server = {
         let release = release.clone();
-        TokenServer::start_async(move |_, _| {
+        support::scripted_async(move |_, _| {
             let release = release.clone();
             async move {
                 release.notified().await;
@@ -482,7 +481,7 @@ async fn callers_waiting_on_a_failed_fetch_share_its_error_and_the_backoff() {
             })
         })
         .collect();
-    while waiting.load(Ordering::SeqCst) < 50 || server.hits() == 0 {
+    while waiting.load(Ordering::SeqCst) < 50 || server.requests() == 0 {
         tokio::task::yield_now().await;
     }
     release.notify_one();
@@ -494,13 +493,13 @@ async fn callers_waiting_on_a_failed_fetch_share_its_error_and_the_backoff() {
     // Permanent errors back off too: the next caller gets the same error without a request.
     let again = credentials.token().await.unwrap_err();
     assert_eq!(again.status(), Some(StatusCode::UNAUTHORIZED));
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn tokens_living_one_second_do_not_cause_a_refresh_loop() {
     let _ticker = support::ticker();
-    let server = TokenServer::issuing(1).await;
+    let server = support::issuing(1).await;
     let service = BearerAuthLayer::new(credentials(&server)).layer_service(echo());
     let end = Instant::now() + Duration::from_secs(10);
     let mut calls = 0;
@@ -511,13 +510,13 @@ async fn tokens_living_one_second_do_not_cause_a_refresh_loop() {
     }
     assert!(calls > 1000);
     // Usable for 0.9 s and never refreshed before half of that: one fetch per 0.45 s at most.
-    let fetches = server.hits();
+    let fetches = server.requests();
     assert!((10..=24).contains(&fetches), "{fetches} fetches in 10 s");
 }
 
 #[tokio::test]
 async fn a_cache_is_shared_by_every_layer_built_from_one_source() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let credentials = credentials(&server);
     let first = BearerAuthLayer::new(credentials.clone()).layer_service(echo());
     let second = BearerAuthLayer::new(credentials.clone()).layer_service(echo());
@@ -527,5 +526,5 @@ async fn a_cache_is_shared_by_every_layer_built_from_one_source() {
         let response = service.oneshot(Request::new(())).await.unwrap();
         assert_eq!(response.body(), "token-1");
     }
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 }

@@ -1,11 +1,9 @@
-mod support;
-
-use support::TokenServer;
+use crate::support;
 use tower_oauth2::ClientCredentials;
 
 #[tokio::test]
 async fn fetches_and_caches_a_token() {
-    let server = TokenServer::issuing(3600).await;
+    let server = support::issuing(3600).await;
     let credentials = ClientCredentials::builder()
         .token_url(server.url())
         .client_id("id")
@@ -16,6 +14,9 @@ async fn fetches_and_caches_a_token() {
     let second = credentials.token().await.unwrap();
     assert_eq!(first.secret(), "token-1");
     assert_eq!(second.secret(), "token-1");
-    assert_eq!(server.hits(), 1);
-    assert_eq!(server.last().basic(), Some(("id".into(), "secret".into())));
+    assert_eq!(server.requests(), 1);
+    assert_eq!(
+        support::last(&server).basic(),
+        Some(("id".into(), "secret".into()))
+    );
 }

@@ -1,6 +1,8 @@
-//! Real servers on loopback for the integration tests: a token endpoint whose behaviour each
-//! test scripts (the crate's public `test_util::TokenServer` with a script), and a protected
-//! API that checks bearer tokens.
+//! Real servers on loopback for the integration tests: token endpoints that are the crate's
+//! public [`TokenServer`] with a script (so that tests hold, and show, the type users' tests
+//! hold), a protected API that checks bearer tokens, and [`serve`] for any other handler. No
+//! TLS and no keys here, so that the benches can include this file alone
+//! (`#[path = "../tests/it/support/servers.rs"] mod servers;`).
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -15,12 +17,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use tower_oauth2::test_util::{Received, TokenServer};
 
 pub type Body = Full<Bytes>;
-
-/// A request the token server received, fully read: the crate's own
-/// [`tower_oauth2::test_util::Received`].
-pub use tower_oauth2::test_util::Received as Recorded;
 
 /// Serve `handler` over HTTP/1.1 and HTTP/2 on a fresh loopback port until the test ends.
 pub async fn serve<F, Fut>(handler: F) -> SocketAddr
@@ -50,83 +49,59 @@ where
     addr
 }
 
-/// A scripted token endpoint: the crate's own test token server
-/// ([`tower_oauth2::test_util::TokenServer`]) with a script that answers every request. Every
-/// request is recorded.
-#[derive(Clone)]
-pub struct TokenServer {
-    pub addr: SocketAddr,
-    server: Arc<tower_oauth2::test_util::TokenServer>,
+/// A token endpoint that answers every request with `script(request, n)`, `n` counting from 1:
+/// the public [`TokenServer`], whose [`script`](tower_oauth2::test_util::TokenServerBuilder::script)
+/// always answers. Every request is recorded ([`TokenServer::received`]) and counted
+/// ([`TokenServer::requests`]).
+pub async fn scripted<F>(script: F) -> TokenServer
+where
+    F: Fn(&Received, usize) -> Response<Body> + Send + Sync + 'static,
+{
+    scripted_async(move |request, n| {
+        let response = script(&request, n);
+        async move { response }
+    })
+    .await
 }
 
-impl TokenServer {
-    /// Answer every request with `script(request, n)`, `n` counting from 1.
-    pub async fn start<F>(script: F) -> TokenServer
-    where
-        F: Fn(&Recorded, usize) -> Response<Body> + Send + Sync + 'static,
-    {
-        Self::start_async(move |request, n| {
-            let response = script(&request, n);
-            async move { response }
+/// Like [`scripted`], with an async script (to delay or stall answers).
+pub async fn scripted_async<F, Fut>(script: F) -> TokenServer
+where
+    F: Fn(Received, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    TokenServer::builder()
+        .script(move |request, n| {
+            let answer = script(request, n);
+            async move { Some(answer.await) }
         })
+        .start()
         .await
-    }
+        .expect("a token server on loopback")
+}
 
-    /// Like [`start`](Self::start), with an async script (to delay or stall answers).
-    pub async fn start_async<F, Fut>(script: F) -> TokenServer
-    where
-        F: Fn(Recorded, usize) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response<Body>> + Send + 'static,
-    {
-        let server = tower_oauth2::test_util::TokenServer::builder()
-            .script(move |request, n| {
-                let answer = script(request, n);
-                async move { Some(answer.await) }
-            })
-            .start()
-            .await
-            .expect("a token server on loopback");
-        TokenServer {
-            addr: server.addr(),
-            server: Arc::new(server),
-        }
-    }
+/// A token endpoint issuing `token-1`, `token-2`, … valid for `expires_in` seconds to any
+/// request (`n` in `token-n` counts requests, as in [`scripted`]).
+pub async fn issuing(expires_in: u64) -> TokenServer {
+    scripted(move |_, n| {
+        json(
+            StatusCode::OK,
+            serde_json::json!({
+                "access_token": format!("token-{n}"),
+                "token_type": "Bearer",
+                "expires_in": expires_in,
+            }),
+        )
+    })
+    .await
+}
 
-    /// A well-behaved endpoint issuing `token-1`, `token-2`, … valid for `expires_in` seconds.
-    pub async fn issuing(expires_in: u64) -> TokenServer {
-        Self::start(move |_, n| {
-            json(
-                StatusCode::OK,
-                serde_json::json!({
-                    "access_token": format!("token-{n}"),
-                    "token_type": "Bearer",
-                    "expires_in": expires_in,
-                }),
-            )
-        })
-        .await
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}/oauth/token", self.addr)
-    }
-
-    /// How many token requests arrived.
-    pub fn hits(&self) -> usize {
-        self.server.requests()
-    }
-
-    /// The requests received so far.
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.server.received()
-    }
-
-    /// The last request received.
-    pub fn last(&self) -> Recorded {
-        self.requests()
-            .pop()
-            .expect("the token server received a request")
-    }
+/// The last request `server` received.
+pub fn last(server: &TokenServer) -> Received {
+    server
+        .received()
+        .pop()
+        .expect("the token server received a request")
 }
 
 /// Under paused time the runtime jumps to the next timer whenever it is idle, including while a

@@ -7,8 +7,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tower_oauth2::{ClientCredentials, ErrorKind};
 
-#[path = "support/tls.rs"]
-mod tls;
+use crate::support::tls;
 
 /// A private CA and a certificate for `localhost` signed by it.
 struct Pki {

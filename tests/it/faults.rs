@@ -2,10 +2,9 @@
 //! each misbehaviour must produce. Never a panic, never a hang past the fetch timeout, never a
 //! read past the body limit.
 //!
-//! Well-formed HTTP comes from the scripted [`TokenServer`]; broken HTTP (stalls, resets,
-//! drips, oversized streams) from [`RawServer`], which writes the bytes by hand.
-
-mod support;
+//! Well-formed HTTP comes from the crate's `test_util::TokenServer` with a script
+//! ([`support::scripted`]); broken HTTP (stalls, resets, drips, oversized streams) from
+//! [`RawServer`], which writes the bytes by hand.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::{self, json, raw, Body};
 use bytes::Bytes;
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use support::{json, raw, Body, TokenServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -232,15 +231,15 @@ async fn fetch_timed(
     (result, started.elapsed())
 }
 
-/// Fetch once from a [`TokenServer`] answering `response()`; check that exactly one request
-/// went out.
+/// Fetch once from a token server ([`support::scripted`]) answering `response()`; check that
+/// exactly one request went out.
 async fn fetch_from(
     response: impl Fn() -> Response<Body> + Send + Sync + 'static,
     configure: impl FnOnce(ClientCredentialsBuilder) -> ClientCredentialsBuilder,
 ) -> Result<AccessToken, Error> {
-    let server = TokenServer::start(move |_, _| response()).await;
+    let server = support::scripted(move |_, _| response()).await;
     let (result, _) = fetch_timed(&server.url(), configure).await;
-    assert_eq!(server.hits(), 1, "fetch() sends exactly one request");
+    assert_eq!(server.requests(), 1, "fetch() sends exactly one request");
     result
 }
 
@@ -1077,7 +1076,7 @@ async fn access_token_of_100_kb_is_accepted_and_sent() {
     assert_eq!(token.secret(), long);
 
     // And it makes a usable header through the layer.
-    let server = TokenServer::start(move |_, _| {
+    let server = support::scripted(move |_, _| {
         raw(
             StatusCode::OK,
             "application/json",
@@ -1246,8 +1245,8 @@ async fn a_form_labelled_application_json_is_invalid() {
 
 /// A redirect to another server: not followed, and typed as a rejection with its status.
 async fn redirect(status: StatusCode) {
-    let elsewhere = TokenServer::issuing(3600).await;
-    let location = format!("http://{}/elsewhere/token", elsewhere.addr);
+    let elsewhere = support::issuing(3600).await;
+    let location = format!("http://{}/elsewhere/token", elsewhere.addr());
     let result = {
         let location = location.clone();
         fetch_from(
@@ -1267,7 +1266,11 @@ async fn redirect(status: StatusCode) {
     assert!(message.contains("redirect"), "{message}");
     assert!(message.contains(&location), "{message}");
     assert!(err.oauth_error().is_none());
-    assert_eq!(elsewhere.hits(), 0, "{status}: the redirect was followed");
+    assert_eq!(
+        elsewhere.requests(),
+        0,
+        "{status}: the redirect was followed"
+    );
 }
 
 #[tokio::test]
@@ -1406,7 +1409,7 @@ async fn layer_endpoint_answering_503_for_30_s_fails_no_call() {
     let down = Arc::new(AtomicBool::new(false));
     let server = {
         let down = down.clone();
-        TokenServer::start(move |_, n| {
+        support::scripted(move |_, n| {
             if down.load(Ordering::SeqCst) {
                 raw(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -1424,10 +1427,8 @@ async fn layer_endpoint_answering_503_for_30_s_fails_no_call() {
         .build()
         .unwrap();
     let service = BearerAuthLayer::new(credentials).layer(echo());
-    let hits = {
-        let server = server.clone();
-        move || server.hits()
-    };
+    // The closure owns the server, which runs until the test ends.
+    let hits = move || server.requests();
     outage_across_the_refresh(service, down, hits).await;
 }
 
@@ -1467,7 +1468,7 @@ async fn layer_endpoint_closing_connections_for_30_s_fails_no_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_hung_endpoint_fails_callers_together_and_does_not_hold_later_ones() {
     // The first token request hangs for good; any later one is answered.
-    let server = TokenServer::start_async(|_, n| async move {
+    let server = support::scripted_async(|_, n| async move {
         if n == 1 {
             std::future::pending::<()>().await;
         }
@@ -1511,7 +1512,7 @@ async fn layer_hung_endpoint_fails_callers_together_and_does_not_hold_later_ones
         );
     }
     assert!(began.elapsed() < WALL_LIMIT, "took {:?}", began.elapsed());
-    assert_eq!(server.hits(), 1, "ten callers, one token request");
+    assert_eq!(server.requests(), 1, "ten callers, one token request");
 
     // While the first request still hangs, a caller after the backoff gets a token at once.
     let failed_at = Instant::now();
@@ -1545,5 +1546,5 @@ async fn layer_hung_endpoint_fails_callers_together_and_does_not_hold_later_ones
         "recovered only after {:?}",
         failed_at.elapsed()
     );
-    assert_eq!(server.hits(), 2);
+    assert_eq!(server.requests(), 2);
 }

@@ -1,12 +1,10 @@
 //! Errors that say where they came from and what to fix. Full messages are compared (with the
 //! port replaced by `PORT`), so any change to them shows up here as a reviewed diff.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{self, json, raw};
 use http::StatusCode;
-use support::{json, raw, TokenServer};
 use tower_oauth2::{
     AuthStyle, CachePolicy, ClientCredentials, ClientCredentialsBuilder, ErrorKind,
 };
@@ -78,16 +76,16 @@ fn build_refuses_a_url_without_a_scheme() {
 
 #[tokio::test]
 async fn a_404_names_the_endpoint_and_says_to_check_token_url() {
-    let server = TokenServer::start(|_, _| raw(StatusCode::NOT_FOUND, "text/plain", "")).await;
+    let server = support::scripted(|_, _| raw(StatusCode::NOT_FOUND, "text/plain", "")).await;
     let url = server.url().replace("/oauth/token", "/oauth/tokn");
     let error = builder(url).build().unwrap().fetch().await.unwrap_err();
 
     assert_eq!(
         error.endpoint(),
-        Some(format!("127.0.0.1:{}/oauth/tokn", server.addr.port()).as_str())
+        Some(format!("127.0.0.1:{}/oauth/tokn", server.addr().port()).as_str())
     );
     assert_eq!(
-        snapshot(error.to_string(), server.addr.port()),
+        snapshot(error.to_string(), server.addr().port()),
         "the token endpoint rejected the request: HTTP 404 Not Found (token endpoint \
          127.0.0.1:PORT/oauth/tokn); check token_url: the server has no token endpoint at this \
          path (for an issuer URL, its metadata at /.well-known/openid-configuration names the \
@@ -98,7 +96,7 @@ async fn a_404_names_the_endpoint_and_says_to_check_token_url() {
 
 #[tokio::test]
 async fn an_html_page_says_the_url_is_not_a_token_endpoint_and_keeps_an_excerpt() {
-    let server = TokenServer::start(|_, _| {
+    let server = support::scripted(|_, _| {
         raw(
             StatusCode::OK,
             "text/html",
@@ -118,7 +116,7 @@ async fn an_html_page_says_the_url_is_not_a_token_endpoint_and_keeps_an_excerpt(
         .body_excerpt()
         .is_some_and(|excerpt| excerpt.starts_with("<!DOCTYPE html>")));
     assert_eq!(
-        snapshot(error.to_string(), server.addr.port()),
+        snapshot(error.to_string(), server.addr().port()),
         "the token endpoint answered 200 OK, but the body is neither a JSON object nor a form \
          (expected value at line 1 column 1): body \"<!DOCTYPE html><html><body>Sign \
          in</body></html>\" (token endpoint 127.0.0.1:PORT/oauth/token); this URL does not look \
@@ -129,7 +127,7 @@ async fn an_html_page_says_the_url_is_not_a_token_endpoint_and_keeps_an_excerpt(
 
 #[tokio::test]
 async fn invalid_client_suggests_the_other_client_authentication() {
-    let server = TokenServer::start(|_, _| {
+    let server = support::scripted(|_, _| {
         json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({ "error": "invalid_client" }),
@@ -163,7 +161,7 @@ async fn invalid_client_suggests_the_other_client_authentication() {
         "{form}"
     );
     assert_eq!(
-        snapshot(basic.to_string(), server.addr.port()),
+        snapshot(basic.to_string(), server.addr().port()),
         "the token endpoint rejected the request: HTTP 401 Unauthorized: invalid_client (token \
          endpoint 127.0.0.1:PORT/oauth/token); check the client id and secret; if they are \
          right, the server may want them in the body: .auth_style(AuthStyle::Form)"
@@ -172,13 +170,13 @@ async fn invalid_client_suggests_the_other_client_authentication() {
 
 #[tokio::test]
 async fn https_to_a_plain_http_port_says_so_and_is_permanent() {
-    let server = TokenServer::issuing(3600).await;
-    let url = format!("https://127.0.0.1:{}/oauth/token", server.addr.port());
+    let server = support::issuing(3600).await;
+    let url = format!("https://127.0.0.1:{}/oauth/token", server.addr().port());
     let error = builder(url).build().unwrap().fetch().await.unwrap_err();
 
     assert_eq!(error.kind(), ErrorKind::Transport);
     assert!(!error.is_transient(), "retrying cannot help: {error}");
-    let message = snapshot(error.to_string(), server.addr.port());
+    let message = snapshot(error.to_string(), server.addr().port());
     assert!(
         message.starts_with("the token endpoint does not speak TLS on this port"),
         "{message}"
@@ -196,7 +194,7 @@ async fn https_to_a_plain_http_port_says_so_and_is_permanent() {
 async fn an_error_served_during_backoff_says_when_the_next_attempt_is() {
     let _ticker = support::ticker();
     let server =
-        TokenServer::start(|_, _| raw(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "down")).await;
+        support::scripted(|_, _| raw(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "down")).await;
     let credentials = builder(server.url())
         .cache_policy(
             CachePolicy::default().backoff(Duration::from_secs(8), Duration::from_secs(8)),
@@ -209,7 +207,7 @@ async fn an_error_served_during_backoff_says_when_the_next_attempt_is() {
     tokio::time::advance(Duration::from_secs(1)).await;
     let again = credentials.token().await.unwrap_err();
 
-    assert_eq!(server.hits(), 1, "served from the backoff step");
+    assert_eq!(server.requests(), 1, "served from the backoff step");
     let next = again.next_attempt_in().expect("says when");
     assert!(
         next > Duration::from_secs(2) && next < Duration::from_secs(8),

@@ -1,5 +1,3 @@
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +15,8 @@ use tokio::sync::{watch, Notify};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_oauth2::{BearerAuth, BearerAuthLayer, ClientCredentials};
 
-use support::{json, Api, TokenServer};
+use crate::support::{self, json, Api};
+use tower_oauth2::test_util::TokenServer;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -122,7 +121,7 @@ async fn call(client: &HttpClient, app: SocketAddr) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn the_upstream_sees_the_bearer_token() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let api = Api::start(|token| token == "token-1").await;
     let app = app(&tokens, &api, 1).await;
     let client = http_client();
@@ -136,7 +135,7 @@ async fn the_upstream_sees_the_bearer_token() {
         (StatusCode::OK, "token-1".to_owned())
     );
     assert_eq!(api.served(), 2);
-    assert_eq!(tokens.hits(), 1);
+    assert_eq!(tokens.requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -144,7 +143,7 @@ async fn fifty_concurrent_requests_cost_one_token_request() {
     const REQUESTS: usize = 50;
     // The token endpoint holds its answer until every request is waiting in the handler.
     let (release, gate) = watch::channel(false);
-    let tokens = TokenServer::start_async(move |_, n| {
+    let tokens = support::scripted_async(move |_, n| {
         let mut gate = gate.clone();
         async move {
             let _ = gate.wait_for(|open| *open).await;
@@ -185,7 +184,7 @@ async fn fifty_concurrent_requests_cost_one_token_request() {
     assert_eq!(answered, REQUESTS);
     assert_eq!(api.served(), REQUESTS);
     assert_eq!(
-        tokens.hits(),
+        tokens.requests(),
         1,
         "{REQUESTS} concurrent requests, one token request"
     );
@@ -193,7 +192,7 @@ async fn fifty_concurrent_requests_cost_one_token_request() {
 
 #[tokio::test]
 async fn an_upstream_401_becomes_the_status_the_handler_chooses() {
-    let tokens = TokenServer::issuing(3600).await;
+    let tokens = support::issuing(3600).await;
     let api = Api::start(|token| token == "token-2").await;
     let app = app(&tokens, &api, 1).await;
     let client = http_client();
@@ -208,12 +207,12 @@ async fn an_upstream_401_becomes_the_status_the_handler_chooses() {
         call(&client, app.addr).await,
         (StatusCode::OK, "token-2".to_owned())
     );
-    assert_eq!(tokens.hits(), 2);
+    assert_eq!(tokens.requests(), 2);
 }
 
 #[tokio::test]
 async fn a_failing_token_endpoint_becomes_the_status_the_handler_chooses() {
-    let tokens = TokenServer::start(|_, _| {
+    let tokens = support::scripted(|_, _| {
         json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({ "error": "invalid_client" }),

@@ -7,15 +7,14 @@
 //! or error response; the tests then check both the token the client produced and the request
 //! the endpoint really saw.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::support::{self, json, raw, Body};
 use http::header::{HeaderValue, ALLOW};
 use http::{Method, Response, StatusCode};
 use serde_json::json as j;
-use support::{json, raw, Body, Recorded, TokenServer};
+use tower_oauth2::test_util::{Received, TokenServer};
 use tower_oauth2::{AccessToken, AuthStyle, ClientCredentials, ErrorKind};
 
 // ---------------------------------------------------------------------------------------------
@@ -23,7 +22,7 @@ use tower_oauth2::{AccessToken, AuthStyle, ClientCredentials, ErrorKind};
 // ---------------------------------------------------------------------------------------------
 
 /// The media type of the request's `Content-Type`, lowercased, without parameters.
-fn content_type(request: &Recorded) -> Option<String> {
+fn content_type(request: &Received) -> Option<String> {
     request
         .header("content-type")
         .and_then(|value| value.split(';').next())
@@ -70,7 +69,7 @@ const MIDEN_EXPIRES_IN: u64 = 900;
 const MIDEN_SCOPE: &str = "payments:read payments:write";
 
 async fn miden_endpoint() -> TokenServer {
-    TokenServer::start(|request, n| {
+    support::scripted(|request, n| {
         if request.method != Method::POST {
             return empty(StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -109,7 +108,7 @@ async fn miden_endpoint() -> TokenServer {
 }
 
 fn miden_url(server: &TokenServer) -> String {
-    format!("http://{}{MIDEN_PATH}", server.addr)
+    format!("http://{}{MIDEN_PATH}", server.addr())
 }
 
 #[tokio::test]
@@ -135,10 +134,10 @@ async fn miden() {
     // Cached: a second call does not ask Miden again.
     let again = credentials.token().await.unwrap();
     assert_eq!(again.secret(), "miden-access-1");
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
 
     // What Miden saw: POST, Basic credentials, a form body with grant_type and nothing else.
-    let seen = server.last();
+    let seen = support::last(&server);
     assert_eq!(seen.method, Method::POST);
     assert_eq!(seen.uri.path(), MIDEN_PATH);
     assert_eq!(
@@ -175,7 +174,7 @@ async fn miden_errors() {
     // cannot help, so nothing may retry it in a loop.
     let wrong_secret = client(MIDEN_ID, "sk_sbx_wrong").build().unwrap();
     let unauthorized = wrong_secret.token().await.expect_err("wrong secret");
-    assert_eq!(server.hits(), 1);
+    assert_eq!(server.requests(), 1);
     assert_eq!(unauthorized.kind(), ErrorKind::Rejected);
     assert_eq!(unauthorized.status(), Some(StatusCode::UNAUTHORIZED));
     assert!(!unauthorized.is_transient());
@@ -205,14 +204,14 @@ async fn miden_errors() {
         .build()
         .unwrap();
     let invalid = bad_request.fetch().await.expect_err("bad grant type");
-    assert_eq!(server.last().form()["grant_type"], "password");
+    assert_eq!(support::last(&server).form()["grant_type"], "password");
     assert_eq!(invalid.kind(), ErrorKind::Rejected);
     assert_eq!(invalid.status(), Some(StatusCode::BAD_REQUEST));
     assert!(!invalid.is_transient());
     assert!(invalid.body_excerpt().is_none(), "the body was empty");
 
     // 405: the configured URL is an endpoint that does not take POST.
-    let get_only = TokenServer::start(|_, _| {
+    let get_only = support::scripted(|_, _| {
         let mut response = empty(StatusCode::METHOD_NOT_ALLOWED);
         response
             .headers_mut()
@@ -227,14 +226,14 @@ async fn miden_errors() {
         .build()
         .unwrap();
     let not_allowed = misrouted.fetch().await.expect_err("405");
-    assert_eq!(get_only.last().method, Method::POST);
+    assert_eq!(support::last(&get_only).method, Method::POST);
     assert_eq!(not_allowed.kind(), ErrorKind::Rejected);
     assert_eq!(not_allowed.status(), Some(StatusCode::METHOD_NOT_ALLOWED));
     assert!(!not_allowed.is_transient());
     assert!(not_allowed.body_excerpt().is_none(), "the body was empty");
 
     // The Miden endpoint itself answered every one of those requests (none short-circuited).
-    assert_eq!(server.hits(), 3);
+    assert_eq!(server.requests(), 3);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,7 +265,7 @@ fn access_denied(status: StatusCode, description: String) -> Response<Body> {
 }
 
 async fn auth0_endpoint(docs: Auth0Docs) -> TokenServer {
-    TokenServer::start(move |request, _| {
+    support::scripted(move |request, _| {
         if request.method != Method::POST {
             return empty(StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -360,7 +359,7 @@ async fn auth0_endpoint(docs: Auth0Docs) -> TokenServer {
 
 fn auth0_client(server: &TokenServer, docs: Auth0Docs) -> tower_oauth2::ClientCredentialsBuilder {
     ClientCredentials::builder()
-        .token_url(format!("http://{}{AUTH0_PATH}", server.addr))
+        .token_url(format!("http://{}{AUTH0_PATH}", server.addr()))
         .client_id(AUTH0_ID)
         .client_secret(AUTH0_SECRET)
         .auth_style(match docs {
@@ -391,9 +390,9 @@ async fn auth0_current_docs() {
     );
     assert_expires_in(&token, before, after, Duration::from_secs(86400));
     credentials.token().await.unwrap();
-    assert_eq!(server.hits(), 1, "the token is cached");
+    assert_eq!(server.requests(), 1, "the token is cached");
 
-    let seen = server.last();
+    let seen = support::last(&server);
     assert_eq!(seen.method, Method::POST);
     assert_eq!(seen.uri.path(), AUTH0_PATH);
     assert_eq!(
@@ -440,9 +439,9 @@ async fn auth0_older_docs() {
     assert_eq!(token.scope(), None);
     assert_expires_in(&token, before, after, Duration::from_secs(86400));
     credentials.token().await.unwrap();
-    assert_eq!(server.hits(), 1, "the token is cached");
+    assert_eq!(server.requests(), 1, "the token is cached");
 
-    let seen = server.last();
+    let seen = support::last(&server);
     assert_eq!(seen.method, Method::POST);
     assert_eq!(seen.uri.path(), AUTH0_PATH);
     assert_eq!(content_type(&seen).as_deref(), Some("application/json"));
@@ -525,14 +524,14 @@ async fn auth0_errors(docs: Auth0Docs) {
     assert!(!denied.is_transient());
 
     // Through the cache, a rejection is asked once and not retried in a loop.
-    let hits = server.hits();
+    let hits = server.requests();
     let cached = auth0_client(&server, docs)
         .client_secret("not-the-secret-at-all")
         .build()
         .unwrap();
     let error = cached.token().await.expect_err("wrong secret");
     assert_eq!(error.status(), Some(StatusCode::UNAUTHORIZED));
-    assert_eq!(server.hits(), hits + 1);
+    assert_eq!(server.requests(), hits + 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,7 +545,7 @@ const REGIONAL_ID: &str = "d2f1c0de-7a8b-4c3d-9e0f-1a2b3c4d5e6f";
 const REGIONAL_SECRET: &str = "rg_9b8a7c6d5e4f3a2b1c0d";
 
 async fn regional_endpoint(region: &'static str) -> TokenServer {
-    TokenServer::start(move |request, n| {
+    support::scripted(move |request, n| {
         if request.method != Method::POST {
             return empty(StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -589,7 +588,7 @@ async fn regional_api() {
     let us = regional_endpoint("us").await;
     let client = |server: &TokenServer| {
         ClientCredentials::builder()
-            .token_url(format!("http://{}{REGIONAL_PATH}", server.addr))
+            .token_url(format!("http://{}{REGIONAL_PATH}", server.addr()))
             .client_id(REGIONAL_ID)
             .client_secret(REGIONAL_SECRET)
             .auth_style(AuthStyle::Json)
@@ -616,9 +615,9 @@ async fn regional_api() {
         assert_eq!(token.scope(), None);
         assert_expires_in(&token, before, after, Duration::from_secs(3600));
         credentials.token().await.unwrap();
-        assert_eq!(server.hits(), 1, "{region}: the token is cached");
+        assert_eq!(server.requests(), 1, "{region}: the token is cached");
 
-        let seen = server.last();
+        let seen = support::last(server);
         assert_eq!(seen.method, Method::POST);
         assert_eq!(seen.uri.path(), REGIONAL_PATH);
         assert_eq!(seen.header("accept"), Some("application/json"));

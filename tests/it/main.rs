@@ -1,0 +1,22 @@
+//! The integration tests: one binary whose modules mirror the crate's `src/` areas, so that
+//! the test suite links tonic, axum, reqwest and jsonwebtoken once. See `tests/README.md` for
+//! the layout, how to run one module, and where each invariant of the design is tested.
+//!
+//! Tests that need the whole process to themselves are separate binaries:
+//! `tests/allocations.rs` (a counting `#[global_allocator]`) and `tests/proxy.rs` (it sets
+//! proxy environment variables).
+
+mod support;
+
+mod cache;
+mod client_credentials;
+mod faults;
+mod layer;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod runtimes;
+mod secrets;
+#[cfg(feature = "redis")]
+mod shared_cache;
+#[cfg(feature = "test-util")]
+mod test_util;
