@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use support::Row;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::set_header::SetRequestHeader;
-use tower_oauth2::{AccessToken, BearerAuth, BearerAuthLayer, StaticToken};
+use tower_oauth2::{source::StaticToken, AccessToken, BearerAuth, BearerAuthLayer};
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCJ9.c2lnbmF0dXJl";
 

@@ -15,7 +15,7 @@ use criterion::Criterion;
 use support::Row;
 use tokio::runtime::Runtime;
 use tower_oauth2::test_util::RedisServer;
-use tower_oauth2::{CachePolicy, ClientCredentials, RedisStore};
+use tower_oauth2::{cache::CachePolicy, shared::RedisStore, ClientCredentials};
 
 /// Every refresh is forced: the token is dropped as rejected, with no rate limit on that.
 fn policy() -> CachePolicy {

@@ -147,7 +147,9 @@ async fn embedded(requests: usize) -> Result<bool, BoxError> {
         (AuthStyle::Form, "form body"),
         (AuthStyle::Json, "JSON body"),
     ] {
-        let token = credentials(style, support::CLIENT_SECRET)?.fetch().await?;
+        let token = credentials(style, support::CLIENT_SECRET)?
+            .fetch_uncached()
+            .await?;
         let seen = token_server
             .last_client_auth()
             .map_or_else(|| "nothing".to_owned(), |auth| auth.to_string());
@@ -161,7 +163,7 @@ async fn embedded(requests: usize) -> Result<bool, BoxError> {
 
     println!("\n2. A wrong client secret");
     match credentials(AuthStyle::Basic, "not-the-secret")?
-        .fetch()
+        .fetch_uncached()
         .await
     {
         Err(error) => {
@@ -322,7 +324,7 @@ async fn against_provider(provider: Provider, requests: usize) -> Result<bool, B
     let credentials = builder.build()?;
 
     println!("\n1. One token");
-    let token = credentials.fetch().await?;
+    let token = credentials.fetch_uncached().await?;
     println!("   {}", describe(&token));
 
     println!("\n2. {requests} concurrent requests through one BearerAuthLayer, twice");

@@ -94,7 +94,7 @@ async fn main() -> Result<(), BoxError> {
     }
 
     // Every token request carries a new assertion: fetch() bypasses the cache to show it.
-    credentials.fetch().await?;
+    credentials.fetch_uncached().await?;
     let (requests, issued) = (idp.requests(), idp.issued());
     println!("token requests: {requests}, tokens issued: {issued}");
     if (requests, issued) != (2, 2) {

@@ -165,7 +165,14 @@ impl CachePolicy {
     /// When to refresh and when to stop using a token fetched at `now`, as durations from `now`
     /// (`None`: never).
     pub(crate) fn plan(&self, now: Instant, stated_expiry: Option<Instant>) -> Plan {
-        self.plan_jittered(now, stated_expiry, random_unit())
+        self.plan_jittered(now, stated_expiry, random_unit(), true)
+    }
+
+    /// [`plan`](Self::plan) for a token another cache handed out: its expiry is taken as it is,
+    /// never stretched to `min_lifetime` (that cache may have stretched it already, and a
+    /// token near its end stays near its end).
+    pub(crate) fn plan_relayed(&self, now: Instant, stated_expiry: Option<Instant>) -> Plan {
+        self.plan_jittered(now, stated_expiry, random_unit(), false)
     }
 
     /// How long after it was issued a token of `lifetime` is due for refresh at the earliest,
@@ -173,21 +180,30 @@ impl CachePolicy {
     #[cfg(feature = "shared-cache")]
     pub(crate) fn earliest_refresh(&self, lifetime: Duration) -> Duration {
         let now = Instant::now();
-        self.plan_jittered(now, now.checked_add(lifetime), 1.0)
+        self.plan_jittered(now, now.checked_add(lifetime), 1.0, true)
             .refresh_in
             .unwrap_or(lifetime)
     }
 
-    fn plan_jittered(&self, now: Instant, stated_expiry: Option<Instant>, unit: f64) -> Plan {
+    fn plan_jittered(
+        &self,
+        now: Instant,
+        stated_expiry: Option<Instant>,
+        unit: f64,
+        floored: bool,
+    ) -> Plan {
         let Some(stated_expiry) = stated_expiry else {
             return Plan {
                 refresh_in: None,
                 expires_in: None,
             };
         };
-        let lifetime = stated_expiry
-            .saturating_duration_since(now)
-            .max(self.min_lifetime);
+        let floor = if floored {
+            self.min_lifetime
+        } else {
+            Duration::ZERO
+        };
+        let lifetime = stated_expiry.saturating_duration_since(now).max(floor);
         let margin = self.expiry_margin.min(lifetime / 10);
         let usable = lifetime.saturating_sub(margin);
         let ahead = scale(usable, self.refresh_fraction)

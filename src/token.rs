@@ -27,6 +27,15 @@ pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 60
 #[derive(Clone)]
 pub struct AccessToken {
     inner: Arc<Inner>,
+    /// Where it came from: an endpoint (its expiry as stated), or a cache (until when that
+    /// cache uses it), so that another cache in front never stretches it past that.
+    origin: Origin,
+}
+
+#[derive(Clone, Copy)]
+enum Origin {
+    Fresh,
+    Relayed { until: Option<Instant> },
 }
 
 struct Inner {
@@ -44,6 +53,7 @@ impl AccessToken {
                 expires_at: None,
                 scope: None,
             }),
+            origin: Origin::Fresh,
         }
     }
 
@@ -51,13 +61,14 @@ impl AccessToken {
     ///
     /// "Now" is tokio's clock, so tests that pause time see consistent expiries.
     pub fn with_lifetime(self, lifetime: Duration) -> Self {
-        let expires_at = expiry_from_now(lifetime);
-        self.map(|inner| inner.expires_at = Some(expires_at))
+        self.with_expires_at(Some(expiry_from_now(lifetime)))
     }
 
     /// The same token, expiring at `expires_at` (`None`: never).
     pub fn with_expires_at(self, expires_at: Option<Instant>) -> Self {
-        self.map(|inner| inner.expires_at = expires_at)
+        let mut token = self.map(|inner| inner.expires_at = expires_at);
+        token.origin = Origin::Fresh;
+        token
     }
 
     /// The same token, carrying the scope the server granted.
@@ -67,6 +78,7 @@ impl AccessToken {
     }
 
     fn map(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let origin = self.origin;
         let mut inner = match Arc::try_unwrap(self.inner) {
             Ok(inner) => inner,
             Err(shared) => Inner {
@@ -78,6 +90,7 @@ impl AccessToken {
         change(&mut inner);
         AccessToken {
             inner: Arc::new(inner),
+            origin,
         }
     }
 
@@ -96,6 +109,16 @@ impl AccessToken {
         self.inner.expires_at
     }
 
+    /// Until when it may be used: its expiry, or for a token a cache handed out, when that
+    /// cache stops using it (which may be before the expiry, or after it for a token shorter
+    /// than `CachePolicy::min_lifetime`).
+    pub(crate) fn usable_until(&self) -> Option<Instant> {
+        match self.origin {
+            Origin::Fresh => self.inner.expires_at,
+            Origin::Relayed { until } => until,
+        }
+    }
+
     /// The scope the server granted, if it said.
     pub fn scope(&self) -> Option<&str> {
         self.inner.scope.as_deref()
@@ -104,6 +127,20 @@ impl AccessToken {
     /// Whether two handles are clones of the same issued token.
     pub(crate) fn same_as(&self, other: &AccessToken) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// This token as a cache hands it out: expiring when that cache stops using it (`until`),
+    /// which a cache in front takes as it is.
+    pub(crate) fn relayed(&self, until: Option<Instant>) -> AccessToken {
+        AccessToken {
+            inner: self.inner.clone(),
+            origin: Origin::Relayed { until },
+        }
+    }
+
+    /// Whether a cache handed it out (see [`relayed`](Self::relayed)).
+    pub(crate) fn is_relayed(&self) -> bool {
+        matches!(self.origin, Origin::Relayed { .. })
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
-use tower_oauth2::{AccessToken, BearerAuthLayer, StaticToken, TokenSource};
+use tower_oauth2::{source::StaticToken, AccessToken, BearerAuthLayer, TokenCache, TokenSource};
 
 struct Counting;
 
@@ -124,7 +124,7 @@ fn assert_fast_paths_allocate_nothing(sources: Vec<impl TokenSource>) {
         .unwrap();
     let mut services: Vec<_> = sources
         .into_iter()
-        .map(|source| BearerAuthLayer::new(source).layer(Noop))
+        .map(|source| BearerAuthLayer::new(TokenCache::new(source)).layer(Noop))
         .collect();
     // Warm up: the first call fetches and caches the token (the slow path allocates); the
     // second makes this thread's own copy of the header (once per thread per token).
@@ -191,7 +191,7 @@ const CREDENTIALS: &[&[u8]] = &[SECRET.as_bytes(), TOKEN.as_bytes(), BASIC.as_by
 fn every_copy_of_a_credential_the_crate_makes_is_wiped_before_it_is_freed() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
-    use tower_oauth2::{AuthStyle, ClientCredentials, TokenRequest};
+    use tower_oauth2::{client_auth::AuthStyle, transport::TokenRequest, ClientCredentials};
 
     assert_eq!(
         base64::Engine::encode(

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tower_oauth2::{AuthStyle, ClientCredentials, ErrorKind};
+use tower_oauth2::{client_auth::AuthStyle, ClientCredentials, ErrorKind};
 
 #[path = "it/support/tls.rs"]
 mod tls;
@@ -112,7 +112,10 @@ async fn idp() -> (SocketAddr, String) {
     (addr, certified.cert.pem())
 }
 
-fn builder(idp: SocketAddr, ca: &str) -> tower_oauth2::ClientCredentialsBuilder {
+fn builder(
+    idp: SocketAddr,
+    ca: &str,
+) -> tower_oauth2::client_credentials::ClientCredentialsBuilder {
     ClientCredentials::builder()
         .token_url(format!("https://idp.test:{}/oauth/token", idp.port()))
         .client_id("client")
@@ -194,7 +197,11 @@ async fn a_proxy_that_is_not_an_http_url_is_a_configuration_error() {
             .proxy(proxy)
             .build()
             .unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Config, "{proxy}");
+        assert_eq!(
+            tower_oauth2::Error::from(error.clone()).kind(),
+            ErrorKind::Config,
+            "{proxy}"
+        );
         assert!(error.to_string().contains("proxy"), "{error}");
     }
 }
@@ -209,7 +216,7 @@ async fn a_proxy_refusing_the_tunnel_is_a_transport_error() {
         .build()
         .unwrap();
 
-    let error = credentials.fetch().await.unwrap_err();
+    let error = credentials.fetch_uncached().await.unwrap_err();
 
     assert_eq!(error.kind(), ErrorKind::Transport, "{error}");
     assert!(error.to_string().contains("proxy"), "{error}");
@@ -228,7 +235,7 @@ async fn the_environment_names_the_proxy_and_the_exceptions() {
 
     let through_proxy = builder(idp, &ca).build().unwrap();
     assert_eq!(
-        through_proxy.fetch().await.unwrap().secret(),
+        through_proxy.fetch_uncached().await.unwrap().secret(),
         "proxied-token"
     );
     assert_eq!(seen.lock().unwrap().connects.len(), 1);
@@ -236,7 +243,7 @@ async fn the_environment_names_the_proxy_and_the_exceptions() {
     // `.no_proxy()` ignores the environment: `idp.test` does not resolve without the proxy.
     let direct = builder(idp, &ca).no_proxy().build().unwrap();
     assert_eq!(
-        direct.fetch().await.unwrap_err().kind(),
+        direct.fetch_uncached().await.unwrap_err().kind(),
         ErrorKind::Transport
     );
     assert_eq!(
@@ -249,7 +256,7 @@ async fn the_environment_names_the_proxy_and_the_exceptions() {
     std::env::set_var("NO_PROXY", "example.com, .idp.test");
     let excepted = builder(idp, &ca).build().unwrap();
     assert_eq!(
-        excepted.fetch().await.unwrap_err().kind(),
+        excepted.fetch_uncached().await.unwrap_err().kind(),
         ErrorKind::Transport
     );
     assert_eq!(
@@ -268,7 +275,10 @@ async fn the_environment_names_the_proxy_and_the_exceptions() {
         .build()
         .unwrap();
     std::env::set_var("HTTP_PROXY", format!("http://{proxy}"));
-    assert_eq!(loopback.fetch().await.unwrap().secret(), "loopback-token");
+    assert_eq!(
+        loopback.fetch_uncached().await.unwrap().secret(),
+        "loopback-token"
+    );
     assert_eq!(
         seen.lock().unwrap().connects.len(),
         1,
@@ -280,7 +290,7 @@ async fn the_environment_names_the_proxy_and_the_exceptions() {
     std::env::remove_var("HTTP_PROXY");
     std::env::set_var("ALL_PROXY", "socks5://user:s0cks-pass@127.0.0.1:1");
     let socks = builder(idp, &ca).build().unwrap();
-    let error = socks.fetch().await.unwrap_err();
+    let error = socks.fetch_uncached().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Transport);
     let message = error.to_string();
     assert!(message.contains("only http:// proxies"), "{message}");

@@ -60,13 +60,22 @@ impl Entry {
 }
 
 impl Entry {
+    /// Its token as the cache hands it out: expiring when the cache stops using it.
+    pub(crate) fn relayed(&self) -> AccessToken {
+        self.token.relayed(self.expires_at)
+    }
+
     /// `token`, fetched now, planned by `policy`.
     pub(crate) fn new(token: AccessToken, policy: &CachePolicy) -> Result<Entry, Error> {
         let header = bearer_header(&token)?;
         let fetched_at = now();
         let virtual_clock = runs_on_a_virtual_clock(fetched_at);
         let coarse = coarse_now();
-        let plan = policy.plan(fetched_at, token.expires_at());
+        let plan = if token.is_relayed() {
+            policy.plan_relayed(fetched_at, token.usable_until())
+        } else {
+            policy.plan(fetched_at, token.expires_at())
+        };
         Ok(Entry {
             token,
             header,

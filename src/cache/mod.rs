@@ -302,7 +302,7 @@ impl TokenCache {
 
 impl TokenSource for TokenCache {
     fn token(&self) -> TokenFuture<'_> {
-        Box::pin(async move { self.entry().await.map(|entry| entry.token.clone()) })
+        Box::pin(async move { self.entry().await.map(|entry| entry.relayed()) })
     }
 
     fn invalidate(&self, token: &AccessToken) {

@@ -76,7 +76,7 @@ impl Shorthands {
                 }
                 explicit
             }
-            None => self.from_shorthands(secret, private_key)?,
+            None => self.resolve_shorthands(secret, private_key)?,
         };
         if let Some(urlencode) = self.basic_urlencode {
             auth = auth.basic_urlencode(urlencode);
@@ -92,7 +92,7 @@ impl Shorthands {
 
     // Without rustls no private key can be given: that branch is unreachable.
     #[cfg_attr(not(feature = "rustls-no-provider"), allow(unreachable_code))]
-    fn from_shorthands<K: Into<KeyChoice>>(
+    fn resolve_shorthands<K: Into<KeyChoice>>(
         &mut self,
         secret: Option<Zeroizing<String>>,
         private_key: Option<K>,

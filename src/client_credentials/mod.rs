@@ -123,7 +123,7 @@ impl ClientCredentials {
     /// # async fn send_with(_: &str) -> u16 { 200 }
     /// ```
     pub async fn token(&self) -> Result<AccessToken, Error> {
-        self.cache.entry().await.map(|entry| entry.token.clone())
+        self.cache.entry().await.map(|entry| entry.relayed())
     }
 
     /// Drop `token` from the cache if it is still the cached one, because a server rejected

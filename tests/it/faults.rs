@@ -21,8 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_oauth2::{
-    AccessToken, BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials,
-    ClientCredentialsBuilder, Error, ErrorKind,
+    cache::CachePolicy, client_credentials::ClientCredentialsBuilder, AccessToken, BearerAuth,
+    BearerAuthLayer, ClientCredentials, Error, ErrorKind,
 };
 
 const SECRET: &str = "fault-injection-secret";
@@ -225,7 +225,7 @@ async fn fetch_timed(
         .build()
         .expect("valid configuration");
     let started = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(15), credentials.fetch())
+    let result = tokio::time::timeout(Duration::from_secs(15), credentials.fetch_uncached())
         .await
         .expect("fetch() hung past its own timeout");
     (result, started.elapsed())

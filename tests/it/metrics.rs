@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::support::{self, raw};
 use http::StatusCode;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use tower_oauth2::{CachePolicy, ClientCredentials};
+use tower_oauth2::{cache::CachePolicy, ClientCredentials};
 
 /// One metric as recorded: name, labels, values.
 type Recorded = Vec<(String, Vec<(String, String)>, Vec<f64>)>;

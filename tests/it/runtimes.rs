@@ -25,8 +25,8 @@ use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, Service, ServiceExt};
 use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{
-    from_fn, AccessToken, BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind,
-    TokenCache, TokenSource,
+    cache::CachePolicy, source::from_fn, AccessToken, BearerAuth, BearerAuthLayer,
+    ClientCredentials, ErrorKind, TokenCache, TokenSource,
 };
 
 /// A token server issuing `token-N` with a stated lifetime, and an API that rejects tokens
@@ -92,7 +92,7 @@ impl World {
     }
 
     /// The API behind a bearer layer over `source`.
-    fn client(&self, source: impl TokenSource) -> BearerAuth<Upstream> {
+    fn client(&self, source: impl Into<TokenCache>) -> BearerAuth<Upstream> {
         BearerAuthLayer::new(source).layer_service(Upstream {
             url: self.api.url(),
         })
@@ -467,7 +467,7 @@ fn a_source_that_panics_once_is_an_error_and_then_recovers() {
         let error = runtime
             .block_on(cache.token())
             .expect_err("the panic is an error");
-        assert_eq!(error.kind(), ErrorKind::Other);
+        assert_eq!(error.kind(), ErrorKind::Panic);
         assert!(error.to_string().contains("panicked"), "{error}");
         assert!(
             !error.to_string().contains("a bug"),
@@ -475,7 +475,7 @@ fn a_source_that_panics_once_is_an_error_and_then_recovers() {
         );
         // Backed off like any failure: the next call right away gets the same error.
         let again = runtime.block_on(cache.token()).expect_err("backing off");
-        assert_eq!(again.kind(), ErrorKind::Other);
+        assert_eq!(again.kind(), ErrorKind::Panic);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // After the backoff step, the source is called again and the cache recovers.
         std::thread::sleep(Duration::from_millis(120));
@@ -518,7 +518,7 @@ fn a_source_that_panics_during_refresh_ahead_neither_spins_nor_sends_an_expired_
                 }
                 Err(error) => {
                     assert!(Instant::now() >= expires_at - Duration::from_millis(40));
-                    assert_eq!(error.kind(), ErrorKind::Other);
+                    assert_eq!(error.kind(), ErrorKind::Panic);
                     failed += 1;
                 }
             }
@@ -541,7 +541,7 @@ fn a_source_that_panics_during_refresh_ahead_neither_spins_nor_sends_an_expired_
 fn a_custom_http_client_that_panics_is_a_backed_off_error() {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    let client = tower::service_fn(move |_: tower_oauth2::TokenRequest| {
+    let client = tower::service_fn(move |_: tower_oauth2::transport::TokenRequest| {
         counter.fetch_add(1, Ordering::SeqCst);
         async move {
             if true {
@@ -564,7 +564,7 @@ fn a_custom_http_client_that_panics_is_a_backed_off_error() {
         let error = runtime
             .block_on(credentials.token())
             .expect_err("a panic is an error");
-        assert_eq!(error.kind(), ErrorKind::Other);
+        assert_eq!(error.kind(), ErrorKind::Panic);
         assert!(
             error.to_string().contains("HTTP client panicked"),
             "{error}"

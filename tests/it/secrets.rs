@@ -14,8 +14,8 @@ use http::{Request, Response, StatusCode};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{
-    AccessToken, AuthStyle, BearerAuthLayer, CachePolicy, ClientCredentials, Error, PrivateKeyJwt,
-    StaticToken, TokenCache, TokenSource,
+    cache::CachePolicy, client_auth::AuthStyle, client_auth::PrivateKeyJwt, source::StaticToken,
+    AccessToken, BearerAuthLayer, ClientCredentials, Error, TokenCache,
 };
 
 const CLIENT_ID: &str = "hygiene-client";
@@ -142,7 +142,7 @@ async fn no_secret_or_token_appears_in_any_output() {
         assert!(token.secret().starts_with(TOKEN_PREFIX), "the scenario ran");
         formats!(outputs, token);
         formats!(outputs, credentials);
-        formats!(outputs, credentials.cache().unwrap());
+        formats!(outputs, TokenCache::from(credentials.clone()));
         formats!(outputs, BearerAuthLayer::new(credentials.clone()));
         tokens.push(token);
         formats!(outputs, style);
@@ -164,7 +164,12 @@ async fn no_secret_or_token_appears_in_any_output() {
             "/echo-expires-in",
             "/missing",
         ] {
-            errors.push(credentials(&server, path, style).fetch().await.unwrap_err());
+            errors.push(
+                credentials(&server, path, style)
+                    .fetch_uncached()
+                    .await
+                    .unwrap_err(),
+            );
         }
     }
     let wrong = ClientCredentials::builder()
@@ -256,7 +261,7 @@ async fn no_secret_or_token_appears_in_any_output() {
             .build()
             .unwrap();
         formats!(outputs, signed);
-        let error = signed.fetch().await.unwrap_err();
+        let error = signed.fetch_uncached().await.unwrap_err();
         formats!(assertion_errors, error, display);
         let hmac = ClientCredentials::builder()
             .token_url(format!("http://{}{path}", server.addr()))
@@ -266,7 +271,7 @@ async fn no_secret_or_token_appears_in_any_output() {
             .build()
             .unwrap();
         formats!(outputs, hmac);
-        let error = hmac.fetch().await.unwrap_err();
+        let error = hmac.fetch_uncached().await.unwrap_err();
         formats!(assertion_errors, error, display);
     }
     let assertions: Vec<String> = server.received()[requests_before..]

@@ -12,7 +12,7 @@ use crate::support::{self, json};
 use http::StatusCode;
 use tower_oauth2::test_util::RedisServer;
 use tower_oauth2::test_util::TokenServer;
-use tower_oauth2::{CachePolicy, ClientCredentials, RedisStore};
+use tower_oauth2::{cache::CachePolicy, shared::RedisStore, ClientCredentials};
 
 const SECRET: &str = "fl33t-secret-value";
 
@@ -111,7 +111,7 @@ async fn a_fleet_with_private_key_jwt_shares_through_a_key_derived_from_the_priv
         ClientCredentials::builder()
             .token_url(tokens.url())
             .client_id("fleet-client")
-            .private_key_jwt(tower_oauth2::PrivateKeyJwt::from_pem(pem).unwrap())
+            .private_key_jwt(tower_oauth2::client_auth::PrivateKeyJwt::from_pem(pem).unwrap())
             .shared_cache(RedisStore::new(&redis.url()).unwrap())
             .build()
             .unwrap()

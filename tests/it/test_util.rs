@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tower_oauth2::test_util::{ClientAuth, Failure, TokenServer};
-use tower_oauth2::{AuthStyle, CachePolicy, ClientCredentials, ErrorKind};
+use tower_oauth2::{cache::CachePolicy, client_auth::AuthStyle, ClientCredentials, ErrorKind};
 
 fn credentials(server: &TokenServer, style: AuthStyle) -> ClientCredentials {
     ClientCredentials::builder()
@@ -25,7 +25,7 @@ async fn it_accepts_every_client_authentication_style_and_refuses_wrong_secrets(
         (AuthStyle::Form, ClientAuth::Form),
         (AuthStyle::Json, ClientAuth::Json),
     ] {
-        let token = credentials(&server, style).fetch().await.unwrap();
+        let token = credentials(&server, style).fetch_uncached().await.unwrap();
         assert!(server.accepts(token.secret()));
         assert_eq!(server.last_client_auth(), Some(seen));
     }
@@ -35,7 +35,7 @@ async fn it_accepts_every_client_authentication_style_and_refuses_wrong_secrets(
         .client_secret("wrong")
         .build()
         .unwrap();
-    let error = wrong.fetch().await.unwrap_err();
+    let error = wrong.fetch_uncached().await.unwrap_err();
     assert_eq!(error.oauth_error().unwrap().code(), "invalid_client");
     assert_eq!(server.issued(), 3);
     assert_eq!(server.requests(), 4);
@@ -70,12 +70,12 @@ async fn queued_failures_come_first_then_tokens_again() {
     server.fail_next(1, Failure::Delay(Duration::from_millis(300)));
     let client = credentials(&server, AuthStyle::Basic);
 
-    let scope = client.fetch().await.unwrap_err();
+    let scope = client.fetch_uncached().await.unwrap_err();
     assert_eq!(scope.oauth_error().unwrap().code(), "invalid_scope");
-    let limited = client.fetch().await.unwrap_err();
+    let limited = client.fetch_uncached().await.unwrap_err();
     assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
     assert!(limited.is_transient());
-    let html = client.fetch().await.unwrap_err();
+    let html = client.fetch_uncached().await.unwrap_err();
     assert_eq!(html.kind(), ErrorKind::InvalidResponse);
     let slow = ClientCredentials::builder()
         .token_url(server.url())
@@ -84,8 +84,11 @@ async fn queued_failures_come_first_then_tokens_again() {
         .timeout(Duration::from_millis(100))
         .build()
         .unwrap();
-    assert_eq!(slow.fetch().await.unwrap_err().kind(), ErrorKind::Timeout);
-    assert_eq!(client.fetch().await.unwrap().secret(), "token-1");
+    assert_eq!(
+        slow.fetch_uncached().await.unwrap_err().kind(),
+        ErrorKind::Timeout
+    );
+    assert_eq!(client.fetch_uncached().await.unwrap().secret(), "token-1");
 }
 
 #[tokio::test]
@@ -97,7 +100,7 @@ async fn tokens_expire_for_the_server_after_their_lifetime() {
         .await
         .unwrap();
     let token = credentials(&server, AuthStyle::Basic)
-        .fetch()
+        .fetch_uncached()
         .await
         .unwrap();
     assert_eq!(token.secret(), "short-1");

@@ -12,7 +12,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use tower_oauth2::{
-    from_fn, AccessToken, CachePolicy, ErrorKind, TokenCache, TokenFuture, TokenSource,
+    cache::CachePolicy, source::from_fn, source::TokenFuture, AccessToken, ErrorKind, TokenCache,
+    TokenSource,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tower::{service_fn, Service, ServiceExt};
 use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{
-    from_fn, AccessToken, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind, TokenCache,
-    TokenSource,
+    cache::CachePolicy, source::from_fn, AccessToken, BearerAuthLayer, ClientCredentials,
+    ErrorKind, TokenCache, TokenSource,
 };
 
 fn credentials(server: &TokenServer) -> ClientCredentials {
@@ -527,4 +527,42 @@ async fn a_cache_is_shared_by_every_layer_built_from_one_source() {
         assert_eq!(response.body(), "token-1");
     }
     assert_eq!(server.requests(), 1);
+}
+
+/// A cache in front of another cache (or of a `ClientCredentials`) takes the tokens it is
+/// handed as they are: it never uses one past when the cache behind stops using it, even for
+/// tokens so short that the cache behind stretched them to `min_lifetime`.
+#[tokio::test(start_paused = true)]
+async fn a_cache_in_front_of_a_cache_never_outlives_its_tokens() {
+    let fetched_at = Arc::new(Mutex::new(HashMap::new()));
+    let record = fetched_at.clone();
+    // 500 ms tokens: the cache behind uses each for min_lifetime, 2 s from its fetch.
+    let behind = TokenCache::new(from_fn(move || {
+        let mut fetched_at = record.lock().unwrap();
+        let secret = format!("t{}", fetched_at.len() + 1);
+        fetched_at.insert(secret.clone(), Instant::now());
+        let token = AccessToken::new(secret).with_lifetime(Duration::from_millis(500));
+        async move { Ok(token) }
+    }));
+    let in_front = TokenCache::new(behind.clone());
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        let token = in_front.token().await.unwrap();
+        let fetched = fetched_at.lock().unwrap()[token.secret()];
+        assert!(
+            Instant::now() < fetched + Duration::from_secs(2),
+            "{} used {:?} after its fetch",
+            token.secret(),
+            Instant::now() - fetched
+        );
+        seen.push(token.secret().to_owned());
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    seen.dedup();
+    assert!(seen.len() >= 2, "the tokens were renewed: {seen:?}");
+    // The cache behind refreshes its 2 s tokens ahead, at the earliest 0.9 s after each fetch
+    // (jitter can take the refresh point back to half the usable life): at most 6 in 4 s. The
+    // cache in front adds none of its own.
+    let fetches = fetched_at.lock().unwrap().len();
+    assert!(fetches <= 6, "{fetches} fetches in 4 s of 2 s tokens");
 }

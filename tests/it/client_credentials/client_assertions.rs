@@ -14,7 +14,9 @@ use base64::Engine as _;
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tower_oauth2::test_util::{Received, TokenServer};
-use tower_oauth2::{ClientCredentials, ErrorKind, JwsAlgorithm, PrivateKeyJwt};
+use tower_oauth2::{
+    client_auth::JwsAlgorithm, client_auth::PrivateKeyJwt, ClientCredentials, ErrorKind,
+};
 
 const CLIENT_ID: &str = "assertion-client";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -195,7 +197,7 @@ async fn every_key_type_and_format_signs_assertions_the_endpoint_verifies() {
         let before = now();
         for _ in 0..3 {
             let token = credentials
-                .fetch()
+                .fetch_uncached()
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", key.name));
             assert!(token.secret().starts_with("assertion-token-"));
@@ -236,7 +238,7 @@ async fn an_rsa_key_signs_ps256_when_asked() {
             .unwrap()
             .algorithm(JwsAlgorithm::PS256),
     );
-    credentials.fetch().await.unwrap();
+    credentials.fetch_uncached().await.unwrap();
     let accepted = idp.accepted();
     assert_eq!(accepted[0].header.alg, Algorithm::PS256);
     assert_eq!(accepted[0].header.kid, None, "no kid unless one is given");
@@ -252,7 +254,7 @@ async fn every_token_request_carries_a_fresh_assertion_and_a_replay_is_refused()
     .await;
     let credentials = private_key_client(&idp, PrivateKeyJwt::from_pem(&key.private_pem).unwrap());
     for _ in 0..20 {
-        credentials.fetch().await.unwrap();
+        credentials.fetch_uncached().await.unwrap();
     }
     let jtis: HashSet<String> = idp
         .accepted()
@@ -290,7 +292,7 @@ async fn the_wrong_key_is_a_permanent_invalid_client_error() {
     .await;
     let credentials =
         private_key_client(&idp, PrivateKeyJwt::from_pem(&other.private_pem).unwrap());
-    let error = credentials.fetch().await.unwrap_err();
+    let error = credentials.fetch_uncached().await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
     assert!(!error.is_transient(), "a wrong key is not retried: {error}");
     assert_eq!(error.oauth_error().unwrap().code(), "invalid_client");
@@ -311,8 +313,8 @@ async fn client_secret_jwt_signs_with_the_secret() {
         .client_secret_jwt()
         .build()
         .unwrap();
-    credentials.fetch().await.unwrap();
-    credentials.fetch().await.unwrap();
+    credentials.fetch_uncached().await.unwrap();
+    credentials.fetch_uncached().await.unwrap();
     let accepted = idp.accepted();
     assert_eq!(accepted.len(), 2);
     assert_eq!(accepted[0].header.alg, Algorithm::HS256);
@@ -326,7 +328,7 @@ async fn client_secret_jwt_signs_with_the_secret() {
         .client_secret_jwt()
         .build()
         .unwrap();
-    let error = wrong.fetch().await.unwrap_err();
+    let error = wrong.fetch_uncached().await.unwrap_err();
     assert_eq!(error.oauth_error().unwrap().code(), "invalid_client");
 }
 
@@ -349,7 +351,7 @@ async fn audience_and_lifetime_can_be_set() {
         .assertion_lifetime(Duration::from_secs(300))
         .build()
         .unwrap();
-    credentials.fetch().await.unwrap();
+    credentials.fetch_uncached().await.unwrap();
     let claims = &idp.accepted()[0].claims;
     assert_eq!(claims["aud"], "https://idp.example.com");
     assert_eq!(
@@ -378,7 +380,7 @@ async fn a_certificate_adds_its_sha256_thumbprint() {
             .certificate_pem(certificate.pem())
             .unwrap(),
     );
-    credentials.fetch().await.unwrap();
+    credentials.fetch_uncached().await.unwrap();
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate.der());
     let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
     assert_eq!(
@@ -400,7 +402,10 @@ fn keys_that_cannot_sign_are_build_errors_that_say_why() {
     let not_a_key =
         PrivateKeyJwt::from_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
             .unwrap_err();
-    assert_eq!(not_a_key.kind(), ErrorKind::Config);
+    assert_eq!(
+        tower_oauth2::Error::from(not_a_key.clone()).kind(),
+        ErrorKind::Config
+    );
     assert!(
         not_a_key.to_string().contains("no private key"),
         "{not_a_key}"
@@ -412,7 +417,10 @@ fn keys_that_cannot_sign_are_build_errors_that_say_why() {
 
     let garbage = keys::pem("PRIVATE KEY", b"definitely not a PKCS#8 structure");
     let error = build(PrivateKeyJwt::from_pem(garbage).unwrap()).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Config);
+    assert_eq!(
+        tower_oauth2::Error::from(error.clone()).kind(),
+        ErrorKind::Config
+    );
     assert!(error.to_string().contains("cannot use this key"), "{error}");
 
     let ec = keys::p256_pkcs8();
@@ -426,7 +434,10 @@ fn keys_that_cannot_sign_are_build_errors_that_say_why() {
 
     let p521 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512).unwrap();
     let error = build(PrivateKeyJwt::from_pem(p521.serialize_pem()).unwrap()).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Config);
+    assert_eq!(
+        tower_oauth2::Error::from(error.clone()).kind(),
+        ErrorKind::Config
+    );
     assert!(error.to_string().contains("P-256, P-384"), "{error}");
 
     let error = PrivateKeyJwt::from_pem(&ec.private_pem)
@@ -461,7 +472,7 @@ fn conflicting_client_authentication_is_a_build_error() {
         (
             builder()
                 .private_key_jwt(key())
-                .auth_style(tower_oauth2::AuthStyle::Json),
+                .auth_style(tower_oauth2::client_auth::AuthStyle::Json),
             "form body",
         ),
         (
@@ -473,7 +484,7 @@ fn conflicting_client_authentication_is_a_build_error() {
         (
             builder()
                 .private_key_jwt(key())
-                .auth_style(tower_oauth2::AuthStyle::Form),
+                .auth_style(tower_oauth2::client_auth::AuthStyle::Form),
             "this client sends none",
         ),
         (
@@ -483,7 +494,10 @@ fn conflicting_client_authentication_is_a_build_error() {
     ];
     for (builder, expected) in cases {
         let error = builder.build().unwrap_err();
-        assert_eq!(error.kind(), ErrorKind::Config);
+        assert_eq!(
+            tower_oauth2::Error::from(error.clone()).kind(),
+            ErrorKind::Config
+        );
         assert!(
             error.to_string().contains(expected),
             "{expected:?} in {error}"
@@ -505,7 +519,7 @@ async fn with_discovery_the_assertion_is_for_the_discovered_token_endpoint() {
         .private_key_jwt(PrivateKeyJwt::from_pem(&key.private_pem).unwrap())
         .build()
         .unwrap();
-    credentials.fetch().await.unwrap();
+    credentials.fetch_uncached().await.unwrap();
     assert_eq!(idp.accepted()[0].claims["aud"], idp.server.url());
 
     // A client authenticating with its secret is told the endpoint wants something else,
@@ -517,7 +531,7 @@ async fn with_discovery_the_assertion_is_for_the_discovered_token_endpoint() {
         .client_secret("a-secret")
         .build()
         .unwrap()
-        .fetch()
+        .fetch_uncached()
         .await
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Config, "{error}");
@@ -546,7 +560,7 @@ async fn a_thousand_concurrent_fetches_each_carry_their_own_assertion() {
     let fetches: Vec<_> = (0..1000)
         .map(|_| {
             let credentials = credentials.clone();
-            tokio::spawn(async move { credentials.fetch().await })
+            tokio::spawn(async move { credentials.fetch_uncached().await })
         })
         .collect();
     for fetch in fetches {
@@ -585,7 +599,7 @@ async fn odd_client_ids_kids_and_lifetimes_stay_exact() {
             .assertion_lifetime(lifetime)
             .build()
             .unwrap();
-        credentials.fetch().await.unwrap();
+        credentials.fetch_uncached().await.unwrap();
     }
     let forms = accepted.lock().unwrap().clone();
     for (form, lifetime) in forms.iter().zip([1u64, u64::MAX]) {
@@ -623,7 +637,7 @@ fn without_a_runtime_a_fetch_is_a_runtime_error() {
         .build()
         .unwrap();
     // No tokio anywhere on this thread: the first poll answers.
-    let error = futures_util::FutureExt::now_or_never(credentials.fetch())
+    let error = futures_util::FutureExt::now_or_never(credentials.fetch_uncached())
         .expect("answers at once without a runtime")
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Runtime, "{error}");

@@ -11,7 +11,8 @@ use http::{Method, StatusCode};
 use serde_json::json as j;
 use tower_oauth2::test_util::{Received, TokenServer};
 use tower_oauth2::{
-    AccessToken, AuthStyle, ClientCredentials, ClientCredentialsBuilder, Error, ErrorKind,
+    client_auth::AuthStyle, client_credentials::ClientCredentialsBuilder, AccessToken,
+    ClientCredentials, Error, ErrorKind,
 };
 
 const SECRET: &str = "Zq8!w/P+x~Kd3;v";
@@ -38,14 +39,14 @@ async fn fetch_answer(
     let body: Bytes = body.into();
     let server = support::scripted(move |_, _| raw(status, content_type, body.clone())).await;
     let credentials = configure(builder(&server)).build().unwrap();
-    let result = credentials.fetch().await;
+    let result = credentials.fetch_uncached().await;
     assert_eq!(server.requests(), 1, "fetch() sends exactly one request");
     (server, result)
 }
 
 async fn answer_json(value: serde_json::Value) -> Result<AccessToken, Error> {
     let server = support::scripted(move |_, _| json(StatusCode::OK, value.clone())).await;
-    let result = builder(&server).build().unwrap().fetch().await;
+    let result = builder(&server).build().unwrap().fetch_uncached().await;
     assert_eq!(server.requests(), 1, "fetch() sends exactly one request");
     result
 }
@@ -56,7 +57,7 @@ async fn request_seen(
 ) -> Received {
     let server = support::issuing(3600).await;
     let credentials = configure(builder(&server)).build().unwrap();
-    let token = credentials.fetch().await.expect("a token");
+    let token = credentials.fetch_uncached().await.expect("a token");
     assert_eq!(token.secret(), "token-1");
     assert_eq!(server.requests(), 1);
     support::last(&server)
@@ -102,7 +103,7 @@ async fn assert_lifetime_of(value: serde_json::Value, lifetime: Duration) {
 }
 
 fn config_error(builder: ClientCredentialsBuilder) -> Error {
-    let err = builder.build().expect_err("build() must refuse this");
+    let err = Error::from(builder.build().expect_err("build() must refuse this"));
     assert_eq!(err.kind(), ErrorKind::Config, "{err:?}");
     assert!(!err.is_transient());
     err
@@ -195,7 +196,7 @@ async fn basic_auth_is_understood_by_a_server_that_only_percent_decodes() {
         .build()
         .unwrap();
     let token = credentials
-        .fetch()
+        .fetch_uncached()
         .await
         .expect("accepted by a percent-decoding server");
     assert_eq!(token.secret(), "ok");
@@ -765,7 +766,7 @@ async fn server_error_with_a_large_html_page() {
     let err = builder(&server)
         .build()
         .unwrap()
-        .fetch()
+        .fetch_uncached()
         .await
         .expect_err("503");
     assert_eq!(err.kind(), ErrorKind::Rejected);
@@ -966,7 +967,7 @@ async fn an_endpoint_that_never_answers_times_out() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let err = credentials.fetch().await.expect_err("no answer");
+    let err = credentials.fetch_uncached().await.expect_err("no answer");
     let elapsed = started.elapsed();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
     assert!(err.is_transient());
@@ -996,7 +997,10 @@ async fn a_closed_port_is_a_transport_error() {
         .client_secret(SECRET)
         .build()
         .unwrap();
-    let err = credentials.fetch().await.expect_err("nothing listens");
+    let err = credentials
+        .fetch_uncached()
+        .await
+        .expect_err("nothing listens");
     assert_eq!(err.kind(), ErrorKind::Transport, "{err:?}");
     assert!(err.is_transient());
     assert_eq!(err.status(), None);
@@ -1011,12 +1015,12 @@ async fn client_auth_values_send_what_their_shorthands_send() {
     async fn seen(
         configure: impl FnOnce(ClientCredentialsBuilder) -> ClientCredentialsBuilder,
     ) -> (Option<String>, String) {
-        let server = TokenServer::issuing(3600).await;
+        let server = support::issuing(3600).await;
         let credentials = configure(ClientCredentials::builder().token_url(server.url()))
             .build()
             .unwrap();
         credentials.token().await.expect("a token");
-        let request = server.last();
+        let request = support::last(&server);
         let body = String::from_utf8(request.body.to_vec()).unwrap();
         (request.header("authorization").map(str::to_owned), body)
     }

@@ -48,7 +48,7 @@ async fn fetch_bypasses_the_cache() {
     let credentials = credentials(&tokens);
     let cached = credentials.token().await.unwrap();
 
-    let fetched = credentials.fetch().await.unwrap();
+    let fetched = credentials.fetch_uncached().await.unwrap();
 
     assert_eq!((cached.secret(), fetched.secret()), ("token-1", "token-2"));
     assert_eq!(

@@ -93,7 +93,7 @@ async fn the_token_endpoint_comes_from_rfc_8414_metadata_once() {
 
     for _ in 0..3 {
         assert_eq!(
-            credentials.fetch().await.unwrap().secret(),
+            credentials.fetch_uncached().await.unwrap().secret(),
             "discovered-token"
         );
     }
@@ -119,7 +119,7 @@ async fn without_rfc_8414_metadata_openid_configuration_is_used() {
     let credentials = idp.credentials(format!("{}/tenant", idp.issuer()));
 
     assert_eq!(
-        credentials.fetch().await.unwrap().secret(),
+        credentials.fetch_uncached().await.unwrap().secret(),
         "discovered-token"
     );
     assert_eq!(
@@ -144,7 +144,7 @@ async fn metadata_for_another_issuer_is_refused_before_any_credential_is_sent() 
     .await;
     let credentials = idp.credentials(idp.issuer());
 
-    let error = credentials.fetch().await.unwrap_err();
+    let error = credentials.fetch_uncached().await.unwrap_err();
 
     assert_eq!(error.kind(), ErrorKind::InvalidResponse);
     let message = error.to_string();
@@ -165,7 +165,11 @@ async fn a_plain_http_token_endpoint_elsewhere_is_refused() {
         })
     })
     .await;
-    let error = idp.credentials(idp.issuer()).fetch().await.unwrap_err();
+    let error = idp
+        .credentials(idp.issuer())
+        .fetch_uncached()
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("plain http"), "{error}");
 }
 
@@ -184,13 +188,13 @@ async fn no_metadata_anywhere_says_so_and_a_failure_is_not_kept() {
     .await;
     let credentials = idp.credentials(idp.issuer());
 
-    let error = credentials.fetch().await.unwrap_err();
+    let error = credentials.fetch_uncached().await.unwrap_err();
     assert!(error.to_string().contains("no metadata"), "{error}");
     assert!(error.hint().is_some_and(|hint| hint.contains("token_url")));
 
     *serve.lock().unwrap() = true;
     assert_eq!(
-        credentials.fetch().await.unwrap().secret(),
+        credentials.fetch_uncached().await.unwrap().secret(),
         "discovered-token",
         "tried again"
     );
@@ -205,6 +209,9 @@ fn build_refuses_both_a_token_url_and_an_issuer() {
         .client_secret("secret")
         .build()
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Config);
+    assert_eq!(
+        tower_oauth2::Error::from(error.clone()).kind(),
+        ErrorKind::Config
+    );
     assert!(error.to_string().contains("not both"), "{error}");
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::support::{self, json, raw};
 use http::StatusCode;
 use tower_oauth2::{
-    AuthStyle, CachePolicy, ClientCredentials, ClientCredentialsBuilder, ErrorKind,
+    cache::CachePolicy, client_auth::AuthStyle, client_credentials::ClientCredentialsBuilder,
+    ClientCredentials, ErrorKind,
 };
 
 const SECRET: &str = "n0t-in-any-message";
@@ -26,7 +27,10 @@ fn snapshot(message: String, port: u16) -> String {
 
 fn config_message(builder: ClientCredentialsBuilder) -> String {
     let error = builder.build().expect_err("refused");
-    assert_eq!(error.kind(), ErrorKind::Config);
+    assert_eq!(
+        tower_oauth2::Error::from(error.clone()).kind(),
+        ErrorKind::Config
+    );
     let message = error.to_string();
     assert!(!message.contains(SECRET), "the secret leaked: {message}");
     message
@@ -78,7 +82,12 @@ fn build_refuses_a_url_without_a_scheme() {
 async fn a_404_names_the_endpoint_and_says_to_check_token_url() {
     let server = support::scripted(|_, _| raw(StatusCode::NOT_FOUND, "text/plain", "")).await;
     let url = server.url().replace("/oauth/token", "/oauth/tokn");
-    let error = builder(url).build().unwrap().fetch().await.unwrap_err();
+    let error = builder(url)
+        .build()
+        .unwrap()
+        .fetch_uncached()
+        .await
+        .unwrap_err();
 
     assert_eq!(
         error.endpoint(),
@@ -107,7 +116,7 @@ async fn an_html_page_says_the_url_is_not_a_token_endpoint_and_keeps_an_excerpt(
     let error = builder(server.url())
         .build()
         .unwrap()
-        .fetch()
+        .fetch_uncached()
         .await
         .unwrap_err();
 
@@ -137,7 +146,7 @@ async fn invalid_client_suggests_the_other_client_authentication() {
     let basic = builder(server.url())
         .build()
         .unwrap()
-        .fetch()
+        .fetch_uncached()
         .await
         .unwrap_err();
     assert!(
@@ -151,7 +160,7 @@ async fn invalid_client_suggests_the_other_client_authentication() {
         .auth_style(AuthStyle::Form)
         .build()
         .unwrap()
-        .fetch()
+        .fetch_uncached()
         .await
         .unwrap_err();
     assert!(
@@ -172,7 +181,12 @@ async fn invalid_client_suggests_the_other_client_authentication() {
 async fn https_to_a_plain_http_port_says_so_and_is_permanent() {
     let server = support::issuing(3600).await;
     let url = format!("https://127.0.0.1:{}/oauth/token", server.addr().port());
-    let error = builder(url).build().unwrap().fetch().await.unwrap_err();
+    let error = builder(url)
+        .build()
+        .unwrap()
+        .fetch_uncached()
+        .await
+        .unwrap_err();
 
     assert_eq!(error.kind(), ErrorKind::Transport);
     assert!(!error.is_transient(), "retrying cannot help: {error}");

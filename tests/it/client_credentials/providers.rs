@@ -15,7 +15,7 @@ use http::header::{HeaderValue, ALLOW};
 use http::{Method, Response, StatusCode};
 use serde_json::json as j;
 use tower_oauth2::test_util::{Received, TokenServer};
-use tower_oauth2::{AccessToken, AuthStyle, ClientCredentials, ErrorKind};
+use tower_oauth2::{client_auth::AuthStyle, AccessToken, ClientCredentials, ErrorKind};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -187,7 +187,10 @@ async fn miden_errors() {
     let no_permission = client(MIDEN_NO_PERMISSION_ID, MIDEN_SECRET)
         .build()
         .unwrap();
-    let forbidden = no_permission.fetch().await.expect_err("no permission");
+    let forbidden = no_permission
+        .fetch_uncached()
+        .await
+        .expect_err("no permission");
     assert_eq!(forbidden.kind(), ErrorKind::Rejected);
     assert_eq!(forbidden.status(), Some(StatusCode::FORBIDDEN));
     assert!(!forbidden.is_transient());
@@ -203,7 +206,10 @@ async fn miden_errors() {
         .param("grant_type", "password")
         .build()
         .unwrap();
-    let invalid = bad_request.fetch().await.expect_err("bad grant type");
+    let invalid = bad_request
+        .fetch_uncached()
+        .await
+        .expect_err("bad grant type");
     assert_eq!(support::last(&server).form()["grant_type"], "password");
     assert_eq!(invalid.kind(), ErrorKind::Rejected);
     assert_eq!(invalid.status(), Some(StatusCode::BAD_REQUEST));
@@ -225,7 +231,7 @@ async fn miden_errors() {
         .client_secret(MIDEN_SECRET)
         .build()
         .unwrap();
-    let not_allowed = misrouted.fetch().await.expect_err("405");
+    let not_allowed = misrouted.fetch_uncached().await.expect_err("405");
     assert_eq!(support::last(&get_only).method, Method::POST);
     assert_eq!(not_allowed.kind(), ErrorKind::Rejected);
     assert_eq!(not_allowed.status(), Some(StatusCode::METHOD_NOT_ALLOWED));
@@ -357,7 +363,10 @@ async fn auth0_endpoint(docs: Auth0Docs) -> TokenServer {
     .await
 }
 
-fn auth0_client(server: &TokenServer, docs: Auth0Docs) -> tower_oauth2::ClientCredentialsBuilder {
+fn auth0_client(
+    server: &TokenServer,
+    docs: Auth0Docs,
+) -> tower_oauth2::client_credentials::ClientCredentialsBuilder {
     ClientCredentials::builder()
         .token_url(format!("http://{}{AUTH0_PATH}", server.addr()))
         .client_id(AUTH0_ID)
@@ -474,7 +483,10 @@ async fn auth0_errors(docs: Auth0Docs) {
         .client_secret("not-the-secret-at-all")
         .build()
         .unwrap();
-    let unauthorized = wrong_secret.fetch().await.expect_err("wrong secret");
+    let unauthorized = wrong_secret
+        .fetch_uncached()
+        .await
+        .expect_err("wrong secret");
     assert_eq!(unauthorized.kind(), ErrorKind::Rejected);
     assert_eq!(unauthorized.status(), Some(StatusCode::UNAUTHORIZED));
     assert!(!unauthorized.is_transient());
@@ -494,7 +506,10 @@ async fn auth0_errors(docs: Auth0Docs) {
         .audience("https://api.wrong.example/")
         .build()
         .unwrap();
-    let forbidden = wrong_audience.fetch().await.expect_err("unknown audience");
+    let forbidden = wrong_audience
+        .fetch_uncached()
+        .await
+        .expect_err("unknown audience");
     assert_eq!(forbidden.kind(), ErrorKind::Rejected);
     assert_eq!(forbidden.status(), Some(StatusCode::FORBIDDEN));
     assert!(!forbidden.is_transient());
@@ -512,7 +527,10 @@ async fn auth0_errors(docs: Auth0Docs) {
         .scope("delete:orders")
         .build()
         .unwrap();
-    let denied = too_much.fetch().await.expect_err("scope not granted");
+    let denied = too_much
+        .fetch_uncached()
+        .await
+        .expect_err("scope not granted");
     assert_eq!(denied.status(), Some(StatusCode::FORBIDDEN));
     assert_eq!(
         denied.oauth_error().map(|e| (e.code(), e.description())),

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::ServiceExt;
 use tower_oauth2::test_util::TokenServer;
-use tower_oauth2::{ClientCredentials, TokenRequest};
+use tower_oauth2::{transport::TokenRequest, ClientCredentials};
 
 /// Issues `<audience or scope>-<n>` (spaces as `+`: a token has none).
 async fn token_server() -> TokenServer {

@@ -42,7 +42,7 @@ async fn tls_token_server(pki: &Pki) -> SocketAddr {
     tls::serve_tls(config, |_, _| async { tls::token_response("tls-token") }).await
 }
 
-fn builder(addr: SocketAddr) -> tower_oauth2::ClientCredentialsBuilder {
+fn builder(addr: SocketAddr) -> tower_oauth2::client_credentials::ClientCredentialsBuilder {
     ClientCredentials::builder()
         .token_url(format!("https://localhost:{}/oauth/token", addr.port()))
         .client_id("client")
@@ -53,7 +53,12 @@ fn builder(addr: SocketAddr) -> tower_oauth2::ClientCredentialsBuilder {
 async fn a_certificate_from_an_unknown_ca_is_refused() {
     let pki = private_pki();
     let addr = tls_token_server(&pki).await;
-    let error = builder(addr).build().unwrap().fetch().await.unwrap_err();
+    let error = builder(addr)
+        .build()
+        .unwrap()
+        .fetch_uncached()
+        .await
+        .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Transport);
     assert!(
         !error.is_transient(),
@@ -70,7 +75,7 @@ async fn a_configured_private_ca_is_trusted() {
         .root_certificate_pem(pki.ca_pem.clone())
         .build()
         .unwrap();
-    let token = credentials.fetch().await.unwrap();
+    let token = credentials.fetch_uncached().await.unwrap();
     assert_eq!(token.secret(), "tls-token");
 }
 
@@ -83,7 +88,10 @@ async fn a_root_certificate_that_is_not_pem_is_a_configuration_error() {
         .root_certificate_pem("not a certificate")
         .build()
         .unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::Config);
+    assert_eq!(
+        tower_oauth2::Error::from(error.clone()).kind(),
+        ErrorKind::Config
+    );
     assert!(
         error.to_string().contains("root_certificate_pem"),
         "{error}"

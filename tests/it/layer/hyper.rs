@@ -15,7 +15,8 @@ use hyper_util::rt::TokioExecutor;
 use tower::retry::RetryLayer;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_oauth2::{
-    BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind, RetryOnUnauthorized,
+    cache::CachePolicy, layer::RetryOnUnauthorized, BearerAuth, BearerAuthLayer, ClientCredentials,
+    ErrorKind,
 };
 
 use crate::support::{self, json, raw, serve, Api};

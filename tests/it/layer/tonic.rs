@@ -12,7 +12,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 use tower::ServiceBuilder;
-use tower_oauth2::{BearerAuth, BearerAuthLayer, CachePolicy, ClientCredentials, ErrorKind};
+use tower_oauth2::{cache::CachePolicy, BearerAuth, BearerAuthLayer, ClientCredentials, ErrorKind};
 
 use crate::support::{self, json};
 use tower_oauth2::test_util::TokenServer;
@@ -271,7 +271,7 @@ mod grpc_status {
             status.message().contains("token endpoint"),
             "says where it came from: {status:?}"
         );
-        let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
+        let mapped = tower_oauth2::error::grpc_status(&status).expect("a token failure");
         assert_eq!(mapped.code(), Code::Unavailable, "{mapped:?}");
         assert!(token_error(&status).unwrap().is_transient());
     }
@@ -297,7 +297,7 @@ mod grpc_status {
             !status.message().contains("s3cr3t-value"),
             "no secret in {status:?}"
         );
-        let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
+        let mapped = tower_oauth2::error::grpc_status(&status).expect("a token failure");
         assert_eq!(mapped.code(), Code::Unauthenticated, "{mapped:?}");
         assert!(
             !mapped.message().contains("s3cr3t-value"),
@@ -324,7 +324,7 @@ mod grpc_status {
         let status = check(&mut client).await.expect_err("no token, no call");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert_eq!(token_error(&status).unwrap().kind(), ErrorKind::Transport);
-        let mapped = tower_oauth2::grpc_status(&status).expect("a token failure");
+        let mapped = tower_oauth2::error::grpc_status(&status).expect("a token failure");
         assert_eq!(mapped.code(), Code::Unavailable, "{mapped:?}");
         assert!(gate.seen().is_empty());
     }
@@ -340,6 +340,6 @@ mod grpc_status {
 
         let status = check(&mut client).await.expect_err("revoked");
         assert_eq!(status.code(), Code::Unauthenticated);
-        assert!(tower_oauth2::grpc_status(&status).is_none());
+        assert!(tower_oauth2::error::grpc_status(&status).is_none());
     }
 }
