@@ -1,5 +1,6 @@
-//! `ClientCredentials` (src/client_credentials/): the token request on the wire, its client
-//! authentication, discovery, TLS, errors and the inherent API, against endpoints on loopback.
+//! `ClientCredentials` (src/client_credentials/, src/client_auth/): the token request on the
+//! wire, its client authentication, discovery, TLS, errors and the inherent API, against
+//! endpoints on loopback.
 
 /// The simplest use: a token fetched and cached.
 mod smoke;
@@ -25,7 +26,7 @@ mod tls;
 /// Full error messages, compared as reviewed snapshots.
 mod error_messages;
 
-/// `token()`, `invalidate()`, `fetch()` without `TokenSource` in scope.
+/// `ClientCredentials`'s inherent methods, without `TokenSource` in scope.
 mod credentials_api;
 
 /// `with_audience` / `with_scopes` siblings of one client registration.

@@ -1,5 +1,5 @@
-//! `BearerAuthLayer` (src/layer.rs, src/future.rs, src/retry.rs, src/grpc.rs) and
-//! `BearerAuthMiddleware` (src/middleware.rs) in front of real clients and servers.
+//! `BearerAuthLayer` (src/layer/, with src/error/grpc.rs for tonic) and `BearerAuthMiddleware`
+//! (src/middleware.rs) in front of real clients and servers.
 
 mod axum;
 mod hyper;
