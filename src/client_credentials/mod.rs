@@ -68,25 +68,25 @@ pub struct ClientCredentials {
 struct Caching {
     policy: CachePolicy,
     #[cfg(feature = "shared-cache")]
-    shared: Option<SharedCaching>,
+    fleet: Option<crate::shared::Fleet>,
 }
-
-/// The shared store, and the key material given for it, if any.
-#[cfg(feature = "shared-cache")]
-type SharedCaching = (
-    Arc<dyn crate::shared::SharedStore>,
-    Option<Zeroizing<Vec<u8>>>,
-);
 
 impl Caching {
     /// A cache in front of `endpoint`, through the shared store if there is one.
     fn cache(&self, endpoint: &Arc<Endpoint>) -> Result<TokenCache, ConfigError> {
         #[cfg(feature = "shared-cache")]
-        if let Some((store, key)) = &self.shared {
-            let shared = shared_source(
-                endpoint,
-                store.clone(),
-                key.clone(),
+        if let Some(fleet) = &self.fleet {
+            let template = &endpoint.template;
+            let token_url = template.url.to_string();
+            let identity = crate::shared::Identity {
+                token_url: &token_url,
+                auth: template.auth.auth(),
+                grant_type: &template.grant_type,
+                params: &template.params,
+            };
+            let shared = fleet.source(
+                endpoint.clone(),
+                identity,
                 &self.policy,
                 endpoint.timeout,
                 endpoint.default_lifetime,
@@ -192,7 +192,7 @@ impl ClientCredentials {
         let caching = Arc::new(Caching {
             policy,
             #[cfg(feature = "shared-cache")]
-            shared: self.caching.shared.clone(),
+            fleet: self.caching.fleet.clone(),
         });
         // Only the shared store's key material could be refused, and it was accepted already.
         let cache = caching
@@ -910,7 +910,10 @@ impl ClientCredentialsBuilder {
         let caching = Arc::new(Caching {
             policy: self.policy,
             #[cfg(feature = "shared-cache")]
-            shared: self.shared_store.map(|store| (store, self.shared_key)),
+            fleet: self.shared_store.map(|store| crate::shared::Fleet {
+                store,
+                key: self.shared_key,
+            }),
         });
         let cache = caching.cache(&endpoint)?;
         Ok(ClientCredentials {
@@ -940,65 +943,6 @@ impl ClientCredentialsBuilder {
             )),
         }
     }
-}
-
-/// The shared-cache source in front of `endpoint`.
-#[cfg(feature = "shared-cache")]
-fn shared_source(
-    endpoint: &Arc<Endpoint>,
-    store: Arc<dyn crate::shared::SharedStore>,
-    key: Option<Zeroizing<Vec<u8>>>,
-    policy: &CachePolicy,
-    timeout: Duration,
-    default_lifetime: Duration,
-) -> Result<crate::shared::SharedSource, ConfigError> {
-    /// The longest a process waits for another's fetch before fetching itself.
-    const LEASE: Duration = Duration::from_secs(5);
-
-    let template = &endpoint.template;
-    let key_material = match key {
-        Some(key) if key.len() >= 32 => key,
-        Some(_) => {
-            return Err(ConfigError::new(
-                "shared_cache_key",
-                "shared_cache_key: give at least 32 random bytes",
-            ))
-        }
-        // Without one, what only this client holds: its secret or private key.
-        None => template.auth.auth().key_material().ok_or_else(|| {
-            ConfigError::new(
-                "shared_cache_key",
-                "shared_cache encrypts tokens with a key derived from the client secret (or \
-                 private key): set one, or give a key with .shared_cache_key(..)",
-            )
-        })?,
-    };
-    // Everything that decides which token the endpoint issues, and nothing secret.
-    let url = template.url.to_string();
-    let [client_id, method] = template.auth.auth().identity();
-    let mut parts = vec![
-        url.as_str(),
-        client_id,
-        method,
-        template.grant_type.as_str(),
-    ];
-    for (name, value) in &template.params {
-        parts.push(name);
-        parts.push(value);
-    }
-    let key = format!("token:{}", crate::shared::key_digest(&parts));
-    let fetch: Arc<dyn TokenSource> = endpoint.clone();
-    Ok(crate::shared::SharedSource::new(
-        fetch,
-        crate::shared::SharedConfig {
-            store,
-            key,
-            key_material,
-            policy: policy.clone(),
-            lease: LEASE.min(timeout),
-            default_lifetime,
-        },
-    ))
 }
 
 /// Every form in which a credential leaves this process: the client's secret in each of its

@@ -22,6 +22,7 @@ mod breaker;
 mod redis;
 mod sealed;
 mod source;
+mod wiring;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,6 +34,7 @@ use crate::error::BoxError;
 pub use self::redis::RedisStore;
 pub(crate) use sealed::key_digest;
 pub(crate) use source::{SharedConfig, SharedSource};
+pub(crate) use wiring::{Fleet, Identity};
 
 /// What a [`SharedStore`] operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'a>>;
