@@ -6,8 +6,6 @@
 //! token URL. The requests obey the same transport rules as token requests: the timeout, the
 //! body limit, no redirects.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::ACCEPT;
 use http::{HeaderValue, Method, StatusCode, Uri};
@@ -16,7 +14,7 @@ use serde_json::Value;
 
 use crate::error::{hints, Rejected};
 use crate::transport::url_rules::UrlRules;
-use crate::transport::{self, HttpClient};
+use crate::transport::Transport;
 use crate::Error;
 
 /// The issuer to discover the token endpoint from, and what was found.
@@ -53,24 +51,14 @@ impl Discovery {
     }
 
     /// The token endpoint, discovered on first use.
-    pub(super) async fn token_endpoint(
-        &self,
-        http: &HttpClient,
-        timeout: Duration,
-        body_limit: usize,
-    ) -> Result<Uri, Error> {
+    pub(super) async fn token_endpoint(&self, transport: &Transport) -> Result<Uri, Error> {
         self.token_endpoint
-            .get_or_try_init(|| self.discover(http, timeout, body_limit))
+            .get_or_try_init(|| self.discover(transport))
             .await
             .cloned()
     }
 
-    async fn discover(
-        &self,
-        http: &HttpClient,
-        timeout: Duration,
-        body_limit: usize,
-    ) -> Result<Uri, Error> {
+    async fn discover(&self, transport: &Transport) -> Result<Uri, Error> {
         let mut last = None;
         for url in metadata_urls(&self.issuer_url) {
             let shown = format!(
@@ -78,7 +66,7 @@ impl Discovery {
                 url.authority().map_or("", |a| a.as_str()),
                 url.path()
             );
-            match self.metadata(http, url, timeout, body_limit).await {
+            match self.metadata(transport, url).await {
                 Ok(Some(metadata)) => {
                     return self
                         .token_endpoint_in(&metadata)
@@ -106,10 +94,8 @@ impl Discovery {
     /// The metadata document at `url`; `None` if there is none there (404, 405, 410).
     async fn metadata(
         &self,
-        http: &HttpClient,
+        transport: &Transport,
         url: Uri,
-        timeout: Duration,
-        body_limit: usize,
     ) -> Result<Option<serde_json::Map<String, Value>>, Error> {
         let mut request = http::Request::new(Full::new(Bytes::new()));
         *request.method_mut() = Method::GET;
@@ -117,10 +103,7 @@ impl Discovery {
         request
             .headers_mut()
             .insert(ACCEPT, HeaderValue::from_static("application/json"));
-        let (parts, body) =
-            tokio::time::timeout(timeout, transport::send(http, request, body_limit))
-                .await
-                .map_err(|_| Error::timeout(timeout))??;
+        let (parts, body) = transport.exchange(request).await?;
         if matches!(
             parts.status,
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::GONE
@@ -135,7 +118,8 @@ impl Discovery {
         }
         let body = body.map_err(|_| {
             Error::invalid_response(format!(
-                "the issuer's metadata is larger than the limit of {body_limit} bytes"
+                "the issuer's metadata is larger than the limit of {} bytes",
+                transport.body_limit
             ))
         })?;
         match serde_json::from_slice(&body) {

@@ -6,12 +6,10 @@ mod request;
 mod response;
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::Uri;
 use http_body::Body;
 use tower::Service;
@@ -29,8 +27,8 @@ use crate::clock::Runtime;
 use crate::error::BoxError;
 use crate::source::{TokenFuture, TokenSource};
 use crate::transport::proxy::ProxyConfig;
-use crate::transport::url_rules::{shown, UrlRules};
-use crate::transport::{self, HttpClient, TokenRequest};
+use crate::transport::url_rules::shown;
+use crate::transport::{self, TokenRequest, Transport};
 use crate::{cache::CachePolicy, AccessToken, ConfigError, Error, ErrorKind, TokenCache};
 
 /// A token source for the client credentials grant, with its cache built in.
@@ -88,7 +86,7 @@ impl Caching {
                 endpoint.clone(),
                 identity,
                 &self.policy,
-                endpoint.timeout,
+                endpoint.transport.timeout,
                 endpoint.default_lifetime,
             )?;
             return Ok(TokenCache::with_policy(shared, self.policy.clone()));
@@ -177,9 +175,7 @@ impl ClientCredentials {
             template,
             discovery: self.endpoint.discovery.clone(),
             shown: self.endpoint.shown.clone(),
-            http: self.endpoint.http.clone(),
-            timeout: self.endpoint.timeout,
-            body_limit: self.endpoint.body_limit,
+            transport: self.endpoint.transport.clone(),
             default_lifetime: self.endpoint.default_lifetime,
             redact: self.endpoint.redact.clone(),
         });
@@ -278,9 +274,7 @@ struct Endpoint {
     discovery: Option<Arc<discovery::Discovery>>,
     /// The endpoint as errors name it: `host[:port]/path`, no query.
     shown: String,
-    http: HttpClient,
-    timeout: Duration,
-    body_limit: usize,
+    transport: Transport,
     default_lifetime: Duration,
     /// Every form of a credential we send, so that no error can echo one back.
     redact: Vec<Zeroizing<String>>,
@@ -291,7 +285,7 @@ impl Endpoint {
         let url = match &self.discovery {
             None => self.template.url.clone(),
             Some(discovery) => discovery
-                .token_endpoint(&self.http, self.timeout, self.body_limit)
+                .token_endpoint(&self.transport)
                 .await
                 .map_err(|error| self.explain(error, &self.shown))?,
         };
@@ -346,20 +340,15 @@ impl Endpoint {
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
         let (request, assertion) = self.template.encode(url)?;
-        // A panic in the HTTP client is an error like any other. One cause is the caller's
-        // setup, not the endpoint: a runtime without IO makes tokio panic inside the connector.
-        let exchange = AssertUnwindSafe(transport::send(&self.http, request, self.body_limit))
-            .catch_unwind()
-            .map(|sent| sent.unwrap_or_else(|panic| Err(http_client_panicked(&*panic))));
-        let (parts, body) = match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                tracing::warn!(target: "tower_oauth2::fetch", host, %error, "token request failed");
+        let (parts, body) = match self.transport.exchange(request).await {
+            Ok(response) => response,
+            Err(error) if error.kind() == ErrorKind::Timeout => {
+                tracing::warn!(target: "tower_oauth2::fetch", host, timeout = ?self.transport.timeout, "token request timed out");
                 return Err(error);
             }
-            Err(_elapsed) => {
-                tracing::warn!(target: "tower_oauth2::fetch", host, timeout = ?self.timeout, "token request timed out");
-                return Err(Error::timeout(self.timeout));
+            Err(error) => {
+                tracing::warn!(target: "tower_oauth2::fetch", host, %error, "token request failed");
+                return Err(error);
             }
         };
         let redact: Vec<&str> = self
@@ -377,7 +366,7 @@ impl Endpoint {
             Err(transport::BodyTooLarge) if parts.status.is_success() => {
                 Err(Error::invalid_response(format!(
                     "the response body is larger than the limit of {} bytes",
-                    self.body_limit
+                    self.transport.body_limit
                 )))
             }
             Err(transport::BodyTooLarge) => decode(
@@ -418,25 +407,6 @@ impl Endpoint {
     }
 }
 
-/// The error for a panic inside the HTTP client. The payload is only matched, never shown: it
-/// is arbitrary text that may hold a credential.
-fn http_client_panicked(panic: &(dyn std::any::Any + Send)) -> Error {
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or_default();
-    if message.contains("IO is disabled") {
-        Error::runtime(
-            "ClientCredentials needs a tokio runtime with IO: build it with enable_all() (or \
-             enable_io() and enable_time())",
-        )
-    } else {
-        tracing::error!(target: "tower_oauth2::fetch", "the HTTP client panicked");
-        Error::panicked_in("the HTTP client")
-    }
-}
-
 impl TokenSource for Endpoint {
     fn token(&self) -> TokenFuture<'_> {
         Box::pin(self.fetch())
@@ -457,7 +427,7 @@ impl fmt::Debug for Endpoint {
             .field("client_auth", self.template.auth.auth())
             .field("grant_type", &self.template.grant_type)
             .field("params", &params)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.transport.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -474,16 +444,12 @@ pub struct ClientCredentialsBuilder {
     /// Values may be credentials (an assertion, say): zeroized on drop like the secret.
     params: Vec<(String, Zeroizing<String>)>,
     default_lifetime: Duration,
-    timeout: Duration,
-    body_limit: usize,
-    allow_insecure_http: bool,
-    root_certificates: Vec<Vec<u8>>,
-    proxy: ProxyConfig,
+    /// How requests travel: timeout, body limit, roots, proxy, plain http, or the user's client.
+    transport: transport::Settings,
     #[cfg(feature = "shared-cache")]
     shared_store: Option<Arc<dyn crate::shared::SharedStore>>,
     #[cfg(feature = "shared-cache")]
     shared_key: Option<Zeroizing<Vec<u8>>>,
-    http: Option<HttpClient>,
     policy: CachePolicy,
 }
 
@@ -497,16 +463,11 @@ impl Default for ClientCredentialsBuilder {
             audience: None,
             params: Vec::new(),
             default_lifetime: ClientCredentialsBuilder::DEFAULT_LIFETIME,
-            timeout: ClientCredentialsBuilder::DEFAULT_TIMEOUT,
-            body_limit: ClientCredentialsBuilder::DEFAULT_BODY_LIMIT,
-            allow_insecure_http: false,
-            root_certificates: Vec::new(),
-            proxy: ProxyConfig::default(),
+            transport: transport::Settings::default(),
             #[cfg(feature = "shared-cache")]
             shared_store: None,
             #[cfg(feature = "shared-cache")]
             shared_key: None,
-            http: None,
             policy: CachePolicy::default(),
         }
     }
@@ -519,7 +480,7 @@ impl fmt::Debug for ClientCredentialsBuilder {
             .field("client_id", &self.auth.client_id)
             .field("client_secret", &"[redacted]")
             .field("auth_style", &self.auth.auth_style)
-            .field("proxy", &self.proxy)
+            .field("proxy", &self.transport.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -528,9 +489,9 @@ impl ClientCredentialsBuilder {
     /// Lifetime assumed when a response has no `expires_in`: one hour.
     pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
     /// Time allowed for a whole token request, response body included: 10 seconds.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_TIMEOUT: Duration = transport::Settings::DEFAULT_TIMEOUT;
     /// Largest response body read: 1 MiB.
-    pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+    pub const DEFAULT_BODY_LIMIT: usize = transport::Settings::DEFAULT_BODY_LIMIT;
     /// How long a client assertion is valid (`exp` − `iat`): 60 seconds.
     pub const DEFAULT_ASSERTION_LIFETIME: Duration = ClientAuth::DEFAULT_ASSERTION_LIFETIME;
 
@@ -625,20 +586,20 @@ impl ClientCredentialsBuilder {
 
     /// Time allowed for a whole token request (default [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT)).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.transport.timeout = timeout;
         self
     }
 
     /// Largest response body read (default [`DEFAULT_BODY_LIMIT`](Self::DEFAULT_BODY_LIMIT)).
     pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.body_limit = bytes;
+        self.transport.body_limit = bytes;
         self
     }
 
     /// Allow `http://` token URLs on hosts that are not loopback. The client secret then
     /// crosses the network in clear text: only for trusted networks.
     pub fn allow_insecure_http(mut self) -> Self {
-        self.allow_insecure_http = true;
+        self.transport.allow_insecure_http = true;
         self
     }
 
@@ -646,7 +607,7 @@ impl ClientCredentialsBuilder {
     /// identity providers. Repeatable. Ignored when a custom [`http_client`](Self::http_client)
     /// is set.
     pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.root_certificates.push(pem.into());
+        self.transport.root_certificates.push(pem.into());
         self
     }
 
@@ -669,7 +630,7 @@ impl ClientCredentialsBuilder {
     /// # Ok::<(), tower_oauth2::Error>(())
     /// ```
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
-        self.proxy = ProxyConfig::Explicit(url.into());
+        self.transport.proxy = ProxyConfig::Explicit(url.into());
         self
     }
 
@@ -753,7 +714,7 @@ impl ClientCredentialsBuilder {
 
     /// Connect to the token endpoint directly, ignoring the proxy environment variables.
     pub fn no_proxy(mut self) -> Self {
-        self.proxy = ProxyConfig::Direct;
+        self.transport.proxy = ProxyConfig::Direct;
         self
     }
 
@@ -767,7 +728,7 @@ impl ClientCredentialsBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.http = Some(transport::boxed(client));
+        self.transport.http = Some(transport::boxed(client));
         self
     }
 
@@ -805,13 +766,6 @@ impl ClientCredentialsBuilder {
     pub fn build(mut self) -> Result<ClientCredentials, ConfigError> {
         let (url, discover) = self.checked_url()?;
         let auth = std::mem::take(&mut self.auth).resolve()?;
-        if auth.certificate().is_some() && self.http.is_some() {
-            return Err(ConfigError::new(
-                "http_client",
-                "tls_client_auth configures the built-in HTTP client; with your own \
-                 .http_client(..), give it the client certificate instead",
-            ));
-        }
         let auth = auth.prepare()?;
         let signs = matches!(
             auth.auth().method_name(),
@@ -866,15 +820,8 @@ impl ClientCredentialsBuilder {
             }
             params.push((name, value));
         }
-        let custom_http = self.http.is_some();
-        let http = match self.http {
-            Some(http) => http,
-            None => transport::default_client(
-                &self.root_certificates,
-                &self.proxy,
-                auth.auth().certificate(),
-            )?,
-        };
+        let rules = self.transport.url_rules();
+        let transport = self.transport.build(auth.auth().certificate())?;
         let template = RequestTemplate {
             url,
             auth,
@@ -889,10 +836,7 @@ impl ClientCredentialsBuilder {
             Arc::new(discovery::Discovery::new(
                 self.issuer.clone().unwrap_or_default(),
                 template.url.clone(),
-                UrlRules {
-                    allow_insecure_http: self.allow_insecure_http,
-                    custom_http,
-                },
+                rules,
                 mtls,
                 auth_methods,
             ))
@@ -901,9 +845,7 @@ impl ClientCredentialsBuilder {
             shown,
             discovery,
             template,
-            http,
-            timeout: self.timeout,
-            body_limit: self.body_limit,
+            transport,
             default_lifetime: self.default_lifetime,
             redact,
         });
@@ -925,10 +867,7 @@ impl ClientCredentialsBuilder {
 
     /// The configured token URL or issuer, checked, and which of the two it is.
     fn checked_url(&self) -> Result<(Uri, bool), ConfigError> {
-        let rules = UrlRules {
-            allow_insecure_http: self.allow_insecure_http,
-            custom_http: self.http.is_some(),
-        };
+        let rules = self.transport.url_rules();
         match (&self.token_url, &self.issuer) {
             (Some(_), Some(_)) => Err(ConfigError::new(
                 "token_url",

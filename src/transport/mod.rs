@@ -283,3 +283,114 @@ where
         .pool_max_idle_per_host(0)
         .build(connector)
 }
+
+/// How a client's token requests travel, apart from what they ask: what a builder collects.
+#[derive(Clone)]
+pub(crate) struct Settings {
+    pub(crate) timeout: std::time::Duration,
+    pub(crate) body_limit: usize,
+    pub(crate) allow_insecure_http: bool,
+    pub(crate) root_certificates: Vec<Vec<u8>>,
+    pub(crate) proxy: ProxyConfig,
+    /// The user's own HTTP client, instead of the built-in one.
+    pub(crate) http: Option<HttpClient>,
+}
+
+impl Settings {
+    /// Time allowed for a whole token request, response body included: 10 seconds.
+    pub(crate) const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Largest response body read: 1 MiB.
+    pub(crate) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+    /// Which URLs credentials may go to under these settings.
+    pub(crate) fn url_rules(&self) -> url_rules::UrlRules {
+        url_rules::UrlRules {
+            allow_insecure_http: self.allow_insecure_http,
+            custom_http: self.http.is_some(),
+        }
+    }
+
+    /// The transport these settings describe, presenting `certificate` on TLS connections.
+    pub(crate) fn build(
+        self,
+        certificate: Option<&ClientIdentity>,
+    ) -> Result<Transport, ConfigError> {
+        let http = match self.http {
+            Some(_) if certificate.is_some() => {
+                return Err(ConfigError::new(
+                    "http_client",
+                    "tls_client_auth configures the built-in HTTP client; with your own \
+                     .http_client(..), give it the client certificate instead",
+                ))
+            }
+            Some(http) => http,
+            None => default_client(&self.root_certificates, &self.proxy, certificate)?,
+        };
+        Ok(Transport {
+            http,
+            timeout: self.timeout,
+            body_limit: self.body_limit,
+        })
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            timeout: Self::DEFAULT_TIMEOUT,
+            body_limit: Self::DEFAULT_BODY_LIMIT,
+            allow_insecure_http: false,
+            root_certificates: Vec::new(),
+            proxy: ProxyConfig::default(),
+            http: None,
+        }
+    }
+}
+
+/// The HTTP client of a built client, with its timeout and body limit.
+#[derive(Clone)]
+pub(crate) struct Transport {
+    http: HttpClient,
+    pub(crate) timeout: std::time::Duration,
+    pub(crate) body_limit: usize,
+}
+
+impl Transport {
+    /// Send `request` and read the whole response within the body limit and the timeout. A
+    /// panic in the HTTP client is an error like any other.
+    pub(crate) async fn exchange(
+        &self,
+        request: TokenRequest,
+    ) -> Result<(http::response::Parts, Result<WholeBody, BodyTooLarge>), Error> {
+        use futures_util::FutureExt;
+
+        let exchange = std::panic::AssertUnwindSafe(send(&self.http, request, self.body_limit))
+            .catch_unwind()
+            .map(|sent| sent.unwrap_or_else(|panic| Err(http_client_panicked(&*panic))));
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(Error::timeout(self.timeout)),
+        }
+    }
+}
+
+/// The error for a panic inside the HTTP client. The payload is only matched, never shown: it
+/// is arbitrary text that may hold a credential.
+fn http_client_panicked(panic: &(dyn std::any::Any + Send)) -> Error {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    // The caller's setup, not the endpoint: a runtime without IO makes tokio panic inside the
+    // connector.
+    if message.contains("IO is disabled") {
+        Error::runtime(
+            "ClientCredentials needs a tokio runtime with IO: build it with enable_all() (or \
+             enable_io() and enable_time())",
+        )
+    } else {
+        tracing::error!(target: "tower_oauth2::fetch", "the HTTP client panicked");
+        Error::panicked_in("the HTTP client")
+    }
+}
