@@ -61,6 +61,7 @@ pub mod client_credentials;
 mod clock;
 mod crypto;
 pub mod error;
+mod grant;
 pub mod layer;
 #[cfg(feature = "reqwest")]
 pub mod middleware;

@@ -22,6 +22,7 @@ use crate::{cache::CachePolicy, ConfigError};
 
 use super::request::RequestTemplate;
 use super::{discovery, secrets_sent, Caching, ClientCredentials, Endpoint};
+use crate::grant::Grant;
 
 /// Configures a [`ClientCredentials`]. Mistakes are reported by [`build`](Self::build).
 #[must_use]
@@ -362,63 +363,10 @@ impl ClientCredentialsBuilder {
             auth.auth().method_name(),
             Some("private_key_jwt" | "client_secret_jwt")
         );
-        let mut grant_type = "client_credentials".to_owned();
-        let mut params = Vec::new();
-        if !self.scopes.is_empty() {
-            params.push(("scope".to_owned(), Zeroizing::new(self.scopes.join(" "))));
-        }
-        if let Some(audience) = self.audience {
-            params.push(("audience".to_owned(), Zeroizing::new(audience)));
-        }
-        for (name, value) in self.params {
-            if name == "grant_type" {
-                grant_type = value.to_string();
-                continue;
-            }
-            if name.is_empty() {
-                return Err(ConfigError::new(
-                    "param",
-                    "param: the parameter name is empty",
-                ));
-            }
-            let signed_here =
-                ["client_assertion", "client_assertion_type"].contains(&name.as_str()) && signs;
-            if signed_here {
-                return Err(ConfigError::new(
-                    "param",
-                    format!(
-                        "param {name:?} clashes with the client assertion this client signs \
-                     (.private_key_jwt or .client_secret_jwt): give one or the other"
-                    ),
-                ));
-            }
-            if name == "client_id" || name == "client_secret" {
-                return Err(ConfigError::new("param", format!(
-                    "param {name:?} clashes with client authentication: use .client_id/.client_secret \
-                     and .auth_style instead"
-                )));
-            }
-            if params.iter().any(|(existing, _)| *existing == name) {
-                let hint = match name.as_str() {
-                    "scope" => " (.scope(..) already sets it)",
-                    "audience" => " (.audience(..) already sets it)",
-                    _ => "",
-                };
-                return Err(ConfigError::new(
-                    "param",
-                    format!("param {name:?} is given twice{hint}"),
-                ));
-            }
-            params.push((name, value));
-        }
+        let grant = Grant::client_credentials(&self.scopes, self.audience, self.params, signs)?;
         let rules = self.transport.url_rules();
         let transport = self.transport.build(auth.auth().certificate())?;
-        let template = RequestTemplate {
-            url,
-            auth,
-            grant_type,
-            params,
-        };
+        let template = RequestTemplate { url, auth, grant };
         let redact = secrets_sent(&template);
         let shown = shown(&template.url);
         let mtls = template.auth.auth().certificate().is_some();

@@ -17,7 +17,6 @@ use zeroize::Zeroizing;
 pub use builder::ClientCredentialsBuilder;
 use request::RequestTemplate;
 
-use crate::client_auth::encoding;
 use response::{decode, DecodeContext};
 
 use crate::clock::Runtime;
@@ -74,8 +73,7 @@ impl Caching {
             let identity = crate::shared::Identity {
                 token_url: &token_url,
                 auth: template.auth.auth(),
-                grant_type: &template.grant_type,
-                params: &template.params,
+                grant: &template.grant,
             };
             let shared = fleet.source(
                 endpoint.clone(),
@@ -157,15 +155,7 @@ impl ClientCredentials {
     fn sibling(&self, name: &'static str, value: Option<String>) -> ClientCredentials {
         let value_shown = value.clone();
         let mut template = self.endpoint.template.clone();
-        let at = template.params.iter().position(|(n, _)| n == name);
-        match (at, value) {
-            (Some(at), Some(value)) => template.params[at].1 = Zeroizing::new(value),
-            (None, Some(value)) => template
-                .params
-                .push((name.to_owned(), Zeroizing::new(value))),
-            (Some(at), None) => drop(template.params.remove(at)),
-            (None, None) => {}
-        }
+        template.grant = template.grant.with_param(name, value);
         let endpoint = Arc::new(Endpoint {
             template,
             discovery: self.endpoint.discovery.clone(),
@@ -410,18 +400,12 @@ impl TokenSource for Endpoint {
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let params: Vec<&str> = self
-            .template
-            .params
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect();
         f.debug_struct("ClientCredentials")
             // As errors name it: userinfo and query may hold credentials (a gateway key).
             .field("token_url", &self.shown)
             .field("client_auth", self.template.auth.auth())
-            .field("grant_type", &self.template.grant_type)
-            .field("params", &params)
+            .field("grant_type", &self.template.grant.grant_type())
+            .field("params", &self.template.grant.param_names())
             .field("timeout", &self.transport.timeout)
             .finish_non_exhaustive()
     }
@@ -431,16 +415,7 @@ impl fmt::Debug for Endpoint {
 /// encodings, and parameters whose names say they are credentials.
 fn secrets_sent(template: &RequestTemplate) -> Vec<Zeroizing<String>> {
     let mut secrets: Vec<Zeroizing<String>> = template.auth.redact().to_vec();
-    for (name, value) in &template.params {
-        let name = name.to_ascii_lowercase();
-        let sensitive = ["assertion", "secret", "password", "token"]
-            .iter()
-            .any(|word| name.contains(word));
-        if sensitive && !value.is_empty() {
-            secrets.push(value.clone());
-            secrets.push(encoding::urlencode(value));
-        }
-    }
+    secrets.extend(template.grant.secrets());
     secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     secrets.dedup();
     secrets

@@ -7,6 +7,7 @@ use http_body_util::Full;
 use zeroize::Zeroizing;
 
 use crate::client_auth::PreparedAuth;
+use crate::grant::Grant;
 use crate::transport::TokenRequest;
 use crate::Error;
 
@@ -15,9 +16,7 @@ use crate::Error;
 pub(crate) struct RequestTemplate {
     pub(crate) url: Uri,
     pub(crate) auth: PreparedAuth,
-    pub(crate) grant_type: String,
-    /// `scope`, `audience` and extra parameters, in the order they go on the wire.
-    pub(crate) params: Vec<(String, Zeroizing<String>)>,
+    pub(crate) grant: Grant,
 }
 
 const USER_AGENT_VALUE: &str = concat!("tower-oauth2/", env!("CARGO_PKG_VERSION"));
@@ -30,19 +29,14 @@ impl RequestTemplate {
         url: &Uri,
     ) -> Result<(TokenRequest, Option<Zeroizing<String>>), Error> {
         let credentials = self.auth.credentials(url)?;
-        let grant_type = Zeroizing::new(self.grant_type.clone());
-        let fields: Vec<(&str, &str)> = std::iter::once(("grant_type", grant_type.as_str()))
+        let fields: Vec<(&str, &str)> = std::iter::once(("grant_type", self.grant.grant_type()))
             .chain(
                 credentials
                     .fields
                     .iter()
                     .map(|(name, value)| (*name, value.as_str())),
             )
-            .chain(
-                self.params
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.as_str())),
-            )
+            .chain(self.grant.params())
             .collect();
         let (content_type, body) = if self.auth.auth().json_body() {
             ("application/json", json_body(&fields)?)

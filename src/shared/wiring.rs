@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 use super::{key_digest, SharedConfig, SharedSource, SharedStore};
 use crate::cache::CachePolicy;
 use crate::client_auth::ClientAuth;
+use crate::grant::Grant;
 use crate::source::TokenSource;
 use crate::ConfigError;
 
@@ -27,8 +28,7 @@ pub(crate) struct Fleet {
 pub(crate) struct Identity<'a> {
     pub(crate) token_url: &'a str,
     pub(crate) auth: &'a ClientAuth,
-    pub(crate) grant_type: &'a str,
-    pub(crate) params: &'a [(String, Zeroizing<String>)],
+    pub(crate) grant: &'a Grant,
 }
 
 impl Fleet {
@@ -59,11 +59,8 @@ impl Fleet {
             })?,
         };
         let [client_id, method] = identity.auth.identity();
-        let mut parts = vec![identity.token_url, client_id, method, identity.grant_type];
-        for (name, value) in identity.params {
-            parts.push(name);
-            parts.push(value);
-        }
+        let mut parts = vec![identity.token_url, client_id, method];
+        parts.extend(identity.grant.identity());
         Ok(SharedSource::new(
             fetch,
             SharedConfig {

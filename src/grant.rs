@@ -1,0 +1,160 @@
+//! [`Grant`]: what a token request asks for, apart from who asks ([`ClientAuth`]) and how it
+//! travels (`transport`): its `grant_type` and parameters in wire order, which of them are
+//! credentials, and what of it tells one client's tokens from another's. The client
+//! credentials grant (RFC 6749 §4.4) today; token exchange (RFC 8693) and jwt-bearer (RFC 7523)
+//! are further constructors of the same value.
+//!
+//! [`ClientAuth`]: crate::ClientAuth
+
+use zeroize::Zeroizing;
+
+use crate::client_auth::encoding;
+use crate::ConfigError;
+
+/// A grant and its parameters, as they go on the wire after `grant_type`.
+#[derive(Clone)]
+pub(crate) struct Grant {
+    grant_type: String,
+    /// Values may be credentials (an assertion, a subject token): zeroized on drop.
+    params: Vec<(String, Zeroizing<String>)>,
+}
+
+/// Names of parameters the client authentication sets; a grant parameter may not.
+const CLIENT_AUTH_PARAMS: [&str; 2] = ["client_id", "client_secret"];
+const ASSERTION_PARAMS: [&str; 2] = ["client_assertion", "client_assertion_type"];
+
+impl Grant {
+    /// The client credentials grant: `scope` (space-joined), `audience`, then `extra`
+    /// parameters, of which `grant_type` replaces the grant type. `signs` says whether the
+    /// client authentication sends an assertion (whose parameters `extra` may then not set).
+    pub(crate) fn client_credentials(
+        scopes: &[String],
+        audience: Option<String>,
+        extra: Vec<(String, Zeroizing<String>)>,
+        signs: bool,
+    ) -> Result<Grant, ConfigError> {
+        let mut grant = Grant {
+            grant_type: "client_credentials".to_owned(),
+            params: Vec::new(),
+        };
+        if !scopes.is_empty() {
+            grant
+                .params
+                .push(("scope".to_owned(), Zeroizing::new(scopes.join(" "))));
+        }
+        if let Some(audience) = audience {
+            grant
+                .params
+                .push(("audience".to_owned(), Zeroizing::new(audience)));
+        }
+        for (name, value) in extra {
+            if name == "grant_type" {
+                grant.grant_type = value.to_string();
+                continue;
+            }
+            grant.check_param(&name, signs)?;
+            grant.params.push((name, value));
+        }
+        Ok(grant)
+    }
+
+    /// Whether `name` may be added as a parameter.
+    fn check_param(&self, name: &str, signs: bool) -> Result<(), ConfigError> {
+        if name.is_empty() {
+            return Err(ConfigError::new(
+                "param",
+                "param: the parameter name is empty",
+            ));
+        }
+        if signs && ASSERTION_PARAMS.contains(&name) {
+            return Err(ConfigError::new(
+                "param",
+                format!(
+                    "param {name:?} clashes with the client assertion this client signs \
+                     (.private_key_jwt or .client_secret_jwt): give one or the other"
+                ),
+            ));
+        }
+        if CLIENT_AUTH_PARAMS.contains(&name) {
+            return Err(ConfigError::new(
+                "param",
+                format!(
+                    "param {name:?} clashes with client authentication: use \
+                     .client_id/.client_secret and .auth_style instead"
+                ),
+            ));
+        }
+        if self.params.iter().any(|(existing, _)| existing == name) {
+            let hint = match name {
+                "scope" => " (.scope(..) already sets it)",
+                "audience" => " (.audience(..) already sets it)",
+                _ => "",
+            };
+            return Err(ConfigError::new(
+                "param",
+                format!("param {name:?} is given twice{hint}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The same grant with parameter `name` set to `value`, or left out with `None` (for
+    /// sibling clients).
+    pub(crate) fn with_param(&self, name: &str, value: Option<String>) -> Grant {
+        let mut grant = self.clone();
+        let at = grant.params.iter().position(|(n, _)| n == name);
+        match (at, value) {
+            (Some(at), Some(value)) => grant.params[at].1 = Zeroizing::new(value),
+            (None, Some(value)) => grant.params.push((name.to_owned(), Zeroizing::new(value))),
+            (Some(at), None) => drop(grant.params.remove(at)),
+            (None, None) => {}
+        }
+        grant
+    }
+
+    pub(crate) fn grant_type(&self) -> &str {
+        &self.grant_type
+    }
+
+    /// The parameters after `grant_type`, in wire order.
+    pub(crate) fn params(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    /// The parameter names, for `Debug` (never the values).
+    pub(crate) fn param_names(&self) -> Vec<&str> {
+        self.params.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    /// Parameters whose names say they are credentials, as sent (plain and form-encoded), so
+    /// that no error can echo them.
+    pub(crate) fn secrets(&self) -> Vec<Zeroizing<String>> {
+        let mut secrets = Vec::new();
+        for (name, value) in &self.params {
+            let name = name.to_ascii_lowercase();
+            let sensitive = ["assertion", "secret", "password", "token"]
+                .iter()
+                .any(|word| name.contains(word));
+            if sensitive && !value.is_empty() {
+                secrets.push(value.clone());
+                secrets.push(encoding::urlencode(value));
+            }
+        }
+        secrets
+    }
+
+    /// Everything that decides which token the endpoint issues for this grant, flattened
+    /// (names and values), for the shared cache's entry key.
+    #[cfg(feature = "shared-cache")]
+    pub(crate) fn identity(&self) -> Vec<&str> {
+        std::iter::once(self.grant_type.as_str())
+            .chain(
+                self.params
+                    .iter()
+                    .flat_map(|(name, value)| [name.as_str(), value.as_str()]),
+            )
+            .collect()
+    }
+}
