@@ -40,14 +40,16 @@ thread_local! {
     static UNWIPED: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
+/// How much of a credential found in freed memory counts as a copy of it.
+const PREFIX: usize = 16;
+
 /// Which of the credentials being scanned for `block` holds, if any.
 fn credential_in(block: &[u8]) -> Option<usize> {
     let credentials = SCANNING.try_with(Cell::get).ok().flatten()?;
+    // A prefix is enough to be a copy: a buffer that grew leaves partial copies behind.
     credentials.iter().position(|credential| {
-        block.len() >= credential.len()
-            && block
-                .windows(credential.len())
-                .any(|window| window == *credential)
+        let prefix = &credential[..credential.len().min(PREFIX)];
+        block.len() >= prefix.len() && block.windows(prefix.len()).any(|window| window == prefix)
     })
 }
 
@@ -189,10 +191,6 @@ const CREDENTIALS: &[&[u8]] = &[SECRET.as_bytes(), TOKEN.as_bytes(), BASIC.as_by
 /// the secret and the token from `build()` until everything is dropped.
 #[test]
 fn every_copy_of_a_credential_the_crate_makes_is_wiped_before_it_is_freed() {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use tower_oauth2::{client_auth::AuthStyle, transport::TokenRequest, ClientCredentials};
-
     assert_eq!(
         base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
@@ -200,11 +198,49 @@ fn every_copy_of_a_credential_the_crate_makes_is_wiped_before_it_is_freed() {
         ),
         BASIC
     );
+    assert_credentials_wiped(SECRET, CREDENTIALS);
+}
+
+/// The same with a secret long enough (300 bytes) that any buffer sized by a default guess
+/// (serde_json's 128 bytes, a `String` grown by pushes) would have to grow.
+#[test]
+fn copies_of_a_long_secret_are_wiped_too() {
+    let secret: &'static str = Box::leak(format!("long-{}", "s3cr3t-".repeat(42)).into_boxed_str());
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("client:{secret}"),
+    );
+    let credentials: &'static [&'static [u8]] = Box::leak(
+        vec![
+            secret.as_bytes(),
+            TOKEN.as_bytes(),
+            Box::leak(basic.into_boxed_str()).as_bytes(),
+        ]
+        .into_boxed_slice(),
+    );
+    assert_credentials_wiped(secret, credentials);
+}
+
+fn assert_credentials_wiped(secret: &str, canaries: &'static [&'static [u8]]) {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower_oauth2::{client_auth::AuthStyle, transport::TokenRequest, ClientCredentials};
+
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    for style in [AuthStyle::Basic, AuthStyle::Form, AuthStyle::Json] {
+    let styles = [
+        (AuthStyle::Basic, false),
+        (AuthStyle::Form, false),
+        (AuthStyle::Json, false),
+        (AuthStyle::Basic, true),
+    ];
+    // client_secret_jwt wants a secret of at least 32 bytes.
+    for (style, signed) in styles
+        .into_iter()
+        .filter(|(_, signed)| !signed || secret.len() >= 32)
+    {
         let endpoint = tower::service_fn(|request: TokenRequest| async move {
             // Read the request as a server would, then drop it: its copies are the crate's.
             let (parts, body) = request.into_parts();
@@ -217,15 +253,19 @@ fn every_copy_of_a_credential_the_crate_makes_is_wiped_before_it_is_freed() {
             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(answer)))
         });
         UNWIPED.set((0, 0));
-        SCANNING.set(Some(CREDENTIALS));
-        let credentials = ClientCredentials::builder()
+        SCANNING.set(Some(canaries));
+        let builder = ClientCredentials::builder()
             .token_url("http://127.0.0.1:1/oauth/token")
             .client_id("client")
-            .client_secret(String::from(SECRET))
-            .auth_style(style)
-            .http_client(endpoint)
-            .build()
-            .unwrap();
+            .client_secret(String::from(secret))
+            .http_client(endpoint);
+        // client_secret_jwt: the secret signs an assertion and never leaves.
+        let builder = if signed {
+            builder.client_secret_jwt()
+        } else {
+            builder.auth_style(style)
+        };
+        let credentials = builder.build().unwrap();
         let token = runtime.block_on(credentials.token()).unwrap();
         assert_eq!(token.secret(), TOKEN);
         drop(token);
@@ -235,8 +275,8 @@ fn every_copy_of_a_credential_the_crate_makes_is_wiped_before_it_is_freed() {
         assert_eq!(
             unwiped,
             0,
-            "{style:?}: {unwiped} freed block(s) held a credential, the last one {:?}",
-            String::from_utf8_lossy(CREDENTIALS[which])
+            "{style:?} (signed: {signed}): {unwiped} freed block(s) held a credential, the last one {:?}",
+            String::from_utf8_lossy(canaries[which])
         );
     }
 }

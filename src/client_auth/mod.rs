@@ -311,8 +311,12 @@ impl ClientAuth {
             secrets.push(Zeroizing::new(secret.to_owned()));
             secrets.push(encoding::urlencode(secret));
             secrets.push(encoding::basic_urlencode(secret));
-            if let Ok(json) = serde_json::to_string(secret).map(Zeroizing::new) {
-                secrets.push(Zeroizing::new(json.trim_matches('"').to_owned()));
+            // JSON escaping makes at most six bytes of one: a buffer that never grows.
+            let mut json = Zeroizing::new(Vec::with_capacity(6 * secret.len() + 2));
+            if serde_json::to_writer(&mut *json, secret).is_ok() {
+                if let Ok(text) = std::str::from_utf8(&json) {
+                    secrets.push(Zeroizing::new(text.trim_matches('"').to_owned()));
+                }
             }
         }
         if let Method::Basic { secret, urlencode } = &self.method {
