@@ -233,7 +233,7 @@ fn a_config_error_shows_the_credentials_in_a_token_url() {
 }
 
 /// README: "`ClientCredentials` needs a tokio runtime with IO and timers; called from anywhere
-/// else (`block_on`, a runtime without timers or IO) it fails with
+/// else (`futures::executor::block_on`, a runtime without timers or IO) it fails with
 /// `ErrorKind::Runtime`, which is not backed off and poisons nothing: the next call from a
 /// proper runtime fetches at once." With `.issuer(..)`, discovery runs before that check, and
 /// its `tokio::time::timeout` panics without a timer: the cache records a `Panic`, backs off,
@@ -316,7 +316,7 @@ fn fetch_uncached_with_an_issuer_and_no_runtime_panics() {
     }
 }
 
-/// A runtime-free executor (as `block_on`).
+/// A runtime-free executor (as `futures::executor::block_on`).
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     use std::task::{Context, Poll, Wake, Waker};
     struct Unpark(std::thread::Thread);
