@@ -280,3 +280,86 @@ fn assert_credentials_wiped(secret: &str, canaries: &'static [&'static [u8]]) {
         );
     }
 }
+
+/// Get (or fail to get) a token through an HTTP client answering `status` with the static
+/// `answer`, scanning the thread's freed memory for the secret and token as above; the
+/// number of unwiped blocks found, and the last credential found.
+fn unwiped_blocks_for(
+    status: u16,
+    content_type: &'static str,
+    answer: &'static [u8],
+) -> (usize, String) {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower_oauth2::{client_auth::AuthStyle, transport::TokenRequest, ClientCredentials};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = tower::service_fn(move |request: TokenRequest| async move {
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        drop((parts, body));
+        let mut response = http::Response::new(Full::new(Bytes::from_static(answer)));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    UNWIPED.set((0, 0));
+    SCANNING.set(Some(CREDENTIALS));
+    let credentials = ClientCredentials::builder()
+        .token_url("http://127.0.0.1:1/oauth/token")
+        .client_id("client")
+        .client_secret(String::from(SECRET))
+        .auth_style(AuthStyle::Form)
+        .http_client(endpoint)
+        .build()
+        .unwrap();
+    let result = runtime.block_on(credentials.token());
+    drop(result);
+    drop(credentials);
+    drop(runtime);
+    SCANNING.set(None);
+    let (unwiped, which) = UNWIPED.get();
+    (
+        unwiped,
+        String::from_utf8_lossy(CREDENTIALS[which]).into_owned(),
+    )
+}
+
+/// README (Security): "The client secret, parameter values and tokens we own are zeroized on
+/// drop"; an error body "that echoes the request" is redacted. The redaction itself
+/// (`response::excerpt`: `from_utf8_lossy(..).into_owned()` then `text.replace(secret, ..)`)
+/// frees the unredacted copy, holding the secret, unwiped.
+#[test]
+fn an_error_body_echoing_the_secret_leaves_an_unwiped_copy() {
+    let (unwiped, which) = unwiped_blocks_for(
+        400,
+        "text/html",
+        b"<html>bad request: grant_type=client_credentials&client_id=client&client_secret=canary-secret-Zq8vL2</html>",
+    );
+    assert_eq!(
+        unwiped, 0,
+        "{unwiped} freed block(s) held a credential, the last one {which:?}"
+    );
+}
+
+/// A token response whose JSON escapes a character (PHP's `json_encode` writes `/` as `\/`,
+/// and tokens are often base64 with `/`): serde_json copies the string through its scratch
+/// buffer, which is freed unwiped with the token in it.
+#[test]
+fn a_token_with_an_escaped_character_leaves_an_unwiped_copy() {
+    let (unwiped, which) = unwiped_blocks_for(
+        200,
+        "application/json",
+        b"{\"access_token\":\"canary-token-Xw3pR7\\/abc\",\"token_type\":\"Bearer\",\"expires_in\":3600}",
+    );
+    assert_eq!(
+        unwiped, 0,
+        "{unwiped} freed block(s) held a credential, the last one {which:?}"
+    );
+}

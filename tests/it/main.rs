@@ -8,6 +8,7 @@
 
 mod support;
 
+mod breaker;
 mod cache;
 mod client_credentials;
 mod faults;
