@@ -47,8 +47,14 @@ pub trait TokenSource: Send + Sync + 'static {
     /// drop it, so that the next [`token`](TokenSource::token) call does not return it again;
     /// the default does nothing. A [`TokenCache`](crate::TokenCache) in front of this source calls it after
     /// dropping the token from its own entry.
-    fn invalidate(&self, token: &AccessToken) {
+    ///
+    /// Returns whether the next `token` call may return another token: `true` (the default)
+    /// for sources that fetch a new one each time; `false` for a source that would hand the
+    /// same one back (a [`StaticToken`], a cache that keeps it), so that a cache in front keeps
+    /// it too and nobody replays a request with the token just rejected.
+    fn invalidate(&self, token: &AccessToken) -> bool {
         let _ = token;
+        true
     }
 }
 
@@ -57,7 +63,7 @@ impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
         (**self).token()
     }
 
-    fn invalidate(&self, token: &AccessToken) {
+    fn invalidate(&self, token: &AccessToken) -> bool {
         (**self).invalidate(token)
     }
 }
@@ -67,7 +73,7 @@ impl TokenSource for Box<dyn TokenSource> {
         (**self).token()
     }
 
-    fn invalidate(&self, token: &AccessToken) {
+    fn invalidate(&self, token: &AccessToken) -> bool {
         (**self).invalidate(token)
     }
 }
@@ -104,6 +110,11 @@ impl TokenSource for StaticToken {
     fn token(&self) -> TokenFuture<'_> {
         let token = self.token.clone();
         Box::pin(async move { Ok(token) })
+    }
+
+    /// It has no other token to give.
+    fn invalidate(&self, _token: &AccessToken) -> bool {
+        false
     }
 }
 

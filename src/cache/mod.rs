@@ -43,6 +43,7 @@ mod fast_path;
 mod registry;
 mod single_flight;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -194,14 +195,21 @@ impl TokenCache {
     /// [`CachePolicy::invalidation_interval`]; forwarded to the source (see
     /// [`TokenSource::invalidate`]).
     pub fn invalidate(&self, token: &AccessToken) {
+        self.invalidate_token(token);
+    }
+
+    /// [`invalidate`](Self::invalidate), saying whether the next caller may get another token.
+    fn invalidate_token(&self, token: &AccessToken) -> bool {
         let generation = self
             .inner
             .current
             .load()
             .as_ref()
             .and_then(|entry| entry.token.same_as(token).then_some(entry.generation));
-        if let Some(generation) = generation {
-            self.inner.invalidate(generation);
+        match generation {
+            Some(generation) => self.inner.invalidate(generation),
+            // Not the cached one (any more): the next caller gets another.
+            None => true,
         }
     }
 
@@ -305,8 +313,8 @@ impl TokenSource for TokenCache {
         Box::pin(async move { self.entry().await.map(|entry| entry.relayed()) })
     }
 
-    fn invalidate(&self, token: &AccessToken) {
-        TokenCache::invalidate(self, token);
+    fn invalidate(&self, token: &AccessToken) -> bool {
+        self.invalidate_token(token)
     }
 }
 
@@ -530,44 +538,72 @@ impl Inner {
         Ok(entry)
     }
 
-    fn invalidate(&self, generation: u64) {
+    /// Drop the token of `generation` because a server rejected it. Whether the next caller
+    /// may get another token: false when this cache keeps it (a second rejection within the
+    /// invalidation interval) or its source would hand the same one back (a cache behind that
+    /// keeps it, a static token), so that nobody replays a request with the token just
+    /// rejected.
+    fn invalidate(&self, generation: u64) -> bool {
         let Some(entry) = self
             .current
             .load_full()
             .filter(|entry| entry.generation == generation)
         else {
-            return;
+            // Already replaced: the next caller gets the replacement.
+            return true;
         };
+        if self.invalidated_lately() {
+            tracing::debug!(
+                target: "tower_oauth2::cache",
+                generation,
+                "token rejected again within the invalidation interval; keeping it"
+            );
+            return false;
+        }
+        // Outside the lock: the source is user code. Ask it first: a source that would hand
+        // the same token back keeps this cache from dropping it for nothing.
+        let source = AssertUnwindSafe(|| self.source.invalidate(&entry.token));
+        let renewable = std::panic::catch_unwind(source).unwrap_or(true);
+        if !renewable {
+            tracing::debug!(
+                target: "tower_oauth2::cache",
+                generation,
+                "token rejected, but the source would hand it back; keeping it"
+            );
+            return false;
+        }
         let mut control = self.control();
-        let now = now();
-        if let Some(last) = control.last_invalidation {
-            if now.saturating_duration_since(last) < self.policy.invalidation_interval {
-                tracing::debug!(
-                    target: "tower_oauth2::cache",
-                    generation,
-                    "token rejected again within the invalidation interval; keeping it"
-                );
-                return;
-            }
+        if self.invalidated_at(&control) {
+            return false;
         }
         let previous = self.current.compare_and_swap(&entry, None::<Arc<Entry>>);
         let taken = previous
             .as_ref()
             .is_some_and(|previous| Arc::ptr_eq(previous, &entry));
         if !taken {
-            return;
+            return true;
         }
         fast_path::bump();
         self.metrics.invalidated();
-        control.last_invalidation = Some(now);
+        control.last_invalidation = Some(now());
         drop(control);
         tracing::info!(
             target: "tower_oauth2::cache",
             generation,
             "token rejected by the server; dropped from the cache"
         );
-        // A source with a cache of its own would hand the same token back.
-        self.source.invalidate(&entry.token);
+        true
+    }
+
+    /// Whether a token was dropped within the invalidation interval.
+    fn invalidated_lately(&self) -> bool {
+        self.invalidated_at(&self.control())
+    }
+
+    fn invalidated_at(&self, control: &Control) -> bool {
+        control.last_invalidation.is_some_and(|last| {
+            now().saturating_duration_since(last) < self.policy.invalidation_interval
+        })
     }
 }
 
@@ -665,7 +701,10 @@ mod tests {
 
     #[test]
     fn a_rejected_token_leaves_the_fast_path_at_once() {
-        let cache = cache("rejected");
+        // A source that can hand out another token (a static one cannot: it is kept).
+        let cache = TokenCache::new(crate::source::from_fn(|| async {
+            Ok(AccessToken::new("rejected").with_lifetime(Duration::from_secs(3600)))
+        }));
         warm(&cache);
         let (_, generation) = cache.fresh_header().unwrap();
         report_rejected(cache.slot(), generation);

@@ -61,6 +61,9 @@ pub struct ClientAuth {
     /// Options of client assertions.
     assertion_audience: Option<String>,
     assertion_lifetime: Duration,
+    /// Made by the builder's shorthands rather than given as a value: errors then name the
+    /// shorthand to fix.
+    from_shorthands: bool,
 }
 
 #[derive(Clone)]
@@ -96,7 +99,14 @@ impl ClientAuth {
             certificate: None,
             assertion_audience: None,
             assertion_lifetime: Self::DEFAULT_ASSERTION_LIFETIME,
+            from_shorthands: false,
         }
+    }
+
+    /// This value as the builder's shorthands made it.
+    pub(crate) fn made_by_shorthands(mut self) -> Self {
+        self.from_shorthands = true;
+        self
     }
 
     /// `client_secret_basic`: `Authorization: Basic base64(id ":" secret)`, id and secret
@@ -252,36 +262,7 @@ impl ClientAuth {
     /// Check what can be checked before any request, and get ready to sign: `build()` calls
     /// this once.
     pub(crate) fn prepare(self) -> Result<PreparedAuth, ConfigError> {
-        if self.client_id.is_empty() {
-            return Err(ConfigError::new(
-                "client_id",
-                "client_id is required: call .client_id(..)",
-            ));
-        }
-        if self.client_id.trim() != self.client_id {
-            return Err(ConfigError::new(
-                "client_id",
-                "client_id has leading or trailing whitespace (a newline at the end of a file or \
-                 variable?): pass it trimmed, e.g. .client_id(id.trim())",
-            ));
-        }
-        if let Some(secret) = self.secret() {
-            if secret.is_empty() {
-                return Err(ConfigError::new(
-                    "client_secret",
-                    "client_secret is required: call .client_secret(..) with the secret the \
-                     identity provider issued for this client",
-                ));
-            }
-            if secret.trim() != secret {
-                // Never show it: say where the whitespace is, not what the secret is.
-                return Err(ConfigError::new(
-                    "client_secret",
-                    "client_secret has leading or trailing whitespace (a newline at the end of \
-                     a mounted secret file?): pass it trimmed, e.g. .client_secret(secret.trim())",
-                ));
-            }
-        }
+        self.check_id_and_secret()?;
         let assertion = match &self.method {
             Method::SecretJwt { secret } => Some(AssertionConfig::secret(
                 secret,
@@ -302,6 +283,67 @@ impl ClientAuth {
             assertion,
             redact,
         })
+    }
+
+    /// The client id and secret, as an identity provider issues them: not empty, and without
+    /// whitespace around them. Errors name the shorthand or the value that set them.
+    fn check_id_and_secret(&self) -> Result<(), ConfigError> {
+        let (id_setting, secret_setting, fix_id, fix_secret, trim_id, trim_secret) =
+            if self.from_shorthands {
+                (
+                    "client_id",
+                    "client_secret",
+                    "call .client_id(..)",
+                    "call .client_secret(..) with the secret the identity provider issued for \
+                     this client",
+                    ".client_id(id.trim())",
+                    ".client_secret(secret.trim())",
+                )
+            } else {
+                (
+                    "client_auth",
+                    "client_auth",
+                    "give ClientAuth the client id",
+                    "give ClientAuth the secret the identity provider issued for this client",
+                    "ClientAuth::post(id.trim(), ..)",
+                    "ClientAuth::post(.., secret.trim())",
+                )
+            };
+        if self.client_id.is_empty() {
+            return Err(ConfigError::new(
+                id_setting,
+                format!("client_id is required: {fix_id}"),
+            ));
+        }
+        if self.client_id.trim() != self.client_id {
+            return Err(ConfigError::new(
+                id_setting,
+                format!(
+                    "client_id has leading or trailing whitespace (a newline at the end of a file \
+                     or variable?): pass it trimmed, e.g. {trim_id}"
+                ),
+            ));
+        }
+        let Some(secret) = self.secret() else {
+            return Ok(());
+        };
+        if secret.is_empty() {
+            return Err(ConfigError::new(
+                secret_setting,
+                format!("client_secret is required: {fix_secret}"),
+            ));
+        }
+        if secret.trim() != secret {
+            // Never show it: say where the whitespace is, not what the secret is.
+            return Err(ConfigError::new(
+                secret_setting,
+                format!(
+                    "client_secret has leading or trailing whitespace (a newline at the end of a \
+                     mounted secret file?): pass it trimmed, e.g. {trim_secret}"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Every form in which this method's secret leaves the process.

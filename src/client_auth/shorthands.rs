@@ -76,7 +76,9 @@ impl Shorthands {
                 }
                 explicit
             }
-            None => self.resolve_shorthands(secret, private_key)?,
+            None => self
+                .resolve_shorthands(secret, private_key)?
+                .made_by_shorthands(),
         };
         if let Some(urlencode) = self.basic_urlencode {
             auth = auth.basic_urlencode(urlencode);

@@ -13,6 +13,7 @@ use http_body_util::Full;
 use serde_json::Value;
 
 use crate::error::{hints, Rejected};
+use crate::transport::url_rules::shown;
 use crate::transport::url_rules::UrlRules;
 use crate::transport::Transport;
 use crate::Error;
@@ -135,9 +136,10 @@ impl Discovery {
             Some(Value::String(issuer)) if *issuer == self.issuer => {}
             Some(Value::String(issuer)) => {
                 return Err(Error::invalid_response(format!(
-                    "the metadata names issuer {issuer:?}, not the configured {:?}; refused \
+                    "the metadata names issuer \"{}\", not the configured \"{}\"; refused \
                      before sending any credential (RFC 8414 §3.3)",
-                    self.issuer
+                    untrusted(issuer),
+                    shown(&self.issuer_url)
                 ))
                 .with_hint(hints::CHECK_THE_ISSUER))
             }
@@ -166,8 +168,9 @@ impl Discovery {
         // following that would send the credentials in clear to this machine's port 8080.
         if self.issuer_url.scheme_str() == Some("https") && url.scheme_str() != Some("https") {
             return Err(Error::invalid_response(format!(
-                "the https issuer's metadata names a plain-http token_endpoint {endpoint:?}; \
-                 refused: a discovered endpoint is never weaker than the issuer"
+                "the https issuer's metadata names a plain-http token_endpoint \"{}\"; \
+                 refused: a discovered endpoint is never weaker than the issuer",
+                shown(&url)
             ))
             .with_hint(hints::INTERNAL_TOKEN_ENDPOINT));
         }
@@ -197,9 +200,14 @@ impl Discovery {
             "the issuer's token endpoint does not support {} client authentication (its \
              token_endpoint_auth_methods_supported: {}); configure one of those",
             self.auth_methods.join(" or "),
-            supported.join(", ")
+            untrusted(&supported.join(", "))
         )))
     }
+}
+
+/// Text from the metadata, as an error may show it: bounded, one line, printable.
+fn untrusted(text: &str) -> String {
+    super::response::excerpt(text.as_bytes(), &[])
 }
 
 /// Where the metadata of `issuer` may be, in order: RFC 8414 §3.1 (the well-known segment

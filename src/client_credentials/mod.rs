@@ -199,8 +199,8 @@ impl TokenSource for ClientCredentials {
         self.cache.token()
     }
 
-    fn invalidate(&self, token: &AccessToken) {
-        self.cache.invalidate(token);
+    fn invalidate(&self, token: &AccessToken) -> bool {
+        TokenSource::invalidate(&self.cache, token)
     }
 }
 
@@ -267,6 +267,8 @@ struct Endpoint {
 
 impl Endpoint {
     async fn fetch(&self) -> Result<AccessToken, Error> {
+        // Before anything that needs them, discovery included.
+        runtime_with_timers()?;
         let url = match &self.discovery {
             None => self.template.url.clone(),
             Some(discovery) => discovery
@@ -305,23 +307,6 @@ impl Endpoint {
     }
 
     async fn fetch_once(&self, url: &Uri) -> Result<AccessToken, Error> {
-        match Runtime::current() {
-            None => {
-                return Err(Error::runtime(
-                    "ClientCredentials fetches tokens with tokio: call it from within a tokio \
-                     runtime (built with enable_all())",
-                ))
-            }
-            // Built with `panic = "abort"` this cannot be found out; tokio then aborts at the
-            // first timer of a runtime without any.
-            Some(runtime) if runtime.timers() == Some(false) => {
-                return Err(Error::runtime(
-                    "ClientCredentials needs a tokio runtime with timers: build it with \
-                     enable_all() (or enable_io() and enable_time())",
-                ))
-            }
-            Some(_) => {}
-        }
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
         let (request, assertion) = self.template.encode(url)?;
@@ -390,6 +375,28 @@ impl Endpoint {
         }
         result
     }
+}
+
+/// An error unless the caller runs on a tokio runtime with timers, which every request needs.
+fn runtime_with_timers() -> Result<(), Error> {
+    match Runtime::current() {
+        None => {
+            return Err(Error::runtime(
+                "ClientCredentials fetches tokens with tokio: call it from within a tokio \
+                 runtime (built with enable_all())",
+            ))
+        }
+        // Built with `panic = "abort"` this cannot be found out; tokio then aborts at the
+        // first timer of a runtime without any.
+        Some(runtime) if runtime.timers() == Some(false) => {
+            return Err(Error::runtime(
+                "ClientCredentials needs a tokio runtime with timers: build it with \
+                 enable_all() (or enable_io() and enable_time())",
+            ))
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 impl TokenSource for Endpoint {

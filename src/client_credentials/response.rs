@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
+use zeroize::Zeroizing;
 
 use crate::error::{OAuthError, Rejected};
 use crate::token::{expiry_from_now, MAX_LIFETIME};
@@ -256,18 +257,34 @@ fn json_type(value: &Value) -> &'static str {
 /// Redaction runs over all of `bytes` (at most the body limit) before cutting, so no cut can
 /// leave part of a secret behind.
 pub(crate) fn excerpt(bytes: &[u8], redact: &[&str]) -> String {
-    let mut text = String::from_utf8_lossy(bytes).into_owned();
-    for secret in redact.iter().filter(|secret| !secret.is_empty()) {
-        if text.contains(secret) {
-            text = text.replace(secret, "[redacted]");
+    const REDACTED: &str = "[redacted]";
+    // Every intermediate copy may hold what we sent (an endpoint echoing the request): each is
+    // wiped when dropped, and only what the excerpt can show is copied, into a buffer sized so
+    // that it never grows.
+    let text = Zeroizing::new(String::from_utf8_lossy(bytes).into_owned());
+    let mut shown = Zeroizing::new(String::with_capacity((EXCERPT_CHARS + 1) * REDACTED.len()));
+    let mut chars = 0;
+    let mut rest = text.as_str();
+    'scan: while !rest.is_empty() && chars <= EXCERPT_CHARS {
+        for secret in redact.iter().filter(|secret| !secret.is_empty()) {
+            if let Some(after) = rest.strip_prefix(*secret) {
+                shown.push_str(REDACTED);
+                chars += REDACTED.len();
+                rest = after;
+                continue 'scan;
+            }
         }
+        let next = rest.chars().next().map_or(1, char::len_utf8);
+        shown.push_str(&rest[..next]);
+        chars += 1;
+        rest = &rest[next..];
     }
-    let mut out: String = text
+    let mut out: String = shown
         .chars()
         .take(EXCERPT_CHARS)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if text.chars().nth(EXCERPT_CHARS).is_some() {
+    if chars > EXCERPT_CHARS || !rest.is_empty() {
         out.push('…');
     }
     out

@@ -216,9 +216,11 @@ impl TokenSource for SharedSource {
         Box::pin(SharedSource::token(self))
     }
 
-    fn invalidate(&self, token: &AccessToken) {
+    /// The next fetch deletes the fleet's entry if it still holds `token`, and fetches anew.
+    fn invalidate(&self, token: &AccessToken) -> bool {
         *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(fingerprint(token.secret()));
+        true
     }
 }
 

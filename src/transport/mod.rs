@@ -364,13 +364,19 @@ impl Transport {
     ) -> Result<(http::response::Parts, Result<WholeBody, BodyTooLarge>), Error> {
         use futures_util::FutureExt;
 
-        let exchange = std::panic::AssertUnwindSafe(send(&self.http, request, self.body_limit))
+        // The timer is made inside the guard (it panics without a runtime or timers), and the
+        // client's future is dropped inside it when the timer fires (its drop may panic).
+        let timeout = self.timeout;
+        let exchange = async move {
+            match tokio::time::timeout(timeout, send(&self.http, request, self.body_limit)).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(Error::timeout(timeout)),
+            }
+        };
+        std::panic::AssertUnwindSafe(exchange)
             .catch_unwind()
-            .map(|sent| sent.unwrap_or_else(|panic| Err(http_client_panicked(&*panic))));
-        match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_elapsed) => Err(Error::timeout(self.timeout)),
-        }
+            .await
+            .unwrap_or_else(|panic| Err(http_client_panicked(&*panic)))
     }
 }
 

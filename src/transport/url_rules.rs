@@ -18,24 +18,25 @@ impl UrlRules {
     /// `raw` (named `what` in errors) as an absolute `https` URL, or `http` to loopback (or
     /// anywhere, if allowed).
     pub(crate) fn check(&self, raw: &str, what: &'static str) -> Result<Uri, ConfigError> {
+        let raw_shown = quoted(raw);
         if !raw.contains("://") {
             return Err(ConfigError::new(
                 what,
                 format!(
-                    "{what} {raw:?} is not an absolute URL (it has no scheme, so no host \
+                    "{what} {raw_shown} is not an absolute URL (it has no scheme, so no host \
                  either): give an absolute https://… URL, like \
                  https://idp.example.com/oauth/token"
                 ),
             ));
         }
         let url: Uri = raw.parse().map_err(|e| {
-            ConfigError::new(what, format!("{what} {raw:?} is not a valid URL: {e}"))
+            ConfigError::new(what, format!("{what} {raw_shown} is not a valid URL: {e}"))
         })?;
         let host = url.host().ok_or_else(|| {
             ConfigError::new(
                 what,
                 format!(
-                "{what} {raw:?} has no host: give an absolute URL like https://host/oauth/token"
+                "{what} {raw_shown} has no host: give an absolute URL like https://host/oauth/token"
             ),
             )
         })?;
@@ -55,7 +56,7 @@ impl UrlRules {
                 return Err(ConfigError::new(
                     what,
                     format!(
-                    "{what} {raw:?} is plain http to a non-loopback host, which would send the \
+                    "{what} {raw_shown} is plain http to a non-loopback host, which would send the \
                      client secret in clear text: use https, or .allow_insecure_http() on a \
                      trusted network"
                 ),
@@ -64,12 +65,40 @@ impl UrlRules {
             _ => {
                 return Err(ConfigError::new(
                     what,
-                    format!("{what} {raw:?} must start with https:// (or http:// for loopback)"),
+                    format!(
+                        "{what} {raw_shown} must start with https:// (or http:// for loopback)"
+                    ),
                 ))
             }
         }
         Ok(url)
     }
+}
+
+/// `raw`, as a configuration error quotes it: without userinfo, query or fragment (a gateway key
+/// or a password), and on one line.
+fn quoted(raw: &str) -> String {
+    let cut = raw.find(['?', '#']).map_or(raw, |at| &raw[..at]);
+    let (scheme, rest) = match cut.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, cut),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let hidden = if cut.len() < raw.len() || host.len() < authority.len() {
+        "…"
+    } else {
+        ""
+    };
+    let text: String = match scheme {
+        Some(scheme) => format!("{scheme}://{host}{path}{hidden}"),
+        None => format!("{host}{path}{hidden}"),
+    }
+    .chars()
+    .map(|c| if c.is_control() { ' ' } else { c })
+    .collect();
+    format!("\"{text}\"")
 }
 
 /// `url` as errors name it: `host[:port]/path`, no credentials, no query.

@@ -8,13 +8,13 @@
 
 mod support;
 
-mod breaker;
 mod cache;
 mod client_credentials;
 mod faults;
 mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod regressions;
 mod runtimes;
 mod secrets;
 #[cfg(feature = "redis")]

@@ -1,4 +1,8 @@
-//! Adversarial repros (branch `breaker`): each test states the promise it holds the crate to.
+//! Defects an adversarial review of the issue-19 reshaping found, each fixed since: a test's
+//! name says what used to go wrong, its assertions what must hold instead (no replay with the
+//! token just rejected, one clean bounded line per error, no credential in a configuration
+//! error, no runtime means `ErrorKind::Runtime` also with discovery, no panic out of
+//! `fetch_uncached`, errors about a `ClientAuth` value name it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
