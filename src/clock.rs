@@ -12,7 +12,7 @@
 //!   dropped, idle or absent runtime can make the cache send an expired token.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, Id};
 
@@ -49,6 +49,15 @@ pub(crate) fn coarse_deadline(now: Ticks, remaining: Option<Duration>) -> Ticks 
             .saturating_sub(ticks(COARSE_LAG))
             .min(NEVER - 1),
     }
+}
+
+/// `from + delay`, or the farthest instant that can be represented: a backoff too long to
+/// represent is still a backoff.
+pub(crate) fn far_as_possible(from: Instant, delay: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    from.checked_add(delay)
+        .or_else(|| from.checked_add(CENTURY))
+        .unwrap_or(from)
 }
 
 /// The tokio runtime the caller runs on.

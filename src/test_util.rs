@@ -533,13 +533,6 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     issue(state, &params)
 }
 
-/// An instant no token outlives (for a lifetime too long to represent).
-fn far_future() -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    let now = Instant::now();
-    now.checked_add(CENTURY).unwrap_or(now)
-}
-
 /// How long the accept loop waits after a failed accept.
 const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
@@ -553,8 +546,10 @@ fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes
         let mut issued = lock(&state.issued);
         let token = format!("{}-{}", state.prefix, issued.len() + 1);
         // Judged by the lifetime it was issued with: a later set_lifetime changes new tokens only.
-        let expires = Instant::now().checked_add(lifetime);
-        issued.insert(token.clone(), expires.unwrap_or_else(far_future));
+        issued.insert(
+            token.clone(),
+            crate::clock::far_as_possible(Instant::now(), lifetime),
+        );
         token
     };
     let mut body = serde_json::json!({

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 
-use crate::clock::{coarse_now, ticks, Runtime};
+use crate::clock::{coarse_now, far_as_possible, ticks, Runtime};
 pub use crate::policy::CachePolicy;
 use crate::source::{TokenFuture, TokenSource};
 use crate::telemetry::Metrics;
@@ -633,15 +633,6 @@ impl Drop for Inner {
             flight.abort();
         }
     }
-}
-
-/// `from + delay`, or the farthest instant that can be represented: a backoff too long to
-/// represent is still a backoff.
-fn far_as_possible(from: Instant, delay: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    from.checked_add(delay)
-        .or_else(|| from.checked_add(CENTURY))
-        .unwrap_or(from)
 }
 
 #[cfg(test)]

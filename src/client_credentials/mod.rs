@@ -380,23 +380,18 @@ impl Endpoint {
 /// An error unless the caller runs on a tokio runtime with timers, which every request needs.
 fn runtime_with_timers() -> Result<(), Error> {
     match Runtime::current() {
-        None => {
-            return Err(Error::runtime(
-                "ClientCredentials fetches tokens with tokio: call it from within a tokio \
-                 runtime (built with enable_all())",
-            ))
-        }
-        // Built with `panic = "abort"` this cannot be found out; tokio then aborts at the
-        // first timer of a runtime without any.
-        Some(runtime) if runtime.timers() == Some(false) => {
-            return Err(Error::runtime(
-                "ClientCredentials needs a tokio runtime with timers: build it with \
-                 enable_all() (or enable_io() and enable_time())",
-            ))
-        }
-        Some(_) => {}
+        None => Err(Error::runtime(
+            "ClientCredentials fetches tokens with tokio: call it from within a tokio runtime \
+             (built with enable_all())",
+        )),
+        // Built with `panic = "abort"` this cannot be found out; tokio then aborts at the first
+        // timer of a runtime without any.
+        Some(runtime) if runtime.timers() == Some(false) => Err(Error::runtime(
+            "ClientCredentials needs a tokio runtime with timers: build it with enable_all() (or \
+             enable_io() and enable_time())",
+        )),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 impl TokenSource for Endpoint {

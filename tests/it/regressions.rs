@@ -236,14 +236,9 @@ fn a_config_error_shows_the_credentials_in_a_token_url() {
     }
 }
 
-/// README: "`ClientCredentials` needs a tokio runtime with IO and timers; called from anywhere
-/// else (`futures::executor::block_on`, a runtime without timers or IO) it fails with
-/// `ErrorKind::Runtime`, which is not backed off and poisons nothing: the next call from a
-/// proper runtime fetches at once." With `.issuer(..)`, discovery runs before that check, and
-/// its `tokio::time::timeout` panics without a timer: the cache records a `Panic`, backs off,
-/// and the next call from a proper runtime gets that error again instead of a token.
-#[test]
-fn with_an_issuer_no_runtime_is_a_backed_off_panic_not_a_runtime_error() {
+/// A client discovering its token endpoint from a well-behaved issuer, served by the returned
+/// runtime (keep it alive for the test).
+fn discovering_credentials() -> (tokio::runtime::Runtime, tower_oauth2::ClientCredentials) {
     let server = tokio::runtime::Runtime::new().unwrap();
     let issuer = server.block_on(issuer_serving(|issuer| {
         serde_json::json!({ "issuer": issuer, "token_endpoint": format!("{issuer}/oauth/token") })
@@ -254,6 +249,18 @@ fn with_an_issuer_no_runtime_is_a_backed_off_panic_not_a_runtime_error() {
         .client_secret("discovery-secret")
         .build()
         .unwrap();
+    (server, credentials)
+}
+
+/// README: "`ClientCredentials` needs a tokio runtime with IO and timers; called from anywhere
+/// else (`futures::executor::block_on`, a runtime without timers or IO) it fails with
+/// `ErrorKind::Runtime`, which is not backed off and poisons nothing: the next call from a
+/// proper runtime fetches at once." With `.issuer(..)`, discovery runs before that check, and
+/// its `tokio::time::timeout` panics without a timer: the cache records a `Panic`, backs off,
+/// and the next call from a proper runtime gets that error again instead of a token.
+#[test]
+fn with_an_issuer_no_runtime_is_a_backed_off_panic_not_a_runtime_error() {
+    let (_server, credentials) = discovering_credentials();
     let first = block_on(credentials.token()).expect_err("no runtime");
     let proper = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -274,16 +281,7 @@ fn with_an_issuer_no_runtime_is_a_backed_off_panic_not_a_runtime_error() {
 /// The same on a runtime without timers.
 #[test]
 fn with_an_issuer_a_runtime_without_timers_is_a_panic_not_a_runtime_error() {
-    let server = tokio::runtime::Runtime::new().unwrap();
-    let issuer = server.block_on(issuer_serving(|issuer| {
-        serde_json::json!({ "issuer": issuer, "token_endpoint": format!("{issuer}/oauth/token") })
-    }));
-    let credentials = tower_oauth2::ClientCredentials::builder()
-        .issuer(issuer)
-        .client_id("client-1")
-        .client_secret("discovery-secret")
-        .build()
-        .unwrap();
+    let (_server, credentials) = discovering_credentials();
     let io_only = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -298,16 +296,7 @@ fn with_an_issuer_a_runtime_without_timers_is_a_panic_not_a_runtime_error() {
 /// (no cache around it) with an issuer and no runtime panics in the caller instead.
 #[test]
 fn fetch_uncached_with_an_issuer_and_no_runtime_panics() {
-    let server = tokio::runtime::Runtime::new().unwrap();
-    let issuer = server.block_on(issuer_serving(|issuer| {
-        serde_json::json!({ "issuer": issuer, "token_endpoint": format!("{issuer}/oauth/token") })
-    }));
-    let credentials = tower_oauth2::ClientCredentials::builder()
-        .issuer(issuer)
-        .client_id("client-1")
-        .client_secret("discovery-secret")
-        .build()
-        .unwrap();
+    let (_server, credentials) = discovering_credentials();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         block_on(credentials.fetch_uncached())
     }));
