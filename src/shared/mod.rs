@@ -36,6 +36,43 @@ pub(crate) use sealed::key_digest;
 pub(crate) use source::{SharedConfig, SharedSource};
 pub(crate) use wiring::{Fleet, Identity};
 
+/// The longest value the crate stores or reads back; a store reads no more than this (a
+/// sealed token is a few hundred bytes to a few kilobytes).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// A value read from a [`SharedStore`].
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stored {
+    /// The bytes stored.
+    pub value: Vec<u8>,
+    /// How much longer the store keeps the value, by the store's own clock (Redis: `PTTL`);
+    /// `None` when it has no expiry or the store cannot tell.
+    pub expires_in: Option<Duration>,
+}
+
+impl Stored {
+    /// `value`, kept by the store for `expires_in` more.
+    pub fn new(value: Vec<u8>, expires_in: Option<Duration>) -> Self {
+        Stored { value, expires_in }
+    }
+
+    /// `value`, from a store that keeps no expiry.
+    pub fn without_expiry(value: Vec<u8>) -> Self {
+        Stored::new(value, None)
+    }
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Sealed, but still nobody's business: the length is enough to debug with.
+        f.debug_struct("Stored")
+            .field("len", &self.value.len())
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
 /// What a [`SharedStore`] operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'a>>;
 
@@ -51,15 +88,16 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> +
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
 /// use std::time::Duration;
-/// use tower_oauth2::{shared::SharedStore, shared::StoreFuture};
+/// use tower_oauth2::shared::{SharedStore, StoreFuture, Stored};
 ///
 /// /// One process's store: useless across a fleet, but shows the contract.
 /// #[derive(Default)]
 /// struct InMemory(Mutex<HashMap<String, Vec<u8>>>);
 ///
 /// impl SharedStore for InMemory {
-///     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-///         Box::pin(async move { Ok(self.0.lock().unwrap().get(key).cloned()) })
+///     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Stored>> {
+///         // No expiry kept here, so none to report: the token's own lifetime decides.
+///         Box::pin(async move { Ok(self.0.lock().unwrap().get(key).cloned().map(Stored::without_expiry)) })
 ///     }
 ///     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], _ttl: Duration) -> StoreFuture<'a, ()> {
 ///         Box::pin(async move { Ok(drop(self.0.lock().unwrap().insert(key.into(), value.into()))) })
@@ -80,8 +118,11 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> +
 /// }
 /// ```
 pub trait SharedStore: Send + Sync + 'static {
-    /// The value under `key`, if there is one.
-    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+    /// The value under `key`, if there is one, with the time the store will keep it.
+    ///
+    /// A value the store will not hand over whole (of another type, or longer than
+    /// [`MAX_VALUE_BYTES`]) is returned as an empty value: it is treated as foreign and replaced.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Stored>>;
 
     /// Set `key` to `value`, to expire after `ttl`.
     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> StoreFuture<'a, ()>;

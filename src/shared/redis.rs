@@ -7,7 +7,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 use tokio::runtime::Id;
 
-use super::{SharedStore, StoreFuture};
+use super::{SharedStore, StoreFuture, Stored};
 use crate::error::BoxError;
 use crate::ConfigError;
 
@@ -144,18 +144,39 @@ impl RedisStore {
 }
 
 impl SharedStore for RedisStore {
-    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Stored>> {
         let key = self.key(key);
         Box::pin(self.run(move |mut connection| async move {
-            let value = redis::cmd("GET")
+            // Each command's own result: a WRONGTYPE from GET must not hide PTTL's answer.
+            let mut read: Vec<redis::RedisResult<redis::Value>> = redis::pipe()
+                .atomic()
+                .ignore_errors()
+                .cmd("GET")
+                .arg(&key)
+                .cmd("PTTL")
                 .arg(&key)
                 .query_async(&mut connection)
-                .await;
+                .await?;
+            let (Some(pttl), Some(value)) = (read.pop(), read.pop()) else {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "GET and PTTL answered with fewer than two replies",
+                )));
+            };
+            // PTTL: -1 no expiry, -2 no key (not between GET and PTTL: they run atomically).
+            let expires_in = redis::from_redis_value::<i64>(pttl?)
+                .ok()
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(Duration::from_millis);
             match value {
+                Ok(value) => Ok(redis::from_redis_value::<Option<Vec<u8>>>(value)?
+                    .map(|value| Stored::new(value, expires_in))),
                 // Something else lives under our key (a list, a hash): not ours, so it is
                 // treated like any foreign value, and the next publication replaces it.
-                Err(error) if error.code() == Some("WRONGTYPE") => Ok(Some(Vec::new())),
-                other => other,
+                Err(error) if error.code() == Some("WRONGTYPE") => {
+                    Ok(Some(Stored::new(Vec::new(), expires_in)))
+                }
+                Err(error) => Err(error),
             }
         }))
     }

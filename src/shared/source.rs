@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::breaker::Breaker;
 use super::sealed::{fingerprint, random_tag, Sealer, SharedToken};
-use super::SharedStore;
+use super::{SharedStore, Stored};
 use crate::error::BoxError;
 use crate::policy::CachePolicy;
 use crate::source::{TokenFuture, TokenSource};
@@ -132,7 +132,7 @@ impl SharedSource {
         let value = self.store.get(&self.key).await?;
         // It answers; a later failure (publishing, say) trips the breaker again.
         self.breaker.reset();
-        let Some(value) = value else {
+        let Some(Stored { value, .. }) = value else {
             return Ok(None);
         };
         let Some(shared) = self.sealer.open(&value) else {
