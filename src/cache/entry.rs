@@ -68,8 +68,7 @@ impl Entry {
     /// `token`, fetched now, planned by `policy`.
     pub(crate) fn new(token: AccessToken, policy: &CachePolicy) -> Result<Entry, Error> {
         let header = bearer_header(&token)?;
-        let fetched_at = now();
-        let virtual_clock = runs_on_a_virtual_clock(fetched_at);
+        let (fetched_at, virtual_clock) = runs_on_a_virtual_clock();
         let coarse = coarse_now();
         let plan = if token.is_relayed() {
             policy.plan_relayed(fetched_at, token.usable_until())
@@ -90,13 +89,24 @@ impl Entry {
     }
 }
 
-/// Whether tokio's clock, read as `tokio_now`, is not following real time: it was paused (and
-/// maybe advanced) by a test. Read back to back, the two clocks of a real runtime differ by
-/// nanoseconds; a paused clock lags by at least the time the fetch took, or leads once advanced.
-fn runs_on_a_virtual_clock(tokio_now: Instant) -> bool {
-    const APART: Duration = Duration::from_micros(5);
-    let real = Instant::now();
-    tokio_now > real || real.duration_since(tokio_now) > APART
+/// Whether tokio's clock is not following real time: it was paused (and maybe advanced) by a
+/// test. Tokio's reading is bracketed by two real ones: a real runtime's clock falls between
+/// them (with `test-util`, unpaused, a few nanoseconds before), a paused one lags by at least
+/// the time since it was paused, or leads once advanced. Bracketing, not comparing one pair of
+/// reads, so that a thread preempted between reads is never taken for a paused clock (which
+/// would send every request of that token's life down the slow path).
+fn runs_on_a_virtual_clock() -> (Instant, bool) {
+    let before = Instant::now();
+    let tokio_now = now();
+    let after = Instant::now();
+    (tokio_now, outside_real_time(before, tokio_now, after))
+}
+
+/// Whether tokio's reading `tokio_now` lies outside `[before - LAG, after]`, the real time
+/// around it.
+fn outside_real_time(before: Instant, tokio_now: Instant, after: Instant) -> bool {
+    const LAG: Duration = Duration::from_micros(5);
+    tokio_now > after || tokio_now.checked_add(LAG).is_some_and(|t| t < before)
 }
 
 /// `Bearer <token>`, marked sensitive so that logging layers redact it, in memory that is
@@ -124,6 +134,26 @@ impl std::fmt::Debug for Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_preempted_between_the_clock_reads_is_not_taken_for_a_paused_clock() {
+        let before = Instant::now();
+        let tokio_now = before + Duration::from_nanos(40);
+        // Descheduled for a millisecond after reading tokio's clock (a busy machine).
+        let after = before + Duration::from_millis(1);
+        assert!(!outside_real_time(before, tokio_now, after));
+        // A paused clock lags (paused a while ago) or leads (advanced by the test).
+        assert!(outside_real_time(
+            before,
+            before - Duration::from_millis(2),
+            after
+        ));
+        assert!(outside_real_time(
+            before,
+            after + Duration::from_secs(60),
+            after
+        ));
+    }
     use crate::clock::ticks;
 
     fn entry(lifetime: Duration) -> Entry {

@@ -2,7 +2,7 @@
 
 use std::task::{Context, Poll};
 
-use http::header::{Entry, AUTHORIZATION};
+use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -126,12 +126,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // One hash lookup decides both "does the caller set its own?" and where ours goes.
-        let Entry::Vacant(slot) = request.headers_mut().entry(AUTHORIZATION) else {
+        // Looking first is cheaper than the entry API: on the empty or small header maps
+        // clients hand over, `contains_key` returns before hashing, where `entry` hashes and
+        // reserves room every time (callgrind: ~200 instructions a request; benches/README.md).
+        if request.headers().contains_key(AUTHORIZATION) {
             return ResponseFuture::passthrough(self.inner.call(request));
-        };
+        }
         if let Some((header, generation)) = self.cache.fresh_header() {
-            slot.insert(header);
+            request.headers_mut().insert(AUTHORIZATION, header);
             let version = request.version();
             return ResponseFuture::sent(
                 self.inner.call(request),
