@@ -1,10 +1,13 @@
 //! Decoding the token endpoint's answer: a token, an RFC 6749 §5.2 error, or a clear reason
 //! why neither. Pure: status, headers and body in; no I/O, so it can be fuzzed.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -124,9 +127,75 @@ fn parse_fields(headers: &HeaderMap, body: &[u8]) -> Option<Map<String, Value>> 
             .collect();
         return (!fields.is_empty()).then_some(fields);
     }
-    match serde_json::from_slice(body) {
-        Ok(Value::Object(fields)) => Some(fields),
-        _ => None,
+    json_fields(body)
+}
+
+/// A JSON object's fields. Strings at the top level (the token, the error description) are
+/// unescaped here, each into one buffer of its final size that [`decode`] wipes: serde_json
+/// would unescape them through a scratch buffer of its own and free it unwiped.
+fn json_fields(body: &[u8]) -> Option<Map<String, Value>> {
+    let raw: BTreeMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(body).ok()?;
+    let mut fields = Map::new();
+    for (name, value) in raw {
+        let value = match value.get().strip_prefix('"') {
+            Some(literal) => Value::String(unescaped(literal.strip_suffix('"')?)),
+            None => serde_json::from_str(value.get()).ok()?,
+        };
+        fields.insert(name.into_owned(), value);
+    }
+    Some(fields)
+}
+
+/// The text of a JSON string literal (between its quotes), already checked by serde_json,
+/// unescaped into a buffer that never grows (nothing unescapes to more bytes than it is
+/// written with).
+fn unescaped(literal: &str) -> String {
+    let mut text = String::with_capacity(literal.len());
+    let mut chars = literal.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            text.push(c);
+            continue;
+        }
+        let unescaped = match chars.next() {
+            Some('b') => '\u{8}',
+            Some('f') => '\u{c}',
+            Some('n') => '\n',
+            Some('r') => '\r',
+            Some('t') => '\t',
+            Some('u') => utf16_escape(&mut chars),
+            Some(other) => other,
+            None => break,
+        };
+        text.push(unescaped);
+    }
+    text
+}
+
+/// The character of a `\uXXXX` escape whose `\u` was just read, joining a surrogate pair;
+/// U+FFFD for a lone surrogate.
+fn utf16_escape(chars: &mut std::str::Chars<'_>) -> char {
+    fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
+        (0..4).try_fold(0, |total, _| Some(total * 16 + chars.next()?.to_digit(16)?))
+    }
+    let Some(high) = hex4(chars) else {
+        return char::REPLACEMENT_CHARACTER;
+    };
+    if !(0xD800..0xDC00).contains(&high) {
+        return char::from_u32(high).unwrap_or(char::REPLACEMENT_CHARACTER);
+    }
+    let mut after = chars.clone();
+    let low = (after.next() == Some('\\') && after.next() == Some('u'))
+        .then(|| hex4(&mut after))
+        .flatten()
+        .filter(|low| (0xDC00..0xE000).contains(low));
+    match low {
+        Some(low) => {
+            *chars = after;
+            char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+                .unwrap_or(char::REPLACEMENT_CHARACTER)
+        }
+        None => char::REPLACEMENT_CHARACTER,
     }
 }
 
@@ -288,4 +357,48 @@ pub(crate) fn excerpt(bytes: &[u8], redact: &[&str]) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_unescape_as_serde_json_does_into_buffers_that_never_grow() {
+        for literal in [
+            r#""plain""#,
+            r#""a\/b\\c\"d""#,
+            r#""\b\f\n\r\t""#,
+            r#""caf\u00e9 \u20ac""#,
+            r#""\ud83d\ude00 smile""#,
+            r#""ünïcödé as is""#,
+        ] {
+            let inner = &literal[1..literal.len() - 1];
+            let ours = unescaped(inner);
+            let theirs: String = serde_json::from_str(literal).unwrap();
+            assert_eq!(ours, theirs, "{literal}");
+            assert_eq!(ours.capacity(), inner.len(), "{literal}: grew");
+        }
+        // serde_json refuses lone surrogates; here they become U+FFFD (and so no token).
+        for (literal, expected) in [
+            (r"lone \ud83d surrogate", "lone \u{FFFD} surrogate"),
+            (r"lone \ude00 low", "lone \u{FFFD} low"),
+            (r"\ud83d\u0041 not a pair", "\u{FFFD}A not a pair"),
+        ] {
+            let ours = unescaped(literal);
+            assert_eq!(ours, expected);
+            assert_eq!(ours.capacity(), literal.len(), "{literal}: grew");
+        }
+    }
+
+    #[test]
+    fn top_level_strings_are_read_without_serde_json_unescaping_them() {
+        let fields =
+            json_fields(br#"{"access_token":"a\/b","expires_in":60,"x":{"y":[1]}}"#).unwrap();
+        assert_eq!(fields["access_token"], Value::String("a/b".into()));
+        assert_eq!(fields["expires_in"], Value::from(60));
+        assert_eq!(fields["x"], serde_json::json!({"y": [1]}));
+        assert!(json_fields(b"[1]").is_none());
+        assert!(json_fields(b"{\"a\":").is_none());
+    }
 }
