@@ -5,7 +5,7 @@ use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderValue, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::cache::report_rejected;
+use crate::cache::{report_rejected, Chosen, PerRequestCaches, RequestHead};
 use crate::TokenCache;
 
 /// Adds `Authorization: Bearer …` to every request of a [`reqwest_middleware`] client, from
@@ -41,8 +41,15 @@ use crate::TokenCache;
 /// ```
 #[derive(Clone, Debug)]
 pub struct BearerAuthMiddleware {
-    cache: TokenCache,
+    caches: Caches,
     replay: bool,
+}
+
+/// Where the middleware's tokens come from.
+#[derive(Clone, Debug)]
+enum Caches {
+    One(TokenCache),
+    PerRequest(PerRequestCaches),
 }
 
 impl BearerAuthMiddleware {
@@ -50,7 +57,33 @@ impl BearerAuthMiddleware {
     /// [`BearerAuthLayer::new`](crate::BearerAuthLayer::new).
     pub fn new(cache: impl Into<TokenCache>) -> Self {
         BearerAuthMiddleware {
-            cache: cache.into(),
+            caches: Caches::One(cache.into()),
+            replay: false,
+        }
+    }
+
+    /// Tokens from the cache `caches` chooses for each request (see [`PerRequestCaches`]):
+    /// one client calling several APIs, each with its own audience. A request for which it
+    /// chooses no key is sent without a token.
+    ///
+    /// ```no_run
+    /// use tower_oauth2::cache::PerRequestCaches;
+    /// use tower_oauth2::{BearerAuthMiddleware, ClientCredentials};
+    ///
+    /// # fn demo(credentials: ClientCredentials) {
+    /// let caches = PerRequestCaches::new(
+    ///     |request| request.host(),
+    ///     move |host| credentials.with_audience(format!("https://{host}")),
+    /// );
+    /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///     .with(BearerAuthMiddleware::per_request(caches))
+    ///     .build();
+    /// # let _ = client;
+    /// # }
+    /// ```
+    pub fn per_request(caches: PerRequestCaches) -> Self {
+        BearerAuthMiddleware {
+            caches: Caches::PerRequest(caches),
             replay: false,
         }
     }
@@ -63,14 +96,29 @@ impl BearerAuthMiddleware {
         self
     }
 
-    /// The header for the next request and the generation of its token.
-    async fn header(&self) -> Result<(HeaderValue, u64), crate::Error> {
-        if let Some(fresh) = self.cache.fresh_header() {
-            return Ok(fresh);
+    /// The cache `request` takes its token from, if any.
+    fn cache_for(&self, request: &reqwest::Request) -> Option<TokenCache> {
+        match &self.caches {
+            Caches::One(cache) => Some(cache.clone()),
+            Caches::PerRequest(caches) => {
+                let snapshot = caches.snapshot();
+                match caches.choose(&snapshot, &RequestHead::of_reqwest(request)) {
+                    Chosen::NoKey => None,
+                    Chosen::Known(cache) => Some(cache.clone()),
+                    Chosen::Made(cache) => Some(cache),
+                }
+            }
         }
-        let entry = self.cache.entry().await?;
-        Ok((entry.header.clone(), entry.generation))
     }
+}
+
+/// The header for the next request from `cache`, and the generation of its token.
+async fn header_from(cache: &TokenCache) -> Result<(HeaderValue, u64), crate::Error> {
+    if let Some(fresh) = cache.fresh_header() {
+        return Ok(fresh);
+    }
+    let entry = cache.entry().await?;
+    Ok((entry.header.clone(), entry.generation))
 }
 
 #[async_trait::async_trait]
@@ -84,8 +132,10 @@ impl Middleware for BearerAuthMiddleware {
         if request.headers().contains_key(AUTHORIZATION) {
             return next.run(request, extensions).await;
         }
-        let (header, generation) = self
-            .header()
+        let Some(cache) = self.cache_for(&request) else {
+            return next.run(request, extensions).await;
+        };
+        let (header, generation) = header_from(&cache)
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
         let replay = if self.replay {
@@ -98,12 +148,11 @@ impl Middleware for BearerAuthMiddleware {
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
-        report_rejected(self.cache.slot(), generation);
+        report_rejected(cache.slot(), generation);
         let Some(mut replay) = replay else {
             return Ok(response);
         };
-        let (header, replacement) = self
-            .header()
+        let (header, replacement) = header_from(&cache)
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
         if replacement == generation {

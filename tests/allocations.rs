@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
+use tower_oauth2::cache::PerRequestCaches;
+use tower_oauth2::layer::PerRequestLayer;
 use tower_oauth2::{source::StaticToken, AccessToken, BearerAuthLayer, TokenCache, TokenSource};
 
 struct Counting;
@@ -120,37 +122,48 @@ fn assert_fast_path_allocates_nothing(source: impl TokenSource) {
 
 /// Requests through layers over each of `sources`, taken in turn on one thread.
 fn assert_fast_paths_allocate_nothing(sources: Vec<impl TokenSource>) {
+    let services = sources
+        .into_iter()
+        .map(|source| BearerAuthLayer::new(TokenCache::new(source)).layer(Noop))
+        .collect();
+    assert_services_allocate_nothing(services, |_| request());
+}
+
+/// Requests `make_request(n)` through `services`, taken in turn on one thread.
+fn assert_services_allocate_nothing<S>(
+    mut services: Vec<S>,
+    make_request: impl Fn(usize) -> Request<()>,
+) where
+    S: Service<Request<()>, Response = Response<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut services: Vec<_> = sources
-        .into_iter()
-        .map(|source| BearerAuthLayer::new(TokenCache::new(source)).layer(Noop))
-        .collect();
-    // Warm up: the first call fetches and caches the token (the slow path allocates); the
-    // second makes this thread's own copy of the header (once per thread per token).
+    // Warm up with the sequence measured: a key's first call fetches and caches its token
+    // (the slow path allocates); the second makes this thread's own copy of the header (once
+    // per thread per token).
     runtime.block_on(async {
-        for service in &services {
-            let mut warm = service.clone();
-            for _ in 0..2 {
-                std::future::poll_fn(|cx| Service::<Request<()>>::poll_ready(&mut warm, cx))
-                    .await
-                    .unwrap();
-                warm.call(request()).await.unwrap();
-            }
+        for n in 0..100 {
+            let caches = services.len();
+            let mut warm = services[n % caches].clone();
+            std::future::poll_fn(|cx| warm.poll_ready(cx))
+                .await
+                .unwrap();
+            warm.call(make_request(n)).await.unwrap();
         }
     });
     ALLOCATIONS.set(0);
 
     let _entered = runtime.enter();
-    let requests: Vec<_> = (0..1000).map(|_| request()).collect();
+    let requests: Vec<_> = (0..1000).map(&make_request).collect();
     let mut context = Context::from_waker(Waker::noop());
     COUNTING.set(true);
     for (n, request) in requests.into_iter().enumerate() {
         let caches = services.len();
         let service = &mut services[n % caches];
-        assert!(Service::<Request<()>>::poll_ready(service, &mut context).is_ready());
+        assert!(service.poll_ready(&mut context).is_ready());
         let future = pin!(service.call(request));
         let Poll::Ready(Ok(response)) = future.poll(&mut context) else {
             panic!("the fast path completes at once");
@@ -159,6 +172,29 @@ fn assert_fast_paths_allocate_nothing(sources: Vec<impl TokenSource>) {
     }
     COUNTING.set(false);
     assert_eq!(ALLOCATIONS.get(), 0, "allocations in 1000 requests");
+}
+
+/// Credentials chosen per request: a known key's cache is found without a lock or an
+/// allocation (the chooser borrows the key from the request, or returns a `'static` one).
+#[test]
+fn the_fast_path_allocates_nothing_with_credentials_chosen_per_request() {
+    const KEYS: [&str; 3] = ["orders", "billing", "users"];
+    let caches = PerRequestCaches::new(
+        |head| KEYS.into_iter().find(|key| head.path().ends_with(key)),
+        |key| {
+            StaticToken::from(
+                AccessToken::new(format!("cached-{key}")).with_lifetime(Duration::from_secs(3600)),
+            )
+        },
+    );
+    let service = PerRequestLayer::new(caches).layer(Noop);
+    let make_request = |n: usize| {
+        let mut request = request();
+        *request.uri_mut() = http::Uri::from_static(["/orders", "/billing", "/users"][n % 3]);
+        request
+    };
+    // One service, keys in turn: `make_request` picks the key, not the service.
+    assert_services_allocate_nothing(vec![service], make_request);
 }
 
 #[test]

@@ -40,6 +40,7 @@
 
 mod entry;
 mod fast_path;
+mod per_request;
 mod registry;
 mod single_flight;
 
@@ -58,6 +59,8 @@ use crate::token::now;
 use crate::{AccessToken, Error};
 pub(crate) use entry::Entry;
 use entry::Freshness;
+pub(crate) use per_request::Chosen;
+pub use per_request::{PerRequestCaches, RequestHead};
 use registry::slots;
 pub(crate) use registry::{holds_generation, report_rejected};
 use single_flight::{Outcome, Owner, Stall};

@@ -9,9 +9,11 @@ use tower_service::Service;
 
 use crate::error::BoxError;
 mod future;
+mod per_request;
 mod retry;
 
 pub use future::ResponseFuture;
+pub use per_request::{PerRequestAuth, PerRequestLayer};
 pub use retry::RetryOnUnauthorized;
 
 use crate::TokenCache;
@@ -125,26 +127,34 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // Looking first is cheaper than the entry API: on the empty or small header maps
         // clients hand over, `contains_key` returns before hashing, where `entry` hashes and
-        // reserves room every time (callgrind: ~200 instructions a request; benches/README.md).
+        // reserves room every time (callgrind: ~100 instructions a request; benches/README.md).
         if request.headers().contains_key(AUTHORIZATION) {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        if let Some((header, generation)) = self.cache.fresh_header() {
-            request.headers_mut().insert(AUTHORIZATION, header);
-            let version = request.version();
-            return ResponseFuture::sent(
-                self.inner.call(request),
-                &self.cache,
-                generation,
-                version,
-            );
-        }
-        // `poll_ready` readied `self.inner`; take that one along and leave a clone behind.
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::waiting(self.cache.clone(), ready, request)
+        authorize(&self.cache, &mut self.inner, request)
     }
+}
+
+/// Send `request` through `inner` with a token from `cache`: from this thread's copy of the
+/// header when it is fresh, otherwise after waiting for the cache.
+fn authorize<S, ReqBody, ResBody>(
+    cache: &TokenCache,
+    inner: &mut S,
+    mut request: Request<ReqBody>,
+) -> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    if let Some((header, generation)) = cache.fresh_header() {
+        request.headers_mut().insert(AUTHORIZATION, header);
+        let version = request.version();
+        return ResponseFuture::sent(inner.call(request), cache, generation, version);
+    }
+    // `poll_ready` readied `inner`; take that one along and leave a clone behind.
+    let clone = inner.clone();
+    let ready = std::mem::replace(inner, clone);
+    ResponseFuture::waiting(cache.clone(), ready, request)
 }

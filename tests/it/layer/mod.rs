@@ -3,6 +3,7 @@
 
 mod axum;
 mod hyper;
+mod per_request;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 mod tonic;

@@ -1,0 +1,118 @@
+//! [`PerRequestLayer`] and [`PerRequestAuth`]: a token from the cache each request needs.
+
+use std::task::{Context, Poll};
+
+use http::header::AUTHORIZATION;
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{authorize, ResponseFuture};
+use crate::cache::{Chosen, PerRequestCaches, RequestHead};
+use crate::error::BoxError;
+
+/// A [`Layer`] like [`BearerAuthLayer`](crate::BearerAuthLayer), whose token depends on the
+/// request: one client stack calling several APIs, each with its own audience (or scope,
+/// resource, organization). Each key [`PerRequestCaches`] chooses has its own cache, single
+/// flight and refresh; a request for which it chooses no key is sent untouched.
+///
+/// ```no_run
+/// use tower::ServiceBuilder;
+/// use tower_oauth2::cache::PerRequestCaches;
+/// use tower_oauth2::layer::PerRequestLayer;
+/// use tower_oauth2::ClientCredentials;
+///
+/// # fn demo(client: hyper_util::client::legacy::Client<
+/// #     hyper_util::client::legacy::connect::HttpConnector, String>) -> Result<(), tower_oauth2::ConfigError> {
+/// let credentials = ClientCredentials::builder()
+///     .token_url("https://idp.example.com/oauth/token")
+///     .client_id("my-service")
+///     .client_secret("…")
+///     .build()?;
+/// let caches = PerRequestCaches::new(
+///     |request| request.host(), // the API's host is its audience here
+///     move |host| credentials.with_audience(format!("https://{host}")),
+/// );
+/// let client = ServiceBuilder::new()
+///     .layer(PerRequestLayer::new(caches))
+///     .service(client);
+/// # let _ = client;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Behaves as [`BearerAuthLayer`](crate::BearerAuthLayer) in every other way: a request that
+/// already has an `Authorization` header is passed on, and a `401` (or gRPC UNAUTHENTICATED)
+/// drops the token that request carried from its key's cache.
+#[derive(Clone, Debug)]
+pub struct PerRequestLayer {
+    caches: PerRequestCaches,
+}
+
+impl PerRequestLayer {
+    /// A layer taking each request's token from the cache `caches` chooses.
+    pub fn new(caches: PerRequestCaches) -> Self {
+        PerRequestLayer { caches }
+    }
+
+    /// The caches, one per key.
+    pub fn caches(&self) -> &PerRequestCaches {
+        &self.caches
+    }
+}
+
+impl<S> Layer<S> for PerRequestLayer {
+    type Service = PerRequestAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PerRequestAuth {
+            inner,
+            caches: self.caches.clone(),
+        }
+    }
+}
+
+/// The service [`PerRequestLayer`] makes.
+#[derive(Clone, Debug)]
+pub struct PerRequestAuth<S> {
+    inner: S,
+    caches: PerRequestCaches,
+}
+
+impl<S> PerRequestAuth<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PerRequestAuth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if request.headers().contains_key(AUTHORIZATION) {
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        let snapshot = self.caches.snapshot();
+        match self.caches.choose(&snapshot, &RequestHead::of(&request)) {
+            Chosen::Known(cache) => authorize(cache, &mut self.inner, request),
+            Chosen::Made(cache) => authorize(&cache, &mut self.inner, request),
+            Chosen::NoKey => ResponseFuture::passthrough(self.inner.call(request)),
+        }
+    }
+}
