@@ -1,0 +1,156 @@
+//! The shared cache on Redis as deployed in production: TLS with a private CA and client
+//! certificates, ACL users (the default user off, scripting forbidden), a Redis Cluster losing
+//! a master under load, memory limits, and the store's own promises (bounded reads, real-time
+//! timeouts under a paused tokio clock, no password in any output). Real `redis-server`
+//! processes on free loopback ports, stopped by their PIDs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::redis_deployments::{self as deploy, Scratch, APP_PASSWORD, NOSCRIPT_PASSWORD};
+use crate::support::{self};
+use tower_oauth2::shared::{RedisStore, SharedStore, MAX_VALUE_BYTES};
+use tower_oauth2::test_util::{RedisServer, TokenServer};
+use tower_oauth2::{cache::CachePolicy, ClientCredentials};
+
+const SECRET: &str = "d3ploy-secret-value";
+
+/// One process of the fleet, on `store`.
+fn member(tokens: &TokenServer, store: RedisStore) -> ClientCredentials {
+    member_with(tokens, store, CachePolicy::default())
+}
+
+fn member_with(tokens: &TokenServer, store: RedisStore, policy: CachePolicy) -> ClientCredentials {
+    ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("fleet-client")
+        .client_secret(SECRET)
+        .cache_policy(policy)
+        .shared_cache(store)
+        .build()
+        .unwrap()
+}
+
+/// A synchronous connection to `url`.
+fn connect(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// The key of the token entry (not a lease, not the rejected list).
+fn entry_key(connection: &mut redis::Connection) -> String {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(connection).unwrap();
+    keys.into_iter()
+        .find(|key| !key.contains("lease") && !key.contains("rejected"))
+        .expect("a token entry")
+}
+
+/// Log lines, captured on this thread (tests here run on a current-thread runtime).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        )
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// Defect 9: the password, in every URL form, in no output.
+#[tokio::test]
+async fn no_url_form_shows_the_password_in_debug_or_errors() {
+    for url in [
+        "redis+unix:///nonexistent/redis.sock?pass=hunter2-secret",
+        "redis+unix:///nonexistent/redis.sock?db=0&user=app&pass=hunter2-secret",
+        "unix:///nonexistent/redis.sock?user=app&pass=hunter2-secret",
+        "redis://app:hunter2-secret@127.0.0.1:1/",
+        "rediss://app:hunter2-secret@127.0.0.1:1/",
+    ] {
+        let store = RedisStore::new(url).unwrap();
+        let shown = format!("{store:?} {store:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        // An operation fails (nothing listens there), and its error is what the log shows.
+        let error = store.get("key").await.unwrap_err().to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+    for bad in [
+        "redis+unix://?pass=hunter2-secret&db=notanumber",
+        "redis://app:hunter2-secret@[::1/",
+        "redis://app:hunter2-secret@host:notaport/",
+        "rediss://app:hunter2-secret@host:notaport/",
+        "hunter2-secret",
+    ] {
+        let error = RedisStore::new(bad).unwrap_err();
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
+
+// Defect 8: a paused tokio clock (a user's `start_paused` test) times out no Redis operation.
+#[tokio::test(start_paused = true)]
+async fn a_paused_tokio_clock_times_out_no_redis_operation() {
+    let redis = RedisServer::start().unwrap_or_else(|error| panic!("{error}"));
+    let store = RedisStore::new(&redis.url()).unwrap();
+    store.set("key", b"value", Duration::from_secs(60)).await.unwrap();
+    let stored = store.get("key").await.unwrap().expect("stored");
+    assert_eq!(stored.value, b"value");
+
+    let tokens = support::issuing(3600).await;
+    let first = member(&tokens, RedisStore::new(&redis.url()).unwrap());
+    let second = member(&tokens, RedisStore::new(&redis.url()).unwrap());
+    assert_eq!(first.token().await.unwrap().secret(), "token-1");
+    assert_eq!(second.token().await.unwrap().secret(), "token-1");
+    assert_eq!(tokens.requests(), 1, "the second process adopted the first's token");
+}
+
+// Defect 6: a huge value under the token key is read bounded, and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_value_under_the_token_key_is_read_bounded_and_replaced() {
+    let redis = RedisServer::start().unwrap_or_else(|error| panic!("{error}"));
+    let tokens = support::issuing(3600).await;
+    member(&tokens, RedisStore::new(&redis.url()).unwrap())
+        .token()
+        .await
+        .unwrap();
+    let mut connection = connect(&redis.url());
+    let key = entry_key(&mut connection);
+    let huge = vec![b'x'; 16 * 1024 * 1024];
+    let _: () = redis::cmd("SET").arg(&key).arg(&huge).query(&mut connection).unwrap();
+
+    // The store hands back an empty (foreign) value, never the 16 MB.
+    let store = RedisStore::new(&redis.url()).unwrap().key_prefix("");
+    let stored = store.get(&key).await.unwrap().expect("a value is there");
+    assert!(stored.value.len() <= MAX_VALUE_BYTES, "read {} bytes", stored.value.len());
+    assert!(stored.value.is_empty(), "oversized values come back empty");
+
+    // The next process replaces it, and the one after adopts the replacement.
+    let captured = Captured::default();
+    let _log = captured.install();
+    let replacing = member(&tokens, RedisStore::new(&redis.url()).unwrap());
+    assert_eq!(replacing.token().await.unwrap().secret(), "token-2");
+    let length: usize = redis::cmd("STRLEN").arg(&key).query(&mut connection).unwrap();
+    assert!(length < MAX_VALUE_BYTES, "replaced ({length} bytes)");
+    let adopting = member(&tokens, RedisStore::new(&redis.url()).unwrap());
+    assert_eq!(adopting.token().await.unwrap().secret(), "token-2");
+    assert_eq!(tokens.requests(), 2);
+    assert!(!captured.text().contains("store failed"), "{}", captured.text());
+}
