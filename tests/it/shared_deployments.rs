@@ -154,3 +154,140 @@ async fn a_huge_value_under_the_token_key_is_read_bounded_and_replaced() {
     assert_eq!(tokens.requests(), 2);
     assert!(!captured.text().contains("store failed"), "{}", captured.text());
 }
+
+/// Runs `calls` concurrent `token()` calls on each of `fleet`; every one must succeed.
+async fn load(fleet: &[ClientCredentials], calls: usize) -> Vec<String> {
+    let calls = fleet.iter().flat_map(|member| {
+        (0..calls).map(move |_| {
+            let member = member.clone();
+            tokio::spawn(async move { member.token().await.unwrap().secret().to_owned() })
+        })
+    });
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|call| call.expect("no call fails"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_a_client_certificate_and_an_acl_user_shares_one_token() {
+    let pki = deploy::pki();
+    let scratch = Scratch::new("tls");
+    let (_redis, port) = deploy::tls_redis(&pki, &scratch);
+    let url = format!("rediss://app:{APP_PASSWORD}@127.0.0.1:{port}/");
+    let store = || {
+        RedisStore::new(&url)
+            .unwrap()
+            .root_certificate_pem(pki.ca_pem.clone())
+            .unwrap()
+            .client_certificate_pem(pki.client_pem.clone(), pki.client_key_pem.clone())
+            .unwrap()
+    };
+    let tokens = support::issuing(3600).await;
+    let fleet: Vec<_> = (0..4).map(|_| member(&tokens, store())).collect();
+    for token in load(&fleet, 20).await {
+        assert_eq!(token, "token-1");
+    }
+    assert_eq!(tokens.requests(), 1, "one token request for the fleet, over TLS");
+
+    // What Redis holds came through TLS (the only port) and is the sealed entry.
+    let direct = store();
+    let stored = direct.get("").await;
+    assert!(stored.is_ok(), "the store reads over TLS: {stored:?}");
+}
+
+#[test]
+fn tls_settings_are_checked_when_given() {
+    let tls = RedisStore::new("rediss://127.0.0.1:6380/").unwrap();
+    let error = tls.root_certificate_pem("not a certificate").unwrap_err();
+    assert!(error.to_string().contains("root_certificate_pem"), "{error}");
+    let tls = RedisStore::new("rediss://127.0.0.1:6380/").unwrap();
+    assert!(tls
+        .client_certificate_pem("no chain", "no key")
+        .unwrap_err()
+        .to_string()
+        .contains("certificate"));
+    let plain = RedisStore::new("redis://127.0.0.1:6379/").unwrap();
+    let pki = deploy::pki();
+    let error = plain.root_certificate_pem(pki.ca_pem).unwrap_err();
+    assert!(error.to_string().contains("not a rediss://"), "{error}");
+}
+
+/// The counter `tower_oauth2_shared_store_errors_total` for `cause`, from `snapshotter`.
+fn store_errors(snapshotter: &metrics_util::debugging::Snapshotter, cause: &str) -> u64 {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| {
+            key.key().name() == "tower_oauth2_shared_store_errors_total"
+                && key
+                    .key()
+                    .labels()
+                    .any(|label| label.key() == "cause" && label.value() == cause)
+        })
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Counter(count) => count,
+            other => panic!("a counter: {other:?}"),
+        })
+        .sum()
+}
+
+// A wrong CA, a missing client certificate, a wrong password: no call fails, and operators see
+// a WARN line and a metric naming the cause. Current-thread, so that the log and metric
+// recorders installed for this thread see everything.
+#[tokio::test]
+async fn a_wrong_ca_certificate_or_password_fails_no_call_and_says_why() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _metrics = metrics::set_default_local_recorder(&recorder);
+    let captured = Captured::default();
+    let _log = captured.install();
+
+    let pki = deploy::pki();
+    let scratch = Scratch::new("tls-wrong");
+    let (_redis, port) = deploy::tls_redis(&pki, &scratch);
+    let tokens = support::issuing(3600).await;
+    let url = |password: &str| format!("rediss://app:{password}@127.0.0.1:{port}/");
+    let with_client_certificate = |store: RedisStore| {
+        store
+            .client_certificate_pem(pki.client_pem.clone(), pki.client_key_pem.clone())
+            .unwrap()
+    };
+
+    let wrong_ca = with_client_certificate(
+        RedisStore::new(&url(APP_PASSWORD))
+            .unwrap()
+            .root_certificate_pem(pki.other_ca_pem.clone())
+            .unwrap(),
+    );
+    member(&tokens, wrong_ca).token().await.unwrap();
+    assert!(store_errors(&snapshotter, "certificate") >= 1);
+    let log = captured.text();
+    assert!(log.contains("WARN") && log.contains("not trusted"), "{log}");
+
+    let no_client_certificate = RedisStore::new(&url(APP_PASSWORD))
+        .unwrap()
+        .root_certificate_pem(pki.ca_pem.clone())
+        .unwrap();
+    member(&tokens, no_client_certificate).token().await.unwrap();
+    assert!(
+        store_errors(&snapshotter, "certificate") + store_errors(&snapshotter, "tls") >= 1,
+        "the server's refusal of the handshake is counted: {}",
+        captured.text()
+    );
+
+    let wrong_password = with_client_certificate(
+        RedisStore::new(&url("not-the-password"))
+            .unwrap()
+            .root_certificate_pem(pki.ca_pem.clone())
+            .unwrap(),
+    );
+    member(&tokens, wrong_password).token().await.unwrap();
+    assert!(store_errors(&snapshotter, "auth") >= 1);
+    let log = captured.text();
+    assert!(log.contains("refused the credentials"), "{log}");
+    assert!(!log.contains("not-the-password") && !log.contains(APP_PASSWORD), "{log}");
+    assert_eq!(tokens.requests(), 3, "each fetched alone");
+}

@@ -97,6 +97,17 @@ impl std::error::Error for Failure {}
 pub(super) fn explain(error: redis::RedisError) -> BoxError {
     let auth = error.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(error.code(), Some("WRONGPASS" | "NOAUTH"));
+    // In TLS 1.3 the server judges our certificate after the handshake: its refusal arrives
+    // as an alert with the first reply (the redis crate keeps the I/O error only as text).
+    if error.kind() == redis::ErrorKind::Io && error.to_string().contains("received fatal alert") {
+        return Box::new(Failure {
+            cause: "certificate",
+            message: format!(
+                "Redis refused the TLS connection (a client certificate it wants? \
+                 RedisStore::client_certificate_pem): {error}"
+            ),
+        });
+    }
     if auth {
         Box::new(Failure {
             cause: "auth",

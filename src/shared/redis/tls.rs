@@ -116,3 +116,4 @@ fn client_config(
     };
     Ok(Arc::new(config))
 }
+
