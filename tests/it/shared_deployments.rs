@@ -291,3 +291,68 @@ async fn a_wrong_ca_certificate_or_password_fails_no_call_and_says_why() {
     assert!(!log.contains("not-the-password") && !log.contains(APP_PASSWORD), "{log}");
     assert_eq!(tokens.requests(), 3, "each fetched alone");
 }
+
+// ACL users as managed Redis has them: the default user off, the application's own user (over
+// TCP and over a Unix socket), and a user without scripting, for whom compare-and-delete
+// leaves values to expire instead of failing (which would turn sharing off).
+#[tokio::test]
+async fn acl_users_share_tokens_and_a_user_without_scripting_fails_no_call() {
+    let captured = Captured::default();
+    let _log = captured.install();
+    let scratch = Scratch::new("acl");
+    let socket = scratch.path("redis.sock");
+    let port = deploy::free_port();
+    let acl = deploy::acl_args();
+    let mut args: Vec<&str> = acl.iter().map(String::as_str).collect();
+    args.extend(["--unixsocket", &socket, "--unixsocketperm", "700"]);
+    let _redis = deploy::start(port, &args);
+    let tokens = support::issuing(3600).await;
+
+    let over_tcp = format!("redis://app:{APP_PASSWORD}@127.0.0.1:{port}/");
+    let over_unix = format!("redis+unix://{socket}?user=app&pass={APP_PASSWORD}");
+    let fleet = [
+        member(&tokens, RedisStore::new(&over_tcp).unwrap()),
+        member(&tokens, RedisStore::new(&over_unix).unwrap()),
+    ];
+    for token in load(&fleet, 10).await {
+        assert_eq!(token, "token-1");
+    }
+    assert_eq!(tokens.requests(), 1, "one request across TCP and the Unix socket");
+
+    // Without scripting: compare-and-delete still compares, and deletes only what it expects.
+    let noscript = format!("redis://noscript:{NOSCRIPT_PASSWORD}@127.0.0.1:{port}/");
+    let store = RedisStore::new(&noscript).unwrap().key_prefix("probe:");
+    store.set("k", b"theirs", Duration::from_secs(60)).await.unwrap();
+    assert!(!store.delete_if("k", b"mine").await.unwrap(), "not ours");
+    let kept = store.get("k").await.unwrap().expect("put back");
+    assert_eq!(kept.value, b"theirs");
+    assert!(kept.expires_in.is_some_and(|ttl| ttl > Duration::from_secs(50)), "with its expiry");
+    assert!(store.delete_if("k", b"theirs").await.unwrap(), "deleted");
+    assert!(store.get("k").await.unwrap().is_none());
+    let fleet: Vec<_> = (0..3)
+        .map(|_| member(&tokens, RedisStore::new(&noscript).unwrap().key_prefix("noscript:")))
+        .collect();
+    for token in load(&fleet, 10).await {
+        assert_eq!(token, "token-2");
+    }
+    assert_eq!(tokens.requests(), 2, "one request for the fleet without scripting");
+    // A rejected token: invalidating it deletes nothing, and no call fails.
+    let rejected = fleet[0].token().await.unwrap();
+    fleet[0].invalidate(&rejected);
+    assert_ne!(fleet[0].token().await.unwrap().secret(), rejected.secret());
+    let log = captured.text();
+    // Said once per store (per process), at most.
+    let said = log.matches("forbids scripting").count();
+    assert!((1..=4).contains(&said), "{log}");
+    assert!(!log.contains("store failed"), "the breaker never opened: {log}");
+
+    // The default user is off: a URL without credentials fails no call, and says why.
+    let anonymous = member(
+        &tokens,
+        RedisStore::new(&format!("redis://127.0.0.1:{port}/")).unwrap(),
+    );
+    anonymous.token().await.unwrap();
+    let log = captured.text();
+    assert!(log.contains("refused the credentials"), "{log}");
+    assert!(!log.contains(APP_PASSWORD) && !log.contains(NOSCRIPT_PASSWORD), "{log}");
+}

@@ -44,7 +44,20 @@ fn without_tokio_timers() -> AsyncConnectionConfig {
 }
 
 impl Target {
+    /// A connection that Redis has accepted: a `PING` answered, so that a server wanting
+    /// credentials the URL lacks says so here (as an `auth` failure) rather than in the middle
+    /// of a transaction (the redis crate's driver task panics in debug builds when `MULTI`
+    /// itself is refused).
     pub(super) async fn connect(&self) -> Result<Connection, BoxError> {
+        let mut connection = self.open().await?;
+        let _: () = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .map_err(explain)?;
+        Ok(connection)
+    }
+
+    async fn open(&self) -> Result<Connection, BoxError> {
         match self {
             Target::Plain(client) => Ok(Connection::Node(
                 client

@@ -376,41 +376,102 @@ impl SharedStore for RedisStore {
     }
 
     /// Compare-and-delete is a Lua script (Redis has no such command). Where the ACL forbids
-    /// scripting (`-@scripting`, common on managed Redis), nothing is deleted and the value is
-    /// left to expire: a lease then ends at its TTL, a rejected token at its own (the fleet
-    /// remembers rejected tokens apart). Said once in the log; never an error, which would
-    /// open the breaker and turn sharing off.
+    /// scripting (`-@scripting`, common on managed Redis), it runs without one: see
+    /// [`delete_if_without_scripting`](RedisStore::delete_if_without_scripting). Never an
+    /// error for that reason, which would open the breaker and turn sharing off.
     fn delete_if<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> StoreFuture<'a, bool> {
         let key = self.key(key);
         Box::pin(async move {
             if !self.scripting.load(Ordering::Relaxed) {
+                return self.delete_if_without_scripting(&key, expected).await;
+            }
+            let key = key.as_str();
+            let scripted = self
+                .run(|mut connection| async move {
+                    let deleted: redis::RedisResult<i64> = self
+                        .delete_if
+                        .key(key)
+                        .arg(expected)
+                        .invoke_async(&mut connection)
+                        .await;
+                    match deleted {
+                        Ok(deleted) => Ok(Some(deleted == 1)),
+                        Err(error) if error.code() == Some("NOPERM") => {
+                            if self.scripting.swap(false, Ordering::Relaxed) {
+                                tracing::info!(
+                                    target: "tower_oauth2::shared",
+                                    %error,
+                                    "Redis's ACL forbids scripting: compare-and-delete runs \
+                                     without a script"
+                                );
+                            }
+                            Ok(None)
+                        }
+                        Err(error) => Err(error),
+                    }
+                })
+                .await?;
+            match scripted {
+                Some(deleted) => Ok(deleted),
+                None => self.delete_if_without_scripting(key, expected).await,
+            }
+        })
+    }
+}
+
+impl RedisStore {
+    /// Compare-and-delete without a script: read, measure and delete atomically (MULTI), then
+    /// put back, if absent, whatever was not `expected` (with the expiry it had). Another
+    /// process's value is missing only for one round trip, and one that appeared meanwhile
+    /// wins; a value too long to read back whole, or of another type, is foreign anyway and
+    /// stays deleted.
+    async fn delete_if_without_scripting(&self, key: &str, expected: &[u8]) -> Result<bool, BoxError> {
+        self.run(|mut connection| async move {
+            let mut read: Vec<redis::RedisResult<redis::Value>> = redis::pipe()
+                .atomic()
+                .ignore_errors()
+                .cmd("STRLEN")
+                .arg(key)
+                .cmd("GETRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(MAX_VALUE_BYTES - 1)
+                .cmd("PTTL")
+                .arg(key)
+                .cmd("DEL")
+                .arg(key)
+                .query_async(&mut connection)
+                .await?;
+            let (Some(_deleted), Some(pttl), Some(value), Some(length)) =
+                (read.pop(), read.pop(), read.pop(), read.pop())
+            else {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "STRLEN, GETRANGE, PTTL and DEL answered with fewer than four replies",
+                )));
+            };
+            let pttl = redis::from_redis_value::<i64>(pttl?)?;
+            let (Ok(length), Ok(value)) = (length, value) else {
+                // Not a string: foreign, and gone.
+                return Ok(false);
+            };
+            let length = redis::from_redis_value::<usize>(length)?;
+            let value = redis::from_redis_value::<Vec<u8>>(value)?;
+            if pttl == -2 || length > MAX_VALUE_BYTES {
                 return Ok(false);
             }
-            self.run(move |mut connection| async move {
-                let deleted: redis::RedisResult<i64> = self
-                    .delete_if
-                    .key(&key)
-                    .arg(expected)
-                    .invoke_async(&mut connection)
-                    .await;
-                match deleted {
-                    Ok(deleted) => Ok(deleted == 1),
-                    Err(error) if error.code() == Some("NOPERM") => {
-                        if self.scripting.swap(false, Ordering::Relaxed) {
-                            tracing::warn!(
-                                target: "tower_oauth2::shared",
-                                %error,
-                                "Redis's ACL forbids scripting: leases and rejected tokens are \
-                                 left to expire instead of being deleted"
-                            );
-                        }
-                        Ok(false)
-                    }
-                    Err(error) => Err(error),
-                }
-            })
-            .await
+            if value == expected {
+                return Ok(true);
+            }
+            let mut restore = redis::cmd("SET");
+            restore.arg(key).arg(value).arg("NX");
+            if let Ok(pttl) = u64::try_from(pttl) {
+                restore.arg("PX").arg(pttl.max(1));
+            }
+            let _: Option<String> = restore.query_async(&mut connection).await?;
+            Ok(false)
         })
+        .await
     }
 }
 
