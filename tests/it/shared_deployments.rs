@@ -356,3 +356,94 @@ async fn acl_users_share_tokens_and_a_user_without_scripting_fails_no_call() {
     assert!(log.contains("refused the credentials"), "{log}");
     assert!(!log.contains(APP_PASSWORD) && !log.contains(NOSCRIPT_PASSWORD), "{log}");
 }
+
+/// Tokens that live `expires_in`, refreshed at half-life, with no floors in the way.
+fn short_lived() -> CachePolicy {
+    CachePolicy::default()
+        .min_lifetime(Duration::ZERO)
+        .min_fetch_interval(Duration::ZERO)
+        .expiry_margin(Duration::from_millis(100))
+        .refresh_ahead(0.5, Duration::ZERO, Duration::from_secs(60))
+        .jitter(0.0)
+        .backoff(Duration::from_millis(50), Duration::from_millis(200))
+}
+
+/// Calls `token()` on every member of `fleet` every 10 ms until `until`; any failure panics.
+async fn calls_until(fleet: &[ClientCredentials], until: tokio::time::Instant) -> usize {
+    let callers = fleet.iter().cloned().map(|member| {
+        tokio::spawn(async move {
+            let mut calls = 0;
+            while tokio::time::Instant::now() < until {
+                member.token().await.expect("no call fails");
+                calls += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            calls
+        })
+    });
+    futures_util::future::join_all(callers)
+        .await
+        .into_iter()
+        .map(|calls| calls.expect("no call fails"))
+        .sum()
+}
+
+// Redis Cluster: three masters with a replica each; the master holding the token entry is
+// killed (by PID) while the fleet refreshes 2 s tokens through it. No call fails, token
+// requests stay bounded, and sharing resumes on the promoted replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_losing_a_master_under_load_fails_no_call() {
+    let mut cluster = deploy::Cluster::start();
+    let urls = cluster.urls();
+    let tokens = support::issuing(2).await;
+    let fleet: Vec<_> = (0..3)
+        .map(|_| member_with(&tokens, RedisStore::cluster(&urls).unwrap(), short_lived()))
+        .collect();
+    for token in load(&fleet, 10).await {
+        assert_eq!(token, "token-1");
+    }
+    assert_eq!(tokens.requests(), 1, "one token request for the fleet, through the cluster");
+
+    let entry = (0..cluster.nodes.len())
+        .find_map(|i| {
+            let mut connection = connect(&cluster.nodes[i].url());
+            let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+            keys.into_iter()
+                .find(|key| !key.contains("lease") && !key.contains("rejected"))
+        })
+        .expect("the entry is on some master");
+    let master = cluster.master_of(&entry);
+
+    let started = tokio::time::Instant::now();
+    let load = tokio::spawn({
+        let fleet = fleet.clone();
+        async move { calls_until(&fleet, started + Duration::from_secs(5)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.nodes[master].stop();
+    let calls = load.await.unwrap();
+    assert!(calls > 100, "the fleet kept calling ({calls} calls)");
+    // 5 s of 2 s tokens refreshed at half-life: about 5 rounds; alone, 3 members make 3 each.
+    let requests = tokens.requests();
+    assert!(requests <= 20, "{requests} token requests");
+
+    // The replica took over: a new process shares through the cluster again.
+    let survivors: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != master).collect();
+    cluster.wait_until_ok(&survivors);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let store = RedisStore::cluster(&urls).unwrap().key_prefix("after-failover:");
+        let shared = async {
+            store.set(&entry, b"value", Duration::from_secs(60)).await?;
+            store.get(&entry).await
+        };
+        match shared.await {
+            Ok(stored) => break assert_eq!(stored.unwrap().value, b"value"),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("the cluster is still failing over: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("no failover within 5 s: {error}"),
+        }
+    }
+}

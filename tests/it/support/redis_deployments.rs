@@ -173,6 +173,12 @@ impl Cluster {
                         &config,
                         "--cluster-node-timeout",
                         "1000",
+                        // A replica fails over however long it was cut off, and syncs at
+                        // once (the default waits 5 s for more replicas to sync together).
+                        "--cluster-replica-validity-factor",
+                        "0",
+                        "--repl-diskless-sync-delay",
+                        "0",
                         "--dir",
                         &dir,
                     ],
@@ -201,6 +207,7 @@ impl Cluster {
             _scratch: scratch,
         };
         cluster.wait_until_ok(&(0..6).collect::<Vec<_>>());
+        cluster.wait_until_replicas_sync();
         cluster
     }
 
@@ -221,6 +228,27 @@ impl Cluster {
         for &i in nodes {
             while !self.info(i).contains("cluster_state:ok") {
                 assert!(Instant::now() < deadline, "cluster never became ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Wait until every replica has synced with its master, at most 10 s: a master killed
+    /// before that leaves a replica with nothing to take over with.
+    pub fn wait_until_replicas_sync(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for node in &self.nodes {
+            let client = redis::Client::open(node.url()).unwrap();
+            let mut connection = client.get_connection().unwrap();
+            loop {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut connection)
+                    .unwrap();
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a replica never synced: {info}");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
