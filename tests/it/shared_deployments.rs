@@ -447,3 +447,50 @@ async fn a_cluster_losing_a_master_under_load_fails_no_call() {
         }
     }
 }
+
+/// Writes 1 KB values under other keys into `url` until Redis refuses (noeviction) or
+/// `bytes` were written; the number of keys written.
+fn fill(url: &str, bytes: usize) -> usize {
+    let mut connection = connect(url);
+    let value = vec![b'o'; 1024];
+    for n in 0..bytes / 1024 {
+        let written: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("other-application:{n}"))
+            .arg(&value)
+            .query(&mut connection);
+        if written.is_err() {
+            return n;
+        }
+    }
+    bytes / 1024
+}
+
+// A Redis full of other applications' keys: evicting them (and ours) under allkeys-lru, or
+// refusing writes under noeviction. No call fails, and token requests stay bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_evicting_or_refusing_writes_fails_no_call() {
+    for policy in ["allkeys-lru", "noeviction"] {
+        let port = deploy::free_port();
+        let redis = deploy::start(port, &["--maxmemory", "3mb", "--maxmemory-policy", policy]);
+        let written = fill(&redis.url(), 8 * 1024 * 1024);
+        if policy == "noeviction" {
+            assert!(written < 8 * 1024, "Redis refused writes once full");
+        }
+        // Other applications keep writing while the fleet works.
+        let url = redis.url();
+        let filler = std::thread::spawn(move || fill(&url, 2 * 1024 * 1024));
+
+        let tokens = support::issuing(2).await;
+        let fleet: Vec<_> = (0..3)
+            .map(|_| member_with(&tokens, RedisStore::new(&redis.url()).unwrap(), short_lived()))
+            .collect();
+        let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+        let calls = calls_until(&fleet, until).await;
+        filler.join().unwrap();
+        assert!(calls > 50, "{policy}: the fleet kept calling ({calls} calls)");
+        // 2.5 s of 2 s tokens refreshed at half-life: 3 rounds; each member alone at worst.
+        let requests = tokens.requests();
+        eprintln!("{policy}: {calls} calls, {requests} token requests");
+        assert!(requests <= 12, "{policy}: {requests} token requests");
+    }
+}
