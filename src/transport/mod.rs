@@ -203,7 +203,9 @@ impl ClientIdentity {
 
 /// The roots our features select, plus `extra_roots_pem`.
 #[cfg(feature = "rustls-no-provider")]
-pub(crate) fn root_certificates(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::RootCertStore, ConfigError> {
+pub(crate) fn root_certificates(
+    extra_roots_pem: &[Vec<u8>],
+) -> Result<rustls::RootCertStore, ConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 

@@ -110,7 +110,10 @@ async fn no_url_form_shows_the_password_in_debug_or_errors() {
 async fn a_paused_tokio_clock_times_out_no_redis_operation() {
     let redis = RedisServer::start().unwrap_or_else(|error| panic!("{error}"));
     let store = RedisStore::new(&redis.url()).unwrap();
-    store.set("key", b"value", Duration::from_secs(60)).await.unwrap();
+    store
+        .set("key", b"value", Duration::from_secs(60))
+        .await
+        .unwrap();
     let stored = store.get("key").await.unwrap().expect("stored");
     assert_eq!(stored.value, b"value");
 
@@ -119,7 +122,11 @@ async fn a_paused_tokio_clock_times_out_no_redis_operation() {
     let second = member(&tokens, RedisStore::new(&redis.url()).unwrap());
     assert_eq!(first.token().await.unwrap().secret(), "token-1");
     assert_eq!(second.token().await.unwrap().secret(), "token-1");
-    assert_eq!(tokens.requests(), 1, "the second process adopted the first's token");
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "the second process adopted the first's token"
+    );
 }
 
 // Defect 6: a huge value under the token key is read bounded, and replaced.
@@ -134,12 +141,20 @@ async fn a_huge_value_under_the_token_key_is_read_bounded_and_replaced() {
     let mut connection = connect(&redis.url());
     let key = entry_key(&mut connection);
     let huge = vec![b'x'; 16 * 1024 * 1024];
-    let _: () = redis::cmd("SET").arg(&key).arg(&huge).query(&mut connection).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&huge)
+        .query(&mut connection)
+        .unwrap();
 
     // The store hands back an empty (foreign) value, never the 16 MB.
     let store = RedisStore::new(&redis.url()).unwrap().key_prefix("");
     let stored = store.get(&key).await.unwrap().expect("a value is there");
-    assert!(stored.value.len() <= MAX_VALUE_BYTES, "read {} bytes", stored.value.len());
+    assert!(
+        stored.value.len() <= MAX_VALUE_BYTES,
+        "read {} bytes",
+        stored.value.len()
+    );
     assert!(stored.value.is_empty(), "oversized values come back empty");
 
     // The next process replaces it, and the one after adopts the replacement.
@@ -147,12 +162,19 @@ async fn a_huge_value_under_the_token_key_is_read_bounded_and_replaced() {
     let _log = captured.install();
     let replacing = member(&tokens, RedisStore::new(&redis.url()).unwrap());
     assert_eq!(replacing.token().await.unwrap().secret(), "token-2");
-    let length: usize = redis::cmd("STRLEN").arg(&key).query(&mut connection).unwrap();
+    let length: usize = redis::cmd("STRLEN")
+        .arg(&key)
+        .query(&mut connection)
+        .unwrap();
     assert!(length < MAX_VALUE_BYTES, "replaced ({length} bytes)");
     let adopting = member(&tokens, RedisStore::new(&redis.url()).unwrap());
     assert_eq!(adopting.token().await.unwrap().secret(), "token-2");
     assert_eq!(tokens.requests(), 2);
-    assert!(!captured.text().contains("store failed"), "{}", captured.text());
+    assert!(
+        !captured.text().contains("store failed"),
+        "{}",
+        captured.text()
+    );
 }
 
 /// Runs `calls` concurrent `token()` calls on each of `fleet`; every one must succeed.
@@ -189,7 +211,11 @@ async fn rediss_with_a_private_ca_a_client_certificate_and_an_acl_user_shares_on
     for token in load(&fleet, 20).await {
         assert_eq!(token, "token-1");
     }
-    assert_eq!(tokens.requests(), 1, "one token request for the fleet, over TLS");
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "one token request for the fleet, over TLS"
+    );
 
     // What Redis holds came through TLS (the only port) and is the sealed entry.
     let direct = store();
@@ -201,7 +227,10 @@ async fn rediss_with_a_private_ca_a_client_certificate_and_an_acl_user_shares_on
 fn tls_settings_are_checked_when_given() {
     let tls = RedisStore::new("rediss://127.0.0.1:6380/").unwrap();
     let error = tls.root_certificate_pem("not a certificate").unwrap_err();
-    assert!(error.to_string().contains("root_certificate_pem"), "{error}");
+    assert!(
+        error.to_string().contains("root_certificate_pem"),
+        "{error}"
+    );
     let tls = RedisStore::new("rediss://127.0.0.1:6380/").unwrap();
     assert!(tls
         .client_certificate_pem("no chain", "no key")
@@ -271,7 +300,10 @@ async fn a_wrong_ca_certificate_or_password_fails_no_call_and_says_why() {
         .unwrap()
         .root_certificate_pem(pki.ca_pem.clone())
         .unwrap();
-    member(&tokens, no_client_certificate).token().await.unwrap();
+    member(&tokens, no_client_certificate)
+        .token()
+        .await
+        .unwrap();
     assert!(
         store_errors(&snapshotter, "certificate") + store_errors(&snapshotter, "tls") >= 1,
         "the server's refusal of the handshake is counted: {}",
@@ -288,7 +320,10 @@ async fn a_wrong_ca_certificate_or_password_fails_no_call_and_says_why() {
     assert!(store_errors(&snapshotter, "auth") >= 1);
     let log = captured.text();
     assert!(log.contains("refused the credentials"), "{log}");
-    assert!(!log.contains("not-the-password") && !log.contains(APP_PASSWORD), "{log}");
+    assert!(
+        !log.contains("not-the-password") && !log.contains(APP_PASSWORD),
+        "{log}"
+    );
     assert_eq!(tokens.requests(), 3, "each fetched alone");
 }
 
@@ -317,25 +352,45 @@ async fn acl_users_share_tokens_and_a_user_without_scripting_fails_no_call() {
     for token in load(&fleet, 10).await {
         assert_eq!(token, "token-1");
     }
-    assert_eq!(tokens.requests(), 1, "one request across TCP and the Unix socket");
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "one request across TCP and the Unix socket"
+    );
 
     // Without scripting: compare-and-delete still compares, and deletes only what it expects.
     let noscript = format!("redis://noscript:{NOSCRIPT_PASSWORD}@127.0.0.1:{port}/");
     let store = RedisStore::new(&noscript).unwrap().key_prefix("probe:");
-    store.set("k", b"theirs", Duration::from_secs(60)).await.unwrap();
+    store
+        .set("k", b"theirs", Duration::from_secs(60))
+        .await
+        .unwrap();
     assert!(!store.delete_if("k", b"mine").await.unwrap(), "not ours");
     let kept = store.get("k").await.unwrap().expect("put back");
     assert_eq!(kept.value, b"theirs");
-    assert!(kept.expires_in.is_some_and(|ttl| ttl > Duration::from_secs(50)), "with its expiry");
+    assert!(
+        kept.expires_in
+            .is_some_and(|ttl| ttl > Duration::from_secs(50)),
+        "with its expiry"
+    );
     assert!(store.delete_if("k", b"theirs").await.unwrap(), "deleted");
     assert!(store.get("k").await.unwrap().is_none());
     let fleet: Vec<_> = (0..3)
-        .map(|_| member(&tokens, RedisStore::new(&noscript).unwrap().key_prefix("noscript:")))
+        .map(|_| {
+            member(
+                &tokens,
+                RedisStore::new(&noscript).unwrap().key_prefix("noscript:"),
+            )
+        })
         .collect();
     for token in load(&fleet, 10).await {
         assert_eq!(token, "token-2");
     }
-    assert_eq!(tokens.requests(), 2, "one request for the fleet without scripting");
+    assert_eq!(
+        tokens.requests(),
+        2,
+        "one request for the fleet without scripting"
+    );
     // A rejected token: invalidating it deletes nothing, and no call fails.
     let rejected = fleet[0].token().await.unwrap();
     fleet[0].invalidate(&rejected);
@@ -344,7 +399,10 @@ async fn acl_users_share_tokens_and_a_user_without_scripting_fails_no_call() {
     // Said once per store (per process), at most.
     let said = log.matches("forbids scripting").count();
     assert!((1..=4).contains(&said), "{log}");
-    assert!(!log.contains("store failed"), "the breaker never opened: {log}");
+    assert!(
+        !log.contains("store failed"),
+        "the breaker never opened: {log}"
+    );
 
     // The default user is off: a URL without credentials fails no call, and says why.
     let anonymous = member(
@@ -354,7 +412,10 @@ async fn acl_users_share_tokens_and_a_user_without_scripting_fails_no_call() {
     anonymous.token().await.unwrap();
     let log = captured.text();
     assert!(log.contains("refused the credentials"), "{log}");
-    assert!(!log.contains(APP_PASSWORD) && !log.contains(NOSCRIPT_PASSWORD), "{log}");
+    assert!(
+        !log.contains(APP_PASSWORD) && !log.contains(NOSCRIPT_PASSWORD),
+        "{log}"
+    );
 }
 
 /// Tokens that live `expires_in`, refreshed at half-life, with no floors in the way.
@@ -402,7 +463,11 @@ async fn a_cluster_losing_a_master_under_load_fails_no_call() {
     for token in load(&fleet, 10).await {
         assert_eq!(token, "token-1");
     }
-    assert_eq!(tokens.requests(), 1, "one token request for the fleet, through the cluster");
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "one token request for the fleet, through the cluster"
+    );
 
     let entry = (0..cluster.nodes.len())
         .find_map(|i| {
@@ -432,7 +497,9 @@ async fn a_cluster_losing_a_master_under_load_fails_no_call() {
     cluster.wait_until_ok(&survivors);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let store = RedisStore::cluster(&urls).unwrap().key_prefix("after-failover:");
+        let store = RedisStore::cluster(&urls)
+            .unwrap()
+            .key_prefix("after-failover:");
         let shared = async {
             store.set(&entry, b"value", Duration::from_secs(60)).await?;
             store.get(&entry).await
@@ -482,12 +549,21 @@ async fn a_full_redis_evicting_or_refusing_writes_fails_no_call() {
 
         let tokens = support::issuing(2).await;
         let fleet: Vec<_> = (0..3)
-            .map(|_| member_with(&tokens, RedisStore::new(&redis.url()).unwrap(), short_lived()))
+            .map(|_| {
+                member_with(
+                    &tokens,
+                    RedisStore::new(&redis.url()).unwrap(),
+                    short_lived(),
+                )
+            })
             .collect();
         let until = tokio::time::Instant::now() + Duration::from_millis(2500);
         let calls = calls_until(&fleet, until).await;
         filler.join().unwrap();
-        assert!(calls > 50, "{policy}: the fleet kept calling ({calls} calls)");
+        assert!(
+            calls > 50,
+            "{policy}: the fleet kept calling ({calls} calls)"
+        );
         // 2.5 s of 2 s tokens refreshed at half-life: 3 rounds; each member alone at worst.
         let requests = tokens.requests();
         eprintln!("{policy}: {calls} calls, {requests} token requests");

@@ -211,7 +211,10 @@ impl RedisStore {
             Target::Tls { tls, .. } => Ok(tls),
             _ => Err(ConfigError::new(
                 setter,
-                format!("RedisStore::{setter}: {:?} is not a rediss:// URL", self.url.shown),
+                format!(
+                    "RedisStore::{setter}: {:?} is not a rediss:// URL",
+                    self.url.shown
+                ),
             )),
         }
     }
@@ -239,8 +242,7 @@ impl RedisStore {
             let connection = self.connection().await?;
             operation(connection).await.map_err(connection::explain)
         });
-        let result = match future::select(attempt, futures_timer::Delay::new(self.timeout)).await
-        {
+        let result = match future::select(attempt, futures_timer::Delay::new(self.timeout)).await {
             Either::Left((result, _)) => result,
             Either::Right(_) => Err(Box::new(Failure {
                 cause: "timeout",
@@ -425,7 +427,11 @@ impl RedisStore {
     /// process's value is missing only for one round trip, and one that appeared meanwhile
     /// wins; a value too long to read back whole, or of another type, is foreign anyway and
     /// stays deleted.
-    async fn delete_if_without_scripting(&self, key: &str, expected: &[u8]) -> Result<bool, BoxError> {
+    async fn delete_if_without_scripting(
+        &self,
+        key: &str,
+        expected: &[u8],
+    ) -> Result<bool, BoxError> {
         self.run(|mut connection| async move {
             let mut read: Vec<redis::RedisResult<redis::Value>> = redis::pipe()
                 .atomic()

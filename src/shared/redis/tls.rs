@@ -50,7 +50,11 @@ impl Tls {
     }
 
     /// A TLS connection to `host:port`. A failed handshake's error names the likely cause.
-    pub(super) async fn connect(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, BoxError> {
+    pub(super) async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<TlsStream<TcpStream>, BoxError> {
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .map_err(|_| format!("Redis host {host:?} is not a valid TLS server name"))?;
         let stream = TcpStream::connect((host, port)).await?;
@@ -116,4 +120,3 @@ fn client_config(
     };
     Ok(Arc::new(config))
 }
-

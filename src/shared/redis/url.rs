@@ -63,9 +63,10 @@ impl Redacted {
         let decoded: Vec<_> = secrets
             .iter()
             .filter_map(|secret| {
-                let decoded: String = form_urlencoded::parse(format!("x={}", secret.as_str()).as_bytes())
-                    .next()
-                    .map(|(_, value)| value.into_owned())?;
+                let decoded: String =
+                    form_urlencoded::parse(format!("x={}", secret.as_str()).as_bytes())
+                        .next()
+                        .map(|(_, value)| value.into_owned())?;
                 (decoded != secret.as_str()).then(|| zeroize::Zeroizing::new(decoded))
             })
             .collect();
@@ -91,20 +92,34 @@ mod tests {
     #[test]
     fn no_form_of_url_shows_its_password() {
         for (url, shown) in [
-            ("redis://:hunter2@host:6379/0", "redis://[password]@host:6379/0"),
-            ("rediss://app:hunter2@host:6380/", "rediss://app:[password]@host:6380/"),
+            (
+                "redis://:hunter2@host:6379/0",
+                "redis://[password]@host:6379/0",
+            ),
+            (
+                "rediss://app:hunter2@host:6380/",
+                "rediss://app:[password]@host:6380/",
+            ),
             (
                 "redis+unix:///run/redis.sock?db=1&user=app&pass=hunter2",
                 "redis+unix:///run/redis.sock?db=1&user=app&pass=[redacted]",
             ),
-            ("unix:///run/redis.sock?pass=hunter2", "unix:///run/redis.sock?pass=[redacted]"),
+            (
+                "unix:///run/redis.sock?pass=hunter2",
+                "unix:///run/redis.sock?pass=[redacted]",
+            ),
             ("hunter2", "[not a URL]"),
         ] {
             let redacted = Redacted::new(url);
             assert_eq!(redacted.shown, shown);
-            assert_eq!(redacted.scrub(&format!("bad {url}")), format!("bad {}", redacted.scrub(url)));
+            assert_eq!(
+                redacted.scrub(&format!("bad {url}")),
+                format!("bad {}", redacted.scrub(url))
+            );
             assert!(!redacted.scrub(url).contains("hunter2"), "{url}");
         }
-        assert!(!Redacted::new("redis://:hunt%40er@h/").scrub("hunt@er").contains("hunt@er"));
+        assert!(!Redacted::new("redis://:hunt%40er@h/")
+            .scrub("hunt@er")
+            .contains("hunt@er"));
     }
 }

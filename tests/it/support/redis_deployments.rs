@@ -17,10 +17,8 @@ impl Scratch {
     pub fn new(name: &str) -> Scratch {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "tower-oauth2-{name}-{}-{n}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("tower-oauth2-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
@@ -219,7 +217,10 @@ impl Cluster {
     pub fn info(&self, i: usize) -> String {
         let client = redis::Client::open(self.nodes[i].url()).unwrap();
         let mut connection = client.get_connection().unwrap();
-        redis::cmd("CLUSTER").arg("INFO").query(&mut connection).unwrap()
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut connection)
+            .unwrap()
     }
 
     /// Wait until each of `nodes` sees the cluster as healthy, at most 10 s.
