@@ -25,7 +25,7 @@ pub(super) enum Target {
     },
     /// A Redis Cluster, through any of its nodes.
     #[cfg(feature = "redis-cluster")]
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 /// A connection to the target, cheap to clone (commands are multiplexed over it).

@@ -95,7 +95,7 @@ impl RedisStore {
             )
         };
         let target = match url.strip_prefix("rediss://") {
-            Some(rest) => tls_target(&format!("redis://{rest}")).map_err(|why| refuse(why))?,
+            Some(rest) => tls_target(&format!("redis://{rest}")).map_err(&refuse)?,
             None => Target::Plain(
                 Client::open(url).map_err(|e| refuse(format!("is not a Redis URL: {e}")))?,
             ),
@@ -140,7 +140,7 @@ impl RedisStore {
         let client = redis::cluster::ClusterClient::builder(nodes.iter().map(String::as_str))
             .build()
             .map_err(|e| refuse(format!("not a cluster's node URLs: {e}")))?;
-        let mut store = Self::with_target(Target::Cluster(client), redacted);
+        let mut store = Self::with_target(Target::Cluster(Box::new(client)), redacted);
         store.url.shown = format!("cluster {}", store.url.shown);
         Ok(store)
     }
