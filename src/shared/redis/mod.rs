@@ -378,8 +378,8 @@ impl SharedStore for RedisStore {
     }
 
     /// Compare-and-delete is a Lua script (Redis has no such command). Where the ACL forbids
-    /// scripting (`-@scripting`, common on managed Redis), it runs without one: see
-    /// [`delete_if_without_scripting`](RedisStore::delete_if_without_scripting). Never an
+    /// scripting (`-@scripting`, common on managed Redis), it runs without one: read, delete
+    /// and put back what was not `expected` (see `delete_if_without_scripting`). Never an
     /// error for that reason, which would open the breaker and turn sharing off.
     fn delete_if<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> StoreFuture<'a, bool> {
         let key = self.key(key);
