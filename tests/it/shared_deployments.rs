@@ -570,3 +570,40 @@ async fn a_full_redis_evicting_or_refusing_writes_fails_no_call() {
         assert!(requests <= 12, "{policy}: {requests} token requests");
     }
 }
+
+/// Connections `redis` has accepted so far (`INFO stats`), this one included.
+fn connections_received(redis: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut connect(&redis.url()))
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("INFO stats has total_connections_received")
+}
+
+// One store used from two runtimes in turn (siblings on different runtimes, a test and its
+// application) keeps a connection on each instead of reconnecting at every switch.
+#[test]
+fn a_store_used_from_two_runtimes_in_turn_keeps_a_connection_on_each() {
+    let redis = RedisServer::start().unwrap_or_else(|error| panic!("{error}"));
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let runtimes: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let before = connections_received(&redis);
+    for _ in 0..5 {
+        for runtime in &runtimes {
+            runtime.block_on(store.get("key")).unwrap();
+        }
+    }
+    // Two for the store, one for each INFO.
+    let opened = connections_received(&redis) - before - 1;
+    assert_eq!(opened, 2, "one connection per runtime");
+}

@@ -27,6 +27,9 @@ end
 return 0
 ";
 
+/// How many runtimes' connections a store keeps.
+const RUNTIMES_KEPT: usize = 4;
+
 /// A [`SharedStore`] on Redis: the instances of a fleet share one token through it.
 ///
 /// Connects lazily, on the first fetch, and reconnects by itself after any failure. Every
@@ -58,9 +61,11 @@ pub struct RedisStore {
     /// Cleared when the server's ACL refuses scripts: compare-and-delete then leaves values
     /// to expire (see [`SharedStore::delete_if`] below).
     scripting: AtomicBool,
-    /// One multiplexed connection, on the runtime that opened it: its driver task lives there,
-    /// so a caller on another runtime opens its own rather than depend on one that may be gone.
-    connection: Mutex<Option<(Option<Id>, Connection)>>,
+    /// One multiplexed connection per runtime (the last few used): its driver task lives on
+    /// the runtime that opened it, so a caller on another runtime opens its own rather than
+    /// depend on one that may be gone, and callers alternating between runtimes (siblings
+    /// sharing a store) do not reconnect each time.
+    connections: Mutex<Vec<(Option<Id>, Connection)>>,
 }
 
 impl RedisStore {
@@ -153,7 +158,7 @@ impl RedisStore {
             timeout: Self::DEFAULT_TIMEOUT,
             delete_if: Script::new(DELETE_IF),
             scripting: AtomicBool::new(true),
-            connection: Mutex::new(None),
+            connections: Mutex::new(Vec::new()),
         }
     }
 
@@ -221,13 +226,16 @@ impl RedisStore {
 
     async fn connection(&self) -> Result<Connection, BoxError> {
         let here = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-        if let Some((runtime, connection)) = &*self.lock() {
-            if *runtime == here {
-                return Ok(connection.clone());
-            }
+        if let Some((_, connection)) = self.lock().iter().find(|(runtime, _)| *runtime == here) {
+            return Ok(connection.clone());
         }
         let connection = self.target.connect().await?;
-        *self.lock() = Some((here, connection.clone()));
+        let mut connections = self.lock();
+        connections.retain(|(runtime, _)| *runtime != here);
+        if connections.len() >= RUNTIMES_KEPT {
+            connections.remove(0);
+        }
+        connections.push((here, connection.clone()));
         Ok(connection)
     }
 
@@ -250,7 +258,8 @@ impl RedisStore {
             }) as BoxError),
         };
         if let Err(error) = &result {
-            *self.lock() = None;
+            let here = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+            self.lock().retain(|(runtime, _)| *runtime != here);
             crate::telemetry::shared_store_failed(connection::cause(error));
         }
         // No secret of the URL in what reaches the breaker's log line.
@@ -261,8 +270,8 @@ impl RedisStore {
         format!("{}{key}", self.prefix)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Option<Id>, Connection)>> {
-        self.connection
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Option<Id>, Connection)>> {
+        self.connections
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
