@@ -29,17 +29,17 @@ impl Redacted {
         let authority_end = rest.find('/').unwrap_or(rest.len());
         let (authority, path) = rest.split_at(authority_end);
         let host = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                if let Some((_, password)) = userinfo.split_once(':') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, password)) => {
                     secrets.push(zeroize::Zeroizing::new(password.to_owned()));
+                    if user.is_empty() {
+                        format!("[password]@{host}")
+                    } else {
+                        format!("{user}:[password]@{host}")
+                    }
                 }
-                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-                if user.is_empty() {
-                    format!("[password]@{host}")
-                } else {
-                    format!("{user}:[password]@{host}")
-                }
-            }
+                None => format!("{userinfo}@{host}"),
+            },
             None => authority.to_owned(),
         };
         let mut shown = format!("{scheme}://{host}{path}");
@@ -109,6 +109,7 @@ mod tests {
                 "unix:///run/redis.sock?pass=[redacted]",
             ),
             ("hunter2", "[not a URL]"),
+            ("redis://app@host/", "redis://app@host/"),
         ] {
             let redacted = Redacted::new(url);
             assert_eq!(redacted.shown, shown);
