@@ -241,6 +241,11 @@ fn tls_settings_are_checked_when_given() {
     let pki = deploy::pki();
     let error = plain.root_certificate_pem(pki.ca_pem).unwrap_err();
     assert!(error.to_string().contains("not a rediss://"), "{error}");
+    let error = RedisStore::cluster(["redis://127.0.0.1:7000", "rediss://:hunter2-secret@b:7001"])
+        .unwrap_err();
+    assert!(error.to_string().contains("only redis://"), "{error}");
+    assert!(!format!("{error} {error:?}").contains("hunter2"), "{error}");
+    assert!(RedisStore::cluster(Vec::<String>::new()).is_err());
 }
 
 /// The counter `tower_oauth2_shared_store_errors_total` for `cause`, from `snapshotter`.

@@ -110,8 +110,9 @@ impl RedisStore {
 
     /// A store on the Redis Cluster that `nodes` belong to (feature `redis-cluster`): any
     /// of its masters or replicas, `redis://[user:password@]host:port`; the client learns the
-    /// others from them and follows `MOVED` and `ASK` redirections and failovers. Every key of
-    /// an entry shares one hash slot.
+    /// others from them and follows `MOVED` and `ASK` redirections and failovers. Each
+    /// operation touches one key, so none fails with `CROSSSLOT`. TLS (`rediss://`) nodes are
+    /// not supported yet.
     ///
     /// ```
     /// use tower_oauth2::shared::RedisStore;
@@ -126,12 +127,16 @@ impl RedisStore {
         I::Item: AsRef<str>,
     {
         let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
-        let redacted = url::Redacted::new(nodes.first().map_or("", String::as_str));
-        let secrets: Vec<url::Redacted> = nodes.iter().map(|n| url::Redacted::new(n)).collect();
+        // Shown as the first node; every node's secrets scrubbed from messages.
+        let mut redacted = url::Redacted::new(nodes.first().map_or("", String::as_str));
+        for node in nodes.iter().skip(1) {
+            redacted.absorb(url::Redacted::new(node));
+        }
         let refuse = |why: String| {
-            let message = format!("RedisStore::cluster: {why}");
-            let message = secrets.iter().fold(message, |m, r| r.scrub(&m));
-            ConfigError::new("RedisStore::cluster", message)
+            ConfigError::new(
+                "RedisStore::cluster",
+                redacted.scrub(&format!("RedisStore::cluster: {why}")),
+            )
         };
         if nodes.is_empty() {
             return Err(refuse("no node given".to_owned()));

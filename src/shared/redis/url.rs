@@ -75,6 +75,12 @@ impl Redacted {
         Redacted { shown, secrets }
     }
 
+    /// Also scrub `other`'s secrets (another node of the same cluster).
+    #[cfg(feature = "redis-cluster")]
+    pub(super) fn absorb(&mut self, other: Redacted) {
+        self.secrets.extend(other.secrets);
+    }
+
     /// `message` with every secret of the URL replaced.
     pub(super) fn scrub(&self, message: &str) -> String {
         self.secrets
