@@ -484,6 +484,22 @@ async fn a_cluster_losing_a_master_under_load_fails_no_call() {
         .expect("the entry is on some master");
     let master = cluster.master_of(&entry);
 
+    // A paused tokio clock (a user's `start_paused` test) times out no cluster operation.
+    let paused = RedisStore::cluster(&urls).unwrap().key_prefix("paused:");
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async {
+                paused.set("k", b"v", Duration::from_secs(60)).await.unwrap();
+                assert_eq!(paused.get("k").await.unwrap().unwrap().value, b"v");
+            })
+    })
+    .await
+    .unwrap();
+
     let started = tokio::time::Instant::now();
     let load = tokio::spawn({
         let fleet = fleet.clone();

@@ -33,7 +33,7 @@ pub(super) enum Target {
 pub(super) enum Connection {
     Node(MultiplexedConnection),
     #[cfg(feature = "redis-cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(redis::cluster_async::ClusterConnection<NodeConnection>),
 }
 
 /// No tokio timers inside the redis crate (see the module's comment).
@@ -84,7 +84,10 @@ impl Target {
             }
             #[cfg(feature = "redis-cluster")]
             Target::Cluster(client) => Ok(Connection::Cluster(
-                client.get_async_connection().await.map_err(explain)?,
+                client
+                    .get_async_generic_connection::<NodeConnection>()
+                    .await
+                    .map_err(explain)?,
             )),
         }
     }
@@ -171,5 +174,50 @@ impl ConnectionLike for Connection {
             #[cfg(feature = "redis-cluster")]
             Connection::Cluster(connection) => connection.get_db(),
         }
+    }
+}
+
+/// A cluster node's connection, opened without the timeouts the cluster client asks for
+/// (tokio timers: see the module's comment); the store's own deadline bounds every operation.
+#[cfg(feature = "redis-cluster")]
+#[derive(Clone)]
+pub(super) struct NodeConnection(MultiplexedConnection);
+
+#[cfg(feature = "redis-cluster")]
+impl redis::cluster_async::Connect for NodeConnection {
+    fn connect_with_config<'a, T>(
+        info: T,
+        _tokio_timeouts: AsyncConnectionConfig,
+    ) -> RedisFuture<'a, Self>
+    where
+        T: redis::IntoConnectionInfo + Send + 'a,
+    {
+        Box::pin(async move {
+            let client = Client::open(info.into_connection_info()?)?;
+            let connection = client
+                .get_multiplexed_async_connection_with_config(&without_tokio_timers())
+                .await?;
+            Ok(NodeConnection(connection))
+        })
+    }
+}
+
+#[cfg(feature = "redis-cluster")]
+impl ConnectionLike for NodeConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
     }
 }
