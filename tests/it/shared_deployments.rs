@@ -84,6 +84,7 @@ async fn no_url_form_shows_the_password_in_debug_or_errors() {
         "unix:///nonexistent/redis.sock?user=app&pass=hunter2-secret",
         "redis://app:hunter2-secret@127.0.0.1:1/",
         "rediss://app:hunter2-secret@127.0.0.1:1/",
+        "redis+sentinel://app:hunter2-secret@127.0.0.1:1,127.0.0.1:2/mymaster/0",
     ] {
         let store = RedisStore::new(url).unwrap();
         let shown = format!("{store:?} {store:#?}");
@@ -98,6 +99,9 @@ async fn no_url_form_shows_the_password_in_debug_or_errors() {
         "redis://app:hunter2-secret@host:notaport/",
         "rediss://app:hunter2-secret@host:notaport/",
         "hunter2-secret",
+        "redis+sentinel://:hunter2-secret@127.0.0.1:26379",
+        "redis+sentinel://:hunter2-secret@/mymaster",
+        "redis+sentinel://:hunter2-secret@127.0.0.1:26379/mymaster/notadb",
     ] {
         let error = RedisStore::new(bad).unwrap_err();
         let shown = format!("{error} {error:?}");
@@ -634,4 +638,60 @@ fn a_store_used_from_two_runtimes_in_turn_keeps_a_connection_on_each() {
     // Two for the store, one for each INFO.
     let opened = connections_received(&redis) - before - 1;
     assert_eq!(opened, 2, "one connection per runtime");
+}
+
+// Redis Sentinel: the master is killed (by PID) while the fleet refreshes 2 s tokens through
+// it; the sentinel promotes the replica. No call fails, token requests stay bounded, and
+// sharing resumes on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_under_load_fails_no_call() {
+    let scratch = Scratch::new("sentinel");
+    let (mut master, _replica, sentinel) = deploy::sentinel_pair(&scratch);
+    let url = format!(
+        "redis+sentinel://:{}@127.0.0.1:{}/mymaster",
+        deploy::SENTINEL_MASTER_PASSWORD,
+        sentinel.port
+    );
+    let store = RedisStore::new(&url).unwrap();
+    assert!(!format!("{store:?}").contains(deploy::SENTINEL_MASTER_PASSWORD));
+    let tokens = support::issuing(2).await;
+    let fleet: Vec<_> = (0..3)
+        .map(|_| member_with(&tokens, RedisStore::new(&url).unwrap(), short_lived()))
+        .collect();
+    for token in load(&fleet, 10).await {
+        assert_eq!(token, "token-1");
+    }
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "one token request for the fleet, through the sentinel's master"
+    );
+
+    let started = tokio::time::Instant::now();
+    let calls = tokio::spawn({
+        let fleet = fleet.clone();
+        async move { calls_until(&fleet, started + Duration::from_secs(5)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    master.stop();
+    let calls = calls.await.unwrap();
+    assert!(calls > 100, "the fleet kept calling ({calls} calls)");
+    let requests = tokens.requests();
+    assert!(requests <= 20, "{requests} token requests");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let shared = async {
+            store.set("k", b"v", Duration::from_secs(60)).await?;
+            store.get("k").await
+        };
+        match shared.await {
+            Ok(stored) => break assert_eq!(stored.unwrap().value, b"v"),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("the sentinel is still failing over: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("no failover within 5 s: {error}"),
+        }
+    }
 }

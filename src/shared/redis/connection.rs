@@ -23,6 +23,8 @@ pub(super) enum Target {
         redis: redis::RedisConnectionInfo,
         tls: super::tls::Tls,
     },
+    /// The master that Redis Sentinel names.
+    Sentinel(super::sentinel::Sentinels),
     /// A Redis Cluster, through any of its nodes.
     #[cfg(feature = "redis-cluster")]
     Cluster(Box<redis::cluster::ClusterClient>),
@@ -82,6 +84,9 @@ impl Target {
                 tokio::spawn(driver);
                 Ok(Connection::Node(connection))
             }
+            Target::Sentinel(sentinels) => Ok(Connection::Node(
+                sentinels.connect(&without_tokio_timers()).await?,
+            )),
             #[cfg(feature = "redis-cluster")]
             Target::Cluster(client) => Ok(Connection::Cluster(
                 client

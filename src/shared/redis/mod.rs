@@ -2,6 +2,7 @@
 //! socket, or a Redis Cluster (feature `redis-cluster`).
 
 mod connection;
+mod sentinel;
 #[cfg(feature = "rustls-no-provider")]
 mod tls;
 mod url;
@@ -81,6 +82,9 @@ impl RedisStore {
     ///   provider and root certificates as the token client (feature `rustls`); add a private
     ///   CA with [`root_certificate_pem`](Self::root_certificate_pem).
     /// - `redis+unix:///path/to/redis.sock[?db=N&user=U&pass=P]`
+    /// - `redis+sentinel://[user:password@]host:26379[,host:26379…]/master[/db]`: the master
+    ///   that Redis Sentinel names, found again after a failover; the credentials and database
+    ///   are the master's (sentinels without a password, over plain TCP).
     ///
     /// The password never appears in `Debug`, errors or logs.
     ///
@@ -99,11 +103,14 @@ impl RedisStore {
                 redacted.scrub(&format!("RedisStore: {:?} {why}", redacted.shown)),
             )
         };
-        let target = match url.strip_prefix("rediss://") {
-            Some(rest) => tls_target(&format!("redis://{rest}")).map_err(&refuse)?,
-            None => Target::Plain(
+        let target = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            Target::Sentinel(sentinel::Sentinels::parse(rest).map_err(&refuse)?)
+        } else if let Some(rest) = url.strip_prefix("rediss://") {
+            tls_target(&format!("redis://{rest}")).map_err(&refuse)?
+        } else {
+            Target::Plain(
                 Client::open(url).map_err(|e| refuse(format!("is not a Redis URL: {e}")))?,
-            ),
+            )
         };
         Ok(Self::with_target(target, redacted))
     }

@@ -295,3 +295,93 @@ impl Cluster {
             .expect("a node of ours")
     }
 }
+
+/// The password of the Sentinel-managed master and replica.
+pub const SENTINEL_MASTER_PASSWORD: &str = "s3ntinel-master-pw";
+
+/// A `redis-server --sentinel` child process, killed by its PID when dropped.
+pub struct Sentinel {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A master and its replica (password [`SENTINEL_MASTER_PASSWORD`]) watched by one sentinel
+/// (quorum 1, master down after 500 ms), once the sentinel knows the replica.
+pub fn sentinel_pair(scratch: &Scratch) -> (RedisServer, RedisServer, Sentinel) {
+    use std::io::{BufRead, BufReader};
+
+    let pw = SENTINEL_MASTER_PASSWORD;
+    let common = [
+        "--requirepass",
+        pw,
+        "--masterauth",
+        pw,
+        "--repl-diskless-sync-delay",
+        "0",
+    ];
+    let master_port = free_port();
+    let master = start(master_port, &common);
+    let replica_port = free_port();
+    let master_port_arg = master_port.to_string();
+    let mut replica_args = common.to_vec();
+    replica_args.extend(["--replicaof", "127.0.0.1", &master_port_arg]);
+    let replica = start(replica_port, &replica_args);
+    wait_for_sync(&format!("redis://:{pw}@127.0.0.1:{replica_port}/"));
+
+    let port = free_port();
+    let config = scratch.write(
+        "sentinel.conf",
+        &format!(
+            "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+             sentinel auth-pass mymaster {pw}\nsentinel down-after-milliseconds mymaster 500\n\
+             sentinel failover-timeout mymaster 2000\n"
+        ),
+    );
+    let mut child = Command::new("redis-server")
+        .args([config.as_str(), "--sentinel"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("cannot start redis-server --sentinel ({error}): install redis-server")
+        });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let knows_replica = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("+slave "));
+    let sentinel = Sentinel { child, port };
+    assert!(
+        knows_replica,
+        "the sentinel exited before it found the replica"
+    );
+    std::thread::spawn(move || lines.for_each(drop));
+    (master, replica, sentinel)
+}
+
+/// Wait until the replica at `url` has synced with its master, at most 10 s.
+fn wait_for_sync(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut connection)
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never synced: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
