@@ -352,17 +352,21 @@ pub fn sentinel_pair(scratch: &Scratch) -> (RedisServer, RedisServer, Sentinel) 
         .unwrap_or_else(|error| {
             panic!("cannot start redis-server --sentinel ({error}): install redis-server")
         });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let knows_replica = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|line| line.contains("+slave "));
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let sentinel = Sentinel { child, port };
-    assert!(
-        knows_replica,
-        "the sentinel exited before it found the replica"
-    );
-    std::thread::spawn(move || lines.for_each(drop));
+    // Its log, read on a thread of its own (so that it never blocks on a full pipe), says when
+    // it has found the replica it would promote.
+    let (found, knows_replica) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("+slave ") {
+                let _ = found.send(());
+            }
+        }
+    });
+    knows_replica
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the sentinel found the replica within 10 s");
     (master, replica, sentinel)
 }
 
