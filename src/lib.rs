@@ -50,6 +50,7 @@
 //!   failures through the `metrics` facade, labelled with `CachePolicy::name`.
 //! - `redis`: `shared::RedisStore`, so that a whole fleet shares one token (implies
 //!   `shared-cache`: the `shared::SharedStore` trait, for stores of your own).
+//! - `redis-cluster`: `shared::RedisStore::cluster`, for Redis Cluster.
 //! - `tonic`: token failures reach tonic callers with a gRPC code (`UNAUTHENTICATED`,
 //!   `UNAVAILABLE`); `From<Error> for tonic::Status` and `error::grpc_status`.
 #![forbid(unsafe_code)]

@@ -12,6 +12,7 @@
 //! | `tower_oauth2_flight_waiters` | histogram | callers that waited for each fetch |
 //! | `tower_oauth2_token_invalidations_total` | counter | tokens dropped because a server rejected them |
 //! | `tower_oauth2_consecutive_failures` | gauge | failed fetches in a row (0: healthy; above: backing off) |
+//! | `tower_oauth2_shared_store_errors_total` | counter, `cause` = `certificate`, `tls`, `auth`, `timeout`, `other`; no `client` label | failed operations on a [`RedisStore`](crate::shared::RedisStore) |
 
 use std::time::Duration;
 
@@ -94,4 +95,14 @@ impl Metrics {
         metrics::gauge!("tower_oauth2_consecutive_failures", self.labels())
             .set(f64::from(failures));
     }
+}
+
+/// An operation on the shared store failed, for `cause` (`certificate`, `tls`, `auth`,
+/// `timeout`, `other`): one per failed operation, and operations pause while the breaker is
+/// open, so a wrong CA or password counts once per backoff step.
+#[cfg(feature = "redis")]
+pub(crate) fn shared_store_failed(cause: &'static str) {
+    let _ = cause;
+    #[cfg(feature = "metrics")]
+    metrics::counter!("tower_oauth2_shared_store_errors_total", "cause" => cause).increment(1);
 }

@@ -643,12 +643,33 @@ impl RedisServer {
 
     /// Start it on `port` (to restart one that was [`stop`](Self::stop)ped).
     pub fn start_on(port: u16) -> std::io::Result<RedisServer> {
+        Self::start_on_with_args(port, &[])
+    }
+
+    /// Start it on `port` with `args` after the defaults (`--port PORT --bind 127.0.0.1
+    /// --save "" --appendonly no`; a later argument wins): an ACL user, a memory limit, TLS.
+    ///
+    /// ```no_run
+    /// # fn demo() -> std::io::Result<()> {
+    /// use tower_oauth2::test_util::RedisServer;
+    ///
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let redis = RedisServer::start_on_with_args(
+    ///     port,
+    ///     &["--user", "default", "off", "--user", "app", "on", ">s3cret", "~*", "+@all"],
+    /// )?;
+    /// let store = tower_oauth2::shared::RedisStore::new(&format!("redis://app:s3cret@127.0.0.1:{port}/"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn start_on_with_args(port: u16, args: &[&str]) -> std::io::Result<RedisServer> {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
 
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -666,15 +687,23 @@ impl RedisServer {
             .take()
             .ok_or_else(|| std::io::Error::other("redis-server has no standard output to watch"))?;
         let mut lines = BufReader::new(stdout).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.contains("Ready to accept connections"));
+        // Its last lines, to say why it did not start (a bad argument, a missing file).
+        let mut log = std::collections::VecDeque::new();
+        let ready = lines.by_ref().map_while(Result::ok).any(|line| {
+            let ready = line.contains("Ready to accept connections");
+            log.push_back(line);
+            if log.len() > 5 {
+                log.pop_front();
+            }
+            ready
+        });
         if !ready {
             let _ = child.kill();
             let _ = child.wait();
+            let log: Vec<String> = log.into_iter().collect();
             return Err(std::io::Error::other(format!(
-                "redis-server on port {port} exited before it was ready"
+                "redis-server on port {port} exited before it was ready: {}",
+                log.join(" / ")
             )));
         }
         // Keep reading its log, so that it never blocks on a full pipe.

@@ -165,7 +165,7 @@ impl ClientIdentity {
     /// The chain and key, or a configuration error that says what is missing. Never shows the
     /// key.
     #[cfg(feature = "rustls-no-provider")]
-    fn parse(
+    pub(crate) fn parse(
         &self,
     ) -> Result<
         (
@@ -203,7 +203,9 @@ impl ClientIdentity {
 
 /// The roots our features select, plus `extra_roots_pem`.
 #[cfg(feature = "rustls-no-provider")]
-fn root_certificates(extra_roots_pem: &[Vec<u8>]) -> Result<rustls::RootCertStore, ConfigError> {
+pub(crate) fn root_certificates(
+    extra_roots_pem: &[Vec<u8>],
+) -> Result<rustls::RootCertStore, ConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod keys;
+#[cfg(feature = "redis")]
+pub mod redis_deployments;
 mod servers;
 pub mod tls;
 
