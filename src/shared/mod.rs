@@ -34,7 +34,7 @@ use crate::error::BoxError;
 pub use self::redis::RedisStore;
 pub(crate) use sealed::key_digest;
 pub(crate) use source::{SharedConfig, SharedSource};
-pub(crate) use wiring::{Fleet, Identity};
+pub(crate) use wiring::{FetchShape, Fleet, Identity};
 
 /// The longest value the crate stores or reads back; a store reads no more than this (a
 /// sealed token is a few hundred bytes to a few kilobytes).
