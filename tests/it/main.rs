@@ -19,5 +19,7 @@ mod runtimes;
 mod secrets;
 #[cfg(feature = "redis")]
 mod shared_cache;
+#[cfg(feature = "redis")]
+mod shared_fleet;
 #[cfg(feature = "test-util")]
 mod test_util;
