@@ -122,7 +122,10 @@ impl Sealer {
         }
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let mut buffer = Zeroizing::new(sealed.to_vec());
-        let len = self.key.open(nonce, &self.aad, buffer.as_mut_slice())?.len();
+        let len = self
+            .key
+            .open(nonce, &self.aad, buffer.as_mut_slice())?
+            .len();
         buffer.truncate(len);
         Some(buffer)
     }

@@ -324,11 +324,9 @@ impl Inner {
     /// `token` was rejected: never adopt it again, and tell the fleet.
     fn reject(&self, token: &AccessToken) {
         let rejected = fingerprint(token.secret());
-        let left = token
-            .expires_at()
-            .map_or(self.default_lifetime, |at| {
-                at.saturating_duration_since(crate::token::now())
-            });
+        let left = token.expires_at().map_or(self.default_lifetime, |at| {
+            at.saturating_duration_since(crate::token::now())
+        });
         let mut rejections = self.rejections();
         rejections.remember(rejected);
         rejections.unshared.push((rejected, left));

@@ -102,8 +102,7 @@ async fn a_cold_fleet_makes_one_token_request_to_an_identity_provider_slower_tha
         })
         .collect();
 
-    let tokens =
-        futures_util::future::join_all(fleet.iter().map(|member| member.token())).await;
+    let tokens = futures_util::future::join_all(fleet.iter().map(|member| member.token())).await;
 
     for token in tokens {
         assert_eq!(token.unwrap().secret(), "token-1");
@@ -282,7 +281,11 @@ async fn a_rejected_token_put_back_by_a_redis_writer_is_adopted_by_no_process() 
     let (key, token_1) = entries(&redis).remove(0);
 
     a.invalidate(&first);
-    until_no_entry(&redis, "the rejected token is still in Redis after invalidate").await;
+    until_no_entry(
+        &redis,
+        "the rejected token is still in Redis after invalidate",
+    )
+    .await;
 
     put_back(&redis, &key, &token_1);
     let c = client(&tokens, &redis.url(), CachePolicy::default());
@@ -450,7 +453,10 @@ async fn a_read_only_replica_keeps_the_breaker_open_with_backoff() {
     let member = client(&tokens, &replica.url(), short_lived());
     let until = Instant::now() + Duration::from_millis(2300);
     while Instant::now() < until {
-        member.token().await.expect("a read-only Redis fails no call");
+        member
+            .token()
+            .await
+            .expect("a read-only Redis fails no call");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
