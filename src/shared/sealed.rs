@@ -213,6 +213,28 @@ mod tests {
     }
 
     #[test]
+    fn bytes_sealed_under_one_key_open_under_that_key_only() {
+        let sealer = Sealer::new(b"client-secret", "token:{abc}:rejected");
+        let value = sealer.seal_bytes(&[7u8; 64]).unwrap();
+        assert_eq!(sealer.open_bytes(&value).unwrap().as_slice(), &[7u8; 64]);
+        assert!(Sealer::new(b"client-secret", "token:{abc}")
+            .open_bytes(&value)
+            .is_none());
+        // A token's value is not a list of fingerprints, nor the reverse, under another key.
+        assert!(Sealer::new(b"client-secret", "token:{abc}")
+            .open(&value)
+            .is_none());
+    }
+
+    #[test]
+    fn a_version_1_value_with_wall_clock_instants_does_not_open() {
+        let sealer = Sealer::new(b"client-secret", "token:abc");
+        let mut value = sealer.seal(&token()).unwrap();
+        value[3] = 1;
+        assert!(sealer.open(&value).is_none());
+    }
+
+    #[test]
     fn two_seals_of_one_token_differ() {
         let sealer = Sealer::new(b"client-secret", "token:abc");
         assert_ne!(sealer.seal(&token()), sealer.seal(&token()));

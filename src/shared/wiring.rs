@@ -44,11 +44,14 @@ impl FetchShape {
     }
 
     /// How long a process waits for others' fetches before fetching alone: what the cache's
-    /// fetch timeout leaves after a token request of its own, and at most two leases.
+    /// fetch timeout leaves after a token request of its own (but at least half of it, or a
+    /// fetch timeout shorter than the request timeout would leave no single flight at all),
+    /// and at most two leases.
     fn patience(self, policy: &CachePolicy) -> Duration {
         policy
             .fetch_timeout
             .saturating_sub(self.request_timeout.saturating_add(STORE_SLACK))
+            .max(policy.fetch_timeout / 2)
             .min(self.lease(policy).saturating_mul(2))
     }
 }
@@ -117,5 +120,39 @@ impl Fleet {
                 default_lifetime,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn shape(request_timeout: Duration, discovery: bool) -> FetchShape {
+        FetchShape {
+            request_timeout,
+            discovery,
+        }
+    }
+
+    #[test]
+    fn a_lease_outlasts_every_request_of_a_fetch_and_the_store_round_trips() {
+        let policy = CachePolicy::default(); // fetch timeout 30 s
+        assert_eq!(shape(S(10), false).lease(&policy), S(11));
+        // Two metadata locations and the token request, each up to 10 s; capped at 30 s.
+        assert_eq!(shape(S(10), true).lease(&policy), S(31));
+        assert_eq!(shape(S(5), true).lease(&policy), S(16));
+    }
+
+    #[test]
+    fn a_waiter_keeps_time_for_a_request_of_its_own_within_the_fetch_timeout() {
+        let policy = CachePolicy::default();
+        assert_eq!(shape(S(10), false).patience(&policy), S(19));
+        // Never more than two leases.
+        assert_eq!(shape(S(1), false).patience(&policy), S(4));
+        // A fetch timeout shorter than a request still leaves half of it to wait.
+        let short = CachePolicy::default().fetch_timeout(S(4));
+        assert_eq!(shape(S(10), false).patience(&short), S(2));
     }
 }

@@ -163,7 +163,8 @@ async fn a_corrupted_or_foreign_value_is_ignored_and_overwritten() {
     let (_, value) = dump(&redis).remove(0);
     assert!(value.starts_with(b"TO2\x02"), "the list was replaced");
 
-    // A client with another secret (same key: the key holds no secret) cannot read it.
+    // A client with another secret has an entry of its own: it neither reads this one nor
+    // waits on its lease.
     let other = ClientCredentials::builder()
         .token_url(tokens.url())
         .client_id("fleet-client")
