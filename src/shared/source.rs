@@ -14,6 +14,7 @@ use super::{SharedStore, Stored};
 use crate::error::BoxError;
 use crate::policy::CachePolicy;
 use crate::source::{TokenFuture, TokenSource};
+use crate::telemetry::Metrics;
 use crate::{AccessToken, Error};
 
 /// How often a process that lost the lease looks for the winner's token.
@@ -104,6 +105,7 @@ impl From<BoxError> for Failure {
 impl SharedSource {
     pub(crate) fn new(fetch: Arc<dyn TokenSource>, config: SharedConfig) -> Self {
         let rejected_key = format!("{}:rejected", config.key);
+        let breaker = Breaker::new(Metrics::new(&config.policy.name, &config.policy.labels));
         SharedSource {
             inner: Arc::new(Inner {
                 fetch,
@@ -117,7 +119,7 @@ impl SharedSource {
                 lease: config.lease,
                 patience: config.patience,
                 default_lifetime: config.default_lifetime,
-                breaker: Breaker::default(),
+                breaker,
                 rejections: Mutex::default(),
             }),
         }

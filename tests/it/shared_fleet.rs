@@ -448,6 +448,11 @@ async fn a_read_only_replica_keeps_the_breaker_open_with_backoff() {
         .with_writer(move || writer.clone())
         .finish();
     let _logging = tracing::subscriber::set_default(subscriber);
+    // This test's runtime is this thread: a local recorder sees all it reports.
+    #[cfg(feature = "metrics")]
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    #[cfg(feature = "metrics")]
+    let _metrics = metrics::set_default_local_recorder(&recorder);
 
     let tokens = support::issuing(1).await;
     let member = client(&tokens, &replica.url(), short_lived());
@@ -483,4 +488,19 @@ async fn a_read_only_replica_keeps_the_breaker_open_with_backoff() {
         (1..=2).contains(&failed) && logs.contains("failures=2"),
         "one warning per backoff step (1 s, 2 s): {shared:#?}"
     );
+    #[cfg(feature = "metrics")]
+    {
+        let gauge = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(key, ..)| key.key().name() == "tower_oauth2_shared_store_failures")
+            .map(|(.., value)| value);
+        assert_eq!(
+            gauge,
+            Some(metrics_util::debugging::DebugValue::Gauge(2.0.into())),
+            "operators see the store failing"
+        );
+    }
 }
