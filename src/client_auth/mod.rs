@@ -565,3 +565,28 @@ pub(crate) mod encoding {
         Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(joined.as_slice()))
     }
 }
+
+#[cfg(all(test, feature = "shared-cache"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_fingerprint_tells_every_credential_apart() {
+        let tls = |chain: &str, key: &str| ClientAuth::tls("pod", chain, key).key_fingerprint();
+        assert_eq!(tls("cert-a", "key-a"), tls("cert-a", "key-a"));
+        // A renewed certificate over the same key binds tokens to another thumbprint.
+        assert_ne!(tls("cert-a", "key-a"), tls("cert-b", "key-a"));
+        assert_ne!(tls("cert-a", "key-a"), tls("cert-a", "key-b"));
+
+        let basic = |secret: &str| ClientAuth::basic("pod", secret);
+        assert_eq!(basic("s1").key_fingerprint(), basic("s1").key_fingerprint());
+        assert_ne!(basic("s1").key_fingerprint(), basic("s2").key_fingerprint());
+        assert_ne!(
+            basic("s1").key_fingerprint(),
+            basic("s1")
+                .with_certificate("cert-a", "key-a")
+                .key_fingerprint(),
+            "certificate-bound tokens never share an entry with unbound ones"
+        );
+    }
+}
