@@ -173,6 +173,16 @@ impl Inner {
             // Another process is fetching: its token should appear before its lease expires,
             // and once the lease is gone (released, or expired with its holder), compete again.
             loop {
+                // Checked on every turn, also after removing a foreign lease, so that a squatter
+                // setting it again and again cannot keep this process from fetching.
+                if Instant::now() >= give_up_at {
+                    tracing::info!(
+                        target: "tower_oauth2::shared",
+                        waited = ?self.patience,
+                        "no token published while waiting for the lease; fetching alone"
+                    );
+                    return self.fetch_and_publish_now().await;
+                }
                 match self.store.get(&self.lease_key).await? {
                     None => break,
                     Some(lease) if self.foreign(&lease) => {
@@ -187,14 +197,6 @@ impl Inner {
                         break;
                     }
                     Some(_) => {}
-                }
-                if Instant::now() >= give_up_at {
-                    tracing::info!(
-                        target: "tower_oauth2::shared",
-                        waited = ?self.patience,
-                        "no token published while waiting for the lease; fetching alone"
-                    );
-                    return self.fetch_and_publish_now().await;
                 }
                 futures_timer::Delay::new(POLL_EVERY).await;
                 if let Some(token) = self.adoptable().await? {
