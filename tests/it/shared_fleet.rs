@@ -504,3 +504,69 @@ async fn a_read_only_replica_keeps_the_breaker_open_with_backoff() {
         );
     }
 }
+
+/// Memory pressure: a Redis at its `maxmemory`, filled with other keys, either refusing writes
+/// (`noeviction`: `OOM` errors) or evicting (`allkeys-lru`: our entries may go at any time).
+/// No call fails, and token requests stay within what each process would make alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_fails_no_call_and_keeps_token_requests_bounded() {
+    for policy in ["noeviction", "allkeys-lru"] {
+        let redis = redis_server();
+        let mut connection = connect(&redis);
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut connection)
+            .unwrap();
+        let used: u64 = info
+            .lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|value| value.trim().parse().ok())
+            .expect("INFO memory has used_memory");
+        for (name, value) in [
+            ("maxmemory", (used + 256 * 1024).to_string()),
+            ("maxmemory-policy", policy.to_owned()),
+        ] {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query(&mut connection)
+                .unwrap();
+        }
+        // Other keys, past the limit: refused (noeviction) or evicting each other.
+        let filler = vec![b'x'; 4096];
+        let refused = (0..200).any(|n| {
+            redis::cmd("SET")
+                .arg(format!("other:{n}"))
+                .arg(&filler)
+                .query::<()>(&mut connection)
+                .is_err()
+        });
+        assert_eq!(
+            refused,
+            policy == "noeviction",
+            "{policy}: full as intended"
+        );
+
+        let tokens = support::issuing(1).await;
+        let fleet: Vec<_> = (0..4)
+            .map(|_| client(&tokens, &redis.url(), short_lived()))
+            .collect();
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            for member in &fleet {
+                member
+                    .token()
+                    .await
+                    .unwrap_or_else(|error| panic!("{policy}: a call failed: {error}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Alone, each process fetches 1 s tokens at half-life: about 3 times in 1.5 s.
+        let requests = tokens.requests();
+        assert!(
+            requests <= 4 * 4,
+            "{policy}: {requests} token requests for 4 processes over 1.5 s of 1 s tokens"
+        );
+    }
+}
