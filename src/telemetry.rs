@@ -13,6 +13,7 @@
 //! | `tower_oauth2_token_invalidations_total` | counter | tokens dropped because a server rejected them |
 //! | `tower_oauth2_consecutive_failures` | gauge | failed fetches in a row (0: healthy; above: backing off) |
 //! | `tower_oauth2_shared_store_errors_total` | counter, `cause` = `certificate`, `tls`, `auth`, `timeout`, `other`; no `client` label | failed operations on a [`RedisStore`](crate::shared::RedisStore) |
+//! | `tower_oauth2_shared_store_failures` | gauge | failures of the shared store in a row (0: healthy; above: fetching alone, backing off) |
 
 use std::time::Duration;
 
@@ -93,6 +94,14 @@ impl Metrics {
         let _ = failures;
         #[cfg(feature = "metrics")]
         metrics::gauge!("tower_oauth2_consecutive_failures", self.labels())
+            .set(f64::from(failures));
+    }
+
+    /// The shared store failed `failures` times in a row (0: it works again).
+    pub(crate) fn store_failures(&self, failures: u32) {
+        let _ = failures;
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("tower_oauth2_shared_store_failures", self.labels())
             .set(f64::from(failures));
     }
 }

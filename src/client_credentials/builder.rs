@@ -331,8 +331,10 @@ impl ClientCredentialsBuilder {
     ///
     /// Tokens are stored encrypted with a key derived from the client secret (so only
     /// instances holding the secret can read them) or from
-    /// [`shared_cache_key`](Self::shared_cache_key). When the store fails, the process fetches
-    /// alone and tries the store again after a backoff. See the README for the details.
+    /// [`shared_cache_key`](Self::shared_cache_key), under an entry per key material:
+    /// instances with different secrets, private keys or TLS client certificates share
+    /// nothing. When the store fails, the process fetches alone and tries the store again
+    /// after a backoff. See the README for the details.
     #[cfg(feature = "shared-cache")]
     pub fn shared_cache(mut self, store: impl crate::shared::SharedStore) -> Self {
         self.shared_store = Some(Arc::new(store));
@@ -340,8 +342,8 @@ impl ClientCredentialsBuilder {
     }
 
     /// Derive the key that encrypts shared tokens from `key` (at least 32 random bytes)
-    /// instead of the client secret: for clients without a secret, or to keep reading shared
-    /// tokens across a secret rotation.
+    /// instead of the client secret (or private key). The entry stays per key material: this
+    /// key decides who can read it, not which instances share it.
     #[cfg(feature = "shared-cache")]
     pub fn shared_cache_key(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.shared_key = Some(Zeroizing::new(key.into()));

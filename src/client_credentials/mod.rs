@@ -79,7 +79,10 @@ impl Caching {
                 endpoint.clone(),
                 identity,
                 &self.policy,
-                endpoint.transport.timeout,
+                crate::shared::FetchShape {
+                    request_timeout: endpoint.transport.timeout,
+                    discovery: endpoint.discovery.is_some(),
+                },
                 endpoint.default_lifetime,
             )?;
             return Ok(TokenCache::with_policy(shared, self.policy.clone()));

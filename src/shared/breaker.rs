@@ -1,16 +1,21 @@
 //! A circuit breaker for the shared store: after a failure, the store is left alone for a
 //! backoff step (1 s doubling to 60 s), so a dead store costs one timeout per step instead of
-//! one per fetch; the first success after that closes it again.
+//! one per fetch; a write that goes through, or a token adopted, closes it again (a read alone
+//! does not: a read-only store would open and close it on every fetch). Its state is the
+//! `tower_oauth2_shared_store_failures` gauge (feature `metrics`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::telemetry::Metrics;
+
 const FIRST_STEP: Duration = Duration::from_secs(1);
 const LAST_STEP: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Breaker {
     state: Mutex<State>,
+    metrics: Metrics,
 }
 
 #[derive(Debug, Default)]
@@ -20,6 +25,14 @@ struct State {
 }
 
 impl Breaker {
+    /// A closed breaker, reporting with `metrics`' labels.
+    pub(super) fn new(metrics: Metrics) -> Self {
+        Breaker {
+            state: Mutex::default(),
+            metrics,
+        }
+    }
+
     /// Whether the store may be used now.
     pub(super) fn closed(&self) -> bool {
         self.lock()
@@ -35,6 +48,7 @@ impl Breaker {
             .saturating_mul(1 << state.failures.saturating_sub(1).min(6))
             .min(LAST_STEP);
         state.open_until = Instant::now().checked_add(step);
+        self.metrics.store_failures(state.failures);
         tracing::warn!(
             target: "tower_oauth2::shared",
             failures = state.failures,
@@ -49,6 +63,7 @@ impl Breaker {
         let mut state = self.lock();
         if state.failures > 0 {
             tracing::info!(target: "tower_oauth2::shared", "shared token store is back");
+            self.metrics.store_failures(0);
         }
         *state = State::default();
     }

@@ -5,17 +5,30 @@
 //! refresh ahead, expiry, a rejected token) does it look at the [`SharedStore`]:
 //!
 //! 1. A token there that is still fresh by this process's [`CachePolicy`](crate::cache::CachePolicy)
-//!    (judged on its whole lifetime, not what is left of it) is adopted.
-//! 2. Otherwise the process takes a short *lease* (set-if-absent with an expiry), fetches,
-//!    publishes the token with an expiry at its own, and releases the lease (delete-if-mine).
-//! 3. A process that loses the lease polls for the winner's token, at most for the lease time,
-//!    then fetches alone.
+//!    (judged on its whole lifetime, not what is left of it) is adopted. What is left is what
+//!    the store says ([`Stored::expires_in`]), never more than the lifetime the token was
+//!    published with: the store's clock is the only one the fleet shares.
+//! 2. Otherwise the process takes a *lease* (set-if-absent with an expiry longer than its
+//!    whole fetch can take, discovery included), fetches, publishes the token with an expiry
+//!    at its own, and releases the lease (delete-if-mine).
+//! 3. A process that loses the lease polls for the winner's token; when the lease is gone
+//!    without one, it competes again. Only past what its fetch timeout leaves for a fetch of
+//!    its own does it fetch alone (and publish). A lease without expiry, or with a longer one
+//!    than any fetch, is foreign: removed and competed for.
+//!
+//! An entry's key digests what decides the token and a fingerprint of the key material
+//! (secret, private key, TLS client certificate): instances with different keys never share
+//! an entry, nor a certificate-bound token. Its lease (`…:lease`) and rejected list
+//! (`…:rejected`) share its Redis hash tag (`token:{digest}`), so one cluster slot holds them.
 //!
 //! Values are sealed (`sealed`): AES-256-GCM under a key derived from the client secret (or
-//! one the user gives), bound to the entry's key, so the store never holds a bearer token or a
+//! one the user gives), bound to the value's key, so the store never holds a bearer token or a
 //! secret in the clear. A value that does not open (corrupt, foreign, another secret) is
-//! ignored and overwritten. The store failing never fails a call (`breaker`): the process
-//! fetches alone, and tries the store again after a backoff.
+//! ignored and overwritten. A rejected token is deleted at once and its fingerprint shared
+//! (the last 16, sealed), so that an old value put back is adopted by nobody. The store
+//! failing never fails a call (`breaker`): the process fetches alone, and tries the store
+//! again after a backoff; only a write or an adoption closes the breaker again, so a
+//! read-only store keeps it open.
 
 mod breaker;
 #[cfg(feature = "redis")]
@@ -34,7 +47,7 @@ use crate::error::BoxError;
 pub use self::redis::RedisStore;
 pub(crate) use sealed::key_digest;
 pub(crate) use source::{SharedConfig, SharedSource};
-pub(crate) use wiring::{Fleet, Identity};
+pub(crate) use wiring::{FetchShape, Fleet, Identity};
 
 /// The longest value the crate stores or reads back; a store reads no more than this (a
 /// sealed token is a few hundred bytes to a few kilobytes).
@@ -87,38 +100,62 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> +
 /// ```
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use tower_oauth2::shared::{SharedStore, StoreFuture, Stored};
 ///
 /// /// One process's store: useless across a fleet, but shows the contract.
 /// #[derive(Default)]
-/// struct InMemory(Mutex<HashMap<String, Vec<u8>>>);
+/// struct InMemory(Mutex<HashMap<String, (Vec<u8>, Instant)>>);
+///
+/// impl InMemory {
+///     /// The live entries: expired ones are gone, as in Redis.
+///     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, Instant)>> {
+///         let mut map = self.0.lock().unwrap();
+///         let now = Instant::now();
+///         map.retain(|_, (_, until)| *until > now);
+///         map
+///     }
+/// }
 ///
 /// impl SharedStore for InMemory {
 ///     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Stored>> {
-///         // No expiry kept here, so none to report: the token's own lifetime decides.
-///         Box::pin(async move { Ok(self.0.lock().unwrap().get(key).cloned().map(Stored::without_expiry)) })
-///     }
-///     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], _ttl: Duration) -> StoreFuture<'a, ()> {
-///         Box::pin(async move { Ok(drop(self.0.lock().unwrap().insert(key.into(), value.into()))) })
-///     }
-///     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], _ttl: Duration) -> StoreFuture<'a, bool> {
 ///         Box::pin(async move {
-///             let mut map = self.0.lock().unwrap();
-///             Ok(!map.contains_key(key) && map.insert(key.into(), value.into()).is_none())
+///             let map = self.live();
+///             // With the time left by this store's clock: the fleet's only clock.
+///             Ok(map.get(key).map(|(value, until)| {
+///                 Stored::new(value.clone(), Some(until.saturating_duration_since(Instant::now())))
+///             }))
+///         })
+///     }
+///     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> StoreFuture<'a, ()> {
+///         Box::pin(async move {
+///             self.live().insert(key.into(), (value.into(), Instant::now() + ttl));
+///             Ok(())
+///         })
+///     }
+///     fn set_if_absent<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> StoreFuture<'a, bool> {
+///         Box::pin(async move {
+///             let mut map = self.live();
+///             if map.contains_key(key) {
+///                 return Ok(false);
+///             }
+///             map.insert(key.into(), (value.into(), Instant::now() + ttl));
+///             Ok(true)
 ///         })
 ///     }
 ///     fn delete_if<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> StoreFuture<'a, bool> {
 ///         Box::pin(async move {
-///             let mut map = self.0.lock().unwrap();
-///             let holds = map.get(key).is_some_and(|value| value == expected);
+///             let mut map = self.live();
+///             let holds = map.get(key).is_some_and(|(value, _)| value == expected);
 ///             Ok(holds && map.remove(key).is_some())
 ///         })
 ///     }
 /// }
 /// ```
 pub trait SharedStore: Send + Sync + 'static {
-    /// The value under `key`, if there is one, with the time the store will keep it.
+    /// The value under `key`, if there is one, with the time the store will keep it: by the
+    /// store's own clock, the one every instance reads. A value reported without expiry is
+    /// never adopted as a token, and a lease without expiry is taken for a squatter's.
     ///
     /// A value the store will not hand over whole (of another type, or longer than
     /// [`MAX_VALUE_BYTES`]) is returned as an empty value: it is treated as foreign and replaced.

@@ -1,14 +1,19 @@
 //! What goes into the shared store, and how it is sealed.
 //!
-//! A value is `TO2` + format version (1 byte) + a random 96-bit nonce + AES-256-GCM of a small
-//! JSON document (the token, its scope, when it was issued and when it expires, in
-//! Unix milliseconds, so that every machine can read them). The entry's key is the associated
-//! data: a value copied under another key does not open. The AES key is derived with
-//! HKDF-SHA256 from the client secret (or a key the user gives) and the entry's key.
+//! A value is `TO2` + format version (1 byte) + a random 96-bit nonce + AES-256-GCM of the
+//! plaintext: for a token, a small JSON document (the token, its scope, and its lifetime as
+//! published, in milliseconds); for an entry's rejected list, the fingerprints of the tokens
+//! the fleet saw rejected. The value's key is the associated data: a value copied under
+//! another key does not open. The AES key is derived with HKDF-SHA256 from the client secret
+//! (or a key the user gives) and the entry's key.
+//!
+//! No wall-clock time is sealed: how long a token has left is what the store says
+//! ([`Stored::expires_in`](super::Stored::expires_in), Redis's `PTTL`), the one clock the
+//! fleet shares; a publisher or reader whose clock is off cannot stretch a token's life.
 //!
 //! The crypto comes from the library rustls already uses in this build (see `crate::crypto`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
@@ -16,7 +21,8 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::crypto::{fill_random, sha256, Aes256Gcm, NONCE_LEN};
 use crate::AccessToken;
 
-const MAGIC: &[u8; 4] = b"TO2\x01";
+/// Version 2: the lifetime as a duration (version 1 carried wall-clock instants).
+const MAGIC: &[u8; 4] = b"TO2\x02";
 const SALT: &[u8] = b"tower-oauth2 shared cache v1";
 
 /// A token as the fleet shares it.
@@ -26,17 +32,15 @@ pub(super) struct SharedToken {
     pub(super) secret: String,
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     pub(super) scope: Option<String>,
-    /// Unix milliseconds.
-    #[serde(rename = "i")]
-    pub(super) issued_at: u64,
-    #[serde(rename = "e")]
-    pub(super) expires_at: u64,
+    /// Its lifetime when it was published, in milliseconds: with what the store says is
+    /// left, how old it is.
+    #[serde(rename = "l")]
+    lifetime_ms: u64,
 }
 
 impl SharedToken {
-    /// `token`, fetched just now.
+    /// `token`, fetched just now: its lifetime is what it has left.
     pub(super) fn issued_now(token: &AccessToken, default_lifetime: Duration) -> Self {
-        let now = unix_millis(SystemTime::now());
         let lifetime = token
             .expires_at()
             .map(|at| at.saturating_duration_since(crate::token::now()))
@@ -44,32 +48,18 @@ impl SharedToken {
         SharedToken {
             secret: token.secret().to_owned(),
             scope: token.scope().map(str::to_owned),
-            issued_at: now,
-            expires_at: now.saturating_add(millis(lifetime)),
+            lifetime_ms: millis(lifetime),
         }
     }
 
-    /// Its whole lifetime, as issued.
+    /// Its whole lifetime, as published.
     pub(super) fn lifetime(&self) -> Duration {
-        Duration::from_millis(self.expires_at.saturating_sub(self.issued_at))
+        Duration::from_millis(self.lifetime_ms)
     }
 
-    /// How long ago it was issued (zero if in the future: clocks across a fleet differ).
-    pub(super) fn age(&self) -> Duration {
-        Duration::from_millis(unix_millis(SystemTime::now()).saturating_sub(self.issued_at))
-    }
-
-    /// How long it has left.
-    pub(super) fn remaining(&self) -> Duration {
-        Duration::from_millis(
-            self.expires_at
-                .saturating_sub(unix_millis(SystemTime::now())),
-        )
-    }
-
-    /// As a token for this process, expiring when it does.
-    pub(super) fn to_access_token(&self) -> AccessToken {
-        let mut token = AccessToken::new(self.secret.as_str()).with_lifetime(self.remaining());
+    /// As a token for this process, living `remaining` more.
+    pub(super) fn to_access_token(&self, remaining: Duration) -> AccessToken {
+        let mut token = AccessToken::new(self.secret.as_str()).with_lifetime(remaining);
         if let Some(scope) = &self.scope {
             token = token.with_scope(scope.clone());
         }
@@ -99,30 +89,45 @@ impl Sealer {
     }
 
     pub(super) fn seal(&self, token: &SharedToken) -> Option<Vec<u8>> {
+        let plain = Zeroizing::new(serde_json::to_vec(token).ok()?);
+        self.seal_bytes(&plain)
+    }
+
+    /// `plain`, sealed.
+    pub(super) fn seal_bytes(&self, plain: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
         if !fill_random(&mut nonce) {
             return None;
         }
-        let mut plain = Zeroizing::new(serde_json::to_vec(token).ok()?);
-        let tag = self.key.seal(nonce, &self.aad, plain.as_mut_slice())?;
-        let mut value = Vec::with_capacity(MAGIC.len() + NONCE_LEN + plain.len() + tag.len());
+        let mut sealed = Zeroizing::new(plain.to_vec());
+        let tag = self.key.seal(nonce, &self.aad, sealed.as_mut_slice())?;
+        let mut value = Vec::with_capacity(MAGIC.len() + NONCE_LEN + sealed.len() + tag.len());
         value.extend_from_slice(MAGIC);
         value.extend_from_slice(&nonce);
-        value.extend_from_slice(&plain);
+        value.extend_from_slice(&sealed);
         value.extend_from_slice(&tag);
         Some(value)
     }
 
     /// The token in `value`, or `None` if it is not one of ours under this key and secret.
     pub(super) fn open(&self, value: &[u8]) -> Option<SharedToken> {
+        serde_json::from_slice(&self.open_bytes(value)?).ok()
+    }
+
+    /// What `value` seals, or `None` if it is not one of ours under this key and secret.
+    pub(super) fn open_bytes(&self, value: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         let rest = value.strip_prefix(MAGIC.as_slice())?;
         if rest.len() < NONCE_LEN {
             return None;
         }
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let mut buffer = Zeroizing::new(sealed.to_vec());
-        let plain = self.key.open(nonce, &self.aad, buffer.as_mut_slice())?;
-        serde_json::from_slice(plain).ok()
+        let len = self
+            .key
+            .open(nonce, &self.aad, buffer.as_mut_slice())?
+            .len();
+        buffer.truncate(len);
+        Some(buffer)
     }
 }
 
@@ -158,10 +163,6 @@ pub(super) fn random_tag() -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn unix_millis(at: SystemTime) -> u64 {
-    millis(at.duration_since(UNIX_EPOCH).unwrap_or_default())
-}
-
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -174,8 +175,7 @@ mod tests {
         SharedToken {
             secret: "the-token".into(),
             scope: Some("read".into()),
-            issued_at: 1_000,
-            expires_at: 61_000,
+            lifetime_ms: 60_000,
         }
     }
 
@@ -210,6 +210,28 @@ mod tests {
         for len in 0..value.len() {
             assert!(sealer.open(&value[..len]).is_none(), "{len} bytes");
         }
+    }
+
+    #[test]
+    fn bytes_sealed_under_one_key_open_under_that_key_only() {
+        let sealer = Sealer::new(b"client-secret", "token:{abc}:rejected");
+        let value = sealer.seal_bytes(&[7u8; 64]).unwrap();
+        assert_eq!(sealer.open_bytes(&value).unwrap().as_slice(), &[7u8; 64]);
+        assert!(Sealer::new(b"client-secret", "token:{abc}")
+            .open_bytes(&value)
+            .is_none());
+        // A token's value is not a list of fingerprints, nor the reverse, under another key.
+        assert!(Sealer::new(b"client-secret", "token:{abc}")
+            .open(&value)
+            .is_none());
+    }
+
+    #[test]
+    fn a_version_1_value_with_wall_clock_instants_does_not_open() {
+        let sealer = Sealer::new(b"client-secret", "token:abc");
+        let mut value = sealer.seal(&token()).unwrap();
+        value[3] = 1;
+        assert!(sealer.open(&value).is_none());
     }
 
     #[test]

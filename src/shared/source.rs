@@ -1,5 +1,10 @@
 //! [`SharedSource`]: the fetch of one process, going through the fleet's shared store first.
+//!
+//! The entry `token:{d}` holds the sealed token, `token:{d}:lease` the lease, and
+//! `token:{d}:rejected` the fingerprints of tokens the fleet saw rejected; `{d}` is a Redis
+//! hash tag, so all three live in one cluster slot.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,38 +14,78 @@ use super::{SharedStore, Stored};
 use crate::error::BoxError;
 use crate::policy::CachePolicy;
 use crate::source::{TokenFuture, TokenSource};
+use crate::telemetry::Metrics;
 use crate::{AccessToken, Error};
 
 /// How often a process that lost the lease looks for the winner's token.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
+/// How many rejected tokens are remembered, by each process and in the store: enough for
+/// every token a replay could plausibly bring back, small enough to read on each adoption.
+const REJECTED_KEPT: usize = 16;
+
+/// The least time the store remembers a rejected token: a replayed token older than its own
+/// lifetime is expired at the endpoint anyway, but the list also outlives short tokens.
+const REJECTED_FOR: Duration = Duration::from_secs(3600);
+
 /// Everything a [`SharedSource`] needs besides the fetch it wraps.
 pub(crate) struct SharedConfig {
     pub(crate) store: Arc<dyn SharedStore>,
-    /// The entry's key: the store's prefix and a digest of what determines the token.
+    /// The entry's key: `token:{digest}`, the digest of what determines the token (and the
+    /// key material it is bound to), as a hash tag.
     pub(crate) key: String,
     /// What the sealing key is derived from: the client secret, or a key the user gave.
     pub(crate) key_material: zeroize::Zeroizing<Vec<u8>>,
     pub(crate) policy: CachePolicy,
-    /// How long a lease lasts, and so the longest a process waits for another's fetch.
+    /// How long a lease lasts: longer than the holder's whole fetch can take.
     pub(crate) lease: Duration,
+    /// How long to wait for others' fetches before fetching alone (and publishing).
+    pub(crate) patience: Duration,
     pub(crate) default_lifetime: Duration,
 }
 
 /// Wraps the process's own fetch (`fetch`): adopt the fleet's token if it is fresh, otherwise
 /// fetch under a lease and publish, or wait for whoever holds the lease.
 pub(crate) struct SharedSource {
+    inner: Arc<Inner>,
+}
+
+/// The state a spawned task settling rejections shares with the source.
+struct Inner {
     fetch: Arc<dyn TokenSource>,
     store: Arc<dyn SharedStore>,
     key: String,
     lease_key: String,
+    rejected_key: String,
     sealer: Sealer,
+    rejected_sealer: Sealer,
     policy: CachePolicy,
     lease: Duration,
+    patience: Duration,
     default_lifetime: Duration,
     breaker: Breaker,
-    /// The token a server last rejected, so that it is neither adopted nor kept in the store.
-    rejected: Mutex<Option<[u8; 32]>>,
+    rejections: Mutex<Rejections>,
+}
+
+/// Tokens a server rejected, so that none is adopted again.
+#[derive(Default)]
+struct Rejections {
+    /// The last [`REJECTED_KEPT`] fingerprints, from this process and the store, oldest first.
+    known: VecDeque<[u8; 32]>,
+    /// Rejections this process has not yet shared through the store, with how long the token
+    /// had left (how long it must be remembered at least).
+    unshared: Vec<([u8; 32], Duration)>,
+}
+
+impl Rejections {
+    fn remember(&mut self, fingerprint: [u8; 32]) {
+        if !self.known.contains(&fingerprint) {
+            if self.known.len() == REJECTED_KEPT {
+                self.known.pop_front();
+            }
+            self.known.push_back(fingerprint);
+        }
+    }
 }
 
 /// Where a shared fetch went wrong.
@@ -59,26 +104,38 @@ impl From<BoxError> for Failure {
 
 impl SharedSource {
     pub(crate) fn new(fetch: Arc<dyn TokenSource>, config: SharedConfig) -> Self {
+        let rejected_key = format!("{}:rejected", config.key);
+        let breaker = Breaker::new(Metrics::new(&config.policy.name, &config.policy.labels));
         SharedSource {
-            fetch,
-            sealer: Sealer::new(&config.key_material, &config.key),
-            lease_key: format!("{}:lease", config.key),
-            key: config.key,
-            store: config.store,
-            policy: config.policy,
-            lease: config.lease,
-            default_lifetime: config.default_lifetime,
-            breaker: Breaker::default(),
-            rejected: Mutex::new(None),
+            inner: Arc::new(Inner {
+                fetch,
+                sealer: Sealer::new(&config.key_material, &config.key),
+                rejected_sealer: Sealer::new(&config.key_material, &rejected_key),
+                lease_key: format!("{}:lease", config.key),
+                rejected_key,
+                key: config.key,
+                store: config.store,
+                policy: config.policy,
+                lease: config.lease,
+                patience: config.patience,
+                default_lifetime: config.default_lifetime,
+                breaker,
+                rejections: Mutex::default(),
+            }),
         }
     }
+}
 
+/// Whether the store can be used on this thread: it needs tokio's IO and timers. Without them
+/// the fetch itself says what is missing (`ErrorKind::Runtime`), which is no failure of the
+/// store.
+fn store_usable() -> bool {
+    crate::clock::Runtime::current().is_some_and(|runtime| runtime.timers() != Some(false))
+}
+
+impl Inner {
     async fn token(&self) -> Result<AccessToken, Error> {
-        // The store needs tokio's IO and timers; without them the fetch itself says what is
-        // missing (`ErrorKind::Runtime`), which is no failure of the store.
-        let usable =
-            crate::clock::Runtime::current().is_some_and(|runtime| runtime.timers() != Some(false));
-        if !usable || !self.breaker.closed() {
+        if !store_usable() || !self.breaker.closed() {
             return self.fetch.token().await;
         }
         match self.through_store().await {
@@ -92,7 +149,13 @@ impl SharedSource {
     }
 
     async fn through_store(&self) -> Result<AccessToken, Failure> {
-        let waiting_since = Instant::now();
+        // Rejections not yet shared (their spawned task did not run, or failed) first, so that
+        // no process adopts them meanwhile.
+        self.settle_rejections().await?;
+        // The lease outlasts any one fetch, so a wait longer than that means holders keep
+        // failing or dying; and past our patience, our own fetch would not end within the
+        // cache's fetch timeout: fetch alone rather than wait on.
+        let give_up_at = Instant::now() + self.patience;
         loop {
             if let Some(token) = self.adoptable().await? {
                 return Ok(token);
@@ -103,75 +166,115 @@ impl SharedSource {
                 .set_if_absent(&self.lease_key, owner.as_bytes(), self.lease)
                 .await?
             {
+                // A write went through: the store is usable again.
+                self.breaker.reset();
                 return self.fetch_and_publish(&owner).await;
             }
-            // Another process is fetching: its token should appear within the lease.
+            // Another process is fetching: its token should appear before its lease expires,
+            // and once the lease is gone (released, or expired with its holder), compete again.
             loop {
-                if waiting_since.elapsed() >= self.lease {
+                // Checked on every turn, also after removing a foreign lease, so that a squatter
+                // setting it again and again cannot keep this process from fetching.
+                if Instant::now() >= give_up_at {
                     tracing::info!(
                         target: "tower_oauth2::shared",
-                        "no token published within the lease; fetching alone"
+                        waited = ?self.patience,
+                        "no token published while waiting for the lease; fetching alone"
                     );
-                    return self.fetch.token().await.map_err(Failure::Fetch);
+                    return self.fetch_and_publish_now().await;
+                }
+                match self.store.get(&self.lease_key).await? {
+                    None => break,
+                    Some(lease) if self.foreign(&lease) => {
+                        tracing::warn!(
+                            target: "tower_oauth2::shared",
+                            expires_in = ?lease.expires_in,
+                            lease = ?self.lease,
+                            "the shared lease has no expiry or outlives any fetch (not set by \
+                             this crate); removing it"
+                        );
+                        self.store.delete_if(&self.lease_key, &lease.value).await?;
+                        break;
+                    }
+                    Some(_) => {}
                 }
                 futures_timer::Delay::new(POLL_EVERY).await;
                 if let Some(token) = self.adoptable().await? {
                     return Ok(token);
                 }
-                if self.store.get(&self.lease_key).await?.is_none() {
-                    // Released without a usable token (its fetch failed): take a turn.
-                    break;
-                }
             }
         }
+    }
+
+    /// Whether a lease was set by someone else than a process of this fleet: without expiry,
+    /// or expiring later than any lease this process would take (leases only run down).
+    fn foreign(&self, lease: &Stored) -> bool {
+        lease.expires_in.is_none_or(|left| left > self.lease)
     }
 
     /// The shared token, if it is one of ours, not rejected, and fresh by our policy. A rejected
     /// one is removed (only if it is still there).
     async fn adoptable(&self) -> Result<Option<AccessToken>, Failure> {
-        let value = self.store.get(&self.key).await?;
-        // It answers; a later failure (publishing, say) trips the breaker again.
-        self.breaker.reset();
-        let Some(Stored { value, .. }) = value else {
+        let asked_at = Instant::now();
+        let Some(stored) = self.store.get(&self.key).await? else {
             return Ok(None);
         };
-        let Some(shared) = self.sealer.open(&value) else {
+        let Some(shared) = self.sealer.open(&stored.value) else {
             tracing::debug!(
                 target: "tower_oauth2::shared",
                 "the shared entry is not a token of this client; it will be replaced"
             );
             return Ok(None);
         };
-        let rejected = *self.rejected.lock().unwrap_or_else(|p| p.into_inner());
-        if rejected == Some(fingerprint(&shared.secret)) {
-            self.store.delete_if(&self.key, &value).await?;
+        // The store's clock is the only one the fleet shares: what it says is left, less the
+        // time its answer took to arrive, and never more than the token was published with.
+        let Some(store_left) = stored.expires_in else {
+            tracing::debug!(
+                target: "tower_oauth2::shared",
+                "the shared entry has no expiry; it will be replaced"
+            );
+            return Ok(None);
+        };
+        let lifetime = shared.lifetime();
+        let remaining = store_left.min(lifetime).saturating_sub(asked_at.elapsed());
+        let rejected = fingerprint(&shared.secret);
+        if self.is_rejected(&rejected) {
+            self.store.delete_if(&self.key, &stored.value).await?;
             return Ok(None);
         }
-        if !self.fresh(&shared) {
+        if !self.fresh(lifetime, remaining) {
             return Ok(None);
         }
+        // Another process may have seen it rejected (and a Redis writer put it back).
+        self.learn_fleet_rejections().await?;
+        if self.is_rejected(&rejected) {
+            self.store.delete_if(&self.key, &stored.value).await?;
+            return Ok(None);
+        }
+        self.breaker.reset();
         tracing::debug!(
             target: "tower_oauth2::shared",
-            remaining = ?shared.remaining(),
+            ?remaining,
             "adopted the fleet's token"
         );
-        Ok(Some(shared.to_access_token()))
+        Ok(Some(shared.to_access_token(remaining)))
     }
 
-    /// Whether no process would refresh `shared` yet, had it fetched it: judged on its whole
-    /// lifetime, with the earliest refresh point jitter allows. (With the lifetime that is left,
-    /// a process refreshing a token would find the same token fresh again, and keep it.)
+    /// Whether no process would refresh a token of `lifetime` with `remaining` left yet, had it
+    /// fetched it: judged on its whole lifetime, with the earliest refresh point jitter allows.
+    /// (With the lifetime that is left, a process refreshing a token would find the same token
+    /// fresh again, and keep it.)
     ///
-    /// A token is due a little early (2 % of its lifetime): its `issued_at` was stamped after
-    /// the fetch, and this process's refresh may fire a few milliseconds early on the coarse
+    /// A token is due a little early (2 % of its lifetime): its store expiry was set after the
+    /// fetch, and this process's refresh may fire a few milliseconds early on the coarse
     /// clock. And a token with less left than the policy's
     /// [`min_lifetime`](CachePolicy::min_lifetime) is not adopted: the cache would use it for
     /// that floor, past its expiry.
-    fn fresh(&self, shared: &SharedToken) -> bool {
-        let lifetime = shared.lifetime();
+    fn fresh(&self, lifetime: Duration, remaining: Duration) -> bool {
+        let age = lifetime.saturating_sub(remaining);
         let slack = lifetime / 50;
-        shared.age().saturating_add(slack) < self.policy.earliest_refresh(lifetime)
-            && shared.remaining() >= self.policy.min_lifetime.max(Duration::from_millis(1))
+        age.saturating_add(slack) < self.policy.earliest_refresh(lifetime)
+            && remaining >= self.policy.min_lifetime.max(Duration::from_millis(1))
     }
 
     async fn fetch_and_publish(&self, owner: &str) -> Result<AccessToken, Failure> {
@@ -195,31 +298,133 @@ impl SharedSource {
         let fetched = self.fetch.token().await;
         let token = fetched.map_err(Failure::Fetch)?;
         // The token is good whatever the store does; its failure only opens the breaker.
-        if let Err(error) = self.publish(&token).await {
-            self.breaker.trip(&error);
+        match self.publish(&token).await {
+            Ok(()) => self.breaker.reset(),
+            Err(error) => self.breaker.trip(&error),
         }
         Ok(token)
     }
 
+    /// Store `token` for the fleet, to expire when it does: its lifetime, from now.
     async fn publish(&self, token: &AccessToken) -> Result<(), BoxError> {
         let shared = SharedToken::issued_now(token, self.default_lifetime);
         let Some(value) = self.sealer.seal(&shared) else {
             return Err("could not encrypt the token for the shared store".into());
         };
-        let ttl = shared.remaining().max(Duration::from_millis(1));
+        let ttl = shared.lifetime().max(Duration::from_millis(1));
         self.store.set(&self.key, &value, ttl).await
+    }
+
+    fn rejections(&self) -> std::sync::MutexGuard<'_, Rejections> {
+        self.rejections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn is_rejected(&self, fingerprint: &[u8; 32]) -> bool {
+        self.rejections().known.contains(fingerprint)
+    }
+
+    /// `token` was rejected: never adopt it again, and tell the fleet.
+    fn reject(&self, token: &AccessToken) {
+        let rejected = fingerprint(token.secret());
+        let left = token.expires_at().map_or(self.default_lifetime, |at| {
+            at.saturating_duration_since(crate::token::now())
+        });
+        let mut rejections = self.rejections();
+        rejections.remember(rejected);
+        rejections.unshared.push((rejected, left));
+    }
+
+    /// The fleet's rejected list, merged into ours; the sealed list and the time the store
+    /// keeps it.
+    async fn learn_fleet_rejections(&self) -> Result<(Vec<[u8; 32]>, Option<Duration>), BoxError> {
+        let stored = self.store.get(&self.rejected_key).await?;
+        let Some(stored) = stored else {
+            return Ok((Vec::new(), None));
+        };
+        let Some(plain) = self.rejected_sealer.open_bytes(&stored.value) else {
+            // Not ours (or another secret's): replaced at the next rejection.
+            return Ok((Vec::new(), None));
+        };
+        let listed: Vec<[u8; 32]> = plain
+            .chunks_exact(32)
+            .filter_map(|chunk| chunk.try_into().ok())
+            .collect();
+        let mut rejections = self.rejections();
+        for fingerprint in &listed {
+            rejections.remember(*fingerprint);
+        }
+        Ok((listed, stored.expires_in))
+    }
+
+    /// Share this process's rejections through the store, and delete the entry if it holds a
+    /// rejected token. Idempotent; what fails stays to be shared at the next fetch.
+    async fn settle_rejections(&self) -> Result<(), BoxError> {
+        let unshared = std::mem::take(&mut self.rejections().unshared);
+        if unshared.is_empty() {
+            return Ok(());
+        }
+        let settled = self.share_rejections(&unshared).await;
+        if settled.is_err() {
+            self.rejections().unshared.extend(unshared);
+        }
+        settled
+    }
+
+    async fn share_rejections(&self, unshared: &[([u8; 32], Duration)]) -> Result<(), BoxError> {
+        // Read, merge, write: two processes rejecting at once may lose one's addition to the
+        // list, but each still refuses its own, and the entry is deleted by both.
+        let (mut listed, kept_for) = self.learn_fleet_rejections().await?;
+        for (rejected, _) in unshared {
+            listed.retain(|known| known != rejected);
+            listed.push(*rejected);
+        }
+        let start = listed.len().saturating_sub(REJECTED_KEPT);
+        let plain: Vec<u8> = listed[start..].concat();
+        let ttl = unshared
+            .iter()
+            .map(|(_, left)| *left)
+            .chain(kept_for)
+            .fold(REJECTED_FOR, Duration::max);
+        let Some(value) = self.rejected_sealer.seal_bytes(&plain) else {
+            return Err("could not encrypt the rejected tokens for the shared store".into());
+        };
+        self.store.set(&self.rejected_key, &value, ttl).await?;
+        // Now the entry: deleted only while it still holds a rejected token.
+        if let Some(stored) = self.store.get(&self.key).await? {
+            let holds_rejected = self
+                .sealer
+                .open(&stored.value)
+                .is_some_and(|shared| self.is_rejected(&fingerprint(&shared.secret)));
+            if holds_rejected {
+                self.store.delete_if(&self.key, &stored.value).await?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl TokenSource for SharedSource {
     fn token(&self) -> TokenFuture<'_> {
-        Box::pin(SharedSource::token(self))
+        Box::pin(self.inner.token())
     }
 
-    /// The next fetch deletes the fleet's entry if it still holds `token`, and fetches anew.
+    /// The token is never adopted again by this process, and the fleet is told at once (a
+    /// spawned task deletes the entry if it still holds `token`, and adds it to the entry's
+    /// rejected list), or at this process's next fetch at the latest if that task never runs.
     fn invalidate(&self, token: &AccessToken) -> bool {
-        *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(fingerprint(token.secret()));
+        self.inner.reject(token);
+        if store_usable() && self.inner.breaker.closed() {
+            let inner = self.inner.clone();
+            // At once rather than at the next fetch: a process that stops fetching (its traffic
+            // moved away) must not leave a rejected token for the others to adopt.
+            tokio::spawn(async move {
+                if let Err(error) = inner.settle_rejections().await {
+                    inner.breaker.trip(&error);
+                }
+            });
+        }
         true
     }
 }
@@ -227,7 +432,7 @@ impl TokenSource for SharedSource {
 impl std::fmt::Debug for SharedSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedSource")
-            .field("key", &self.key)
+            .field("key", &self.inner.key)
             .finish_non_exhaustive()
     }
 }

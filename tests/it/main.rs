@@ -21,5 +21,7 @@ mod secrets;
 mod shared_cache;
 #[cfg(feature = "redis")]
 mod shared_deployments;
+#[cfg(feature = "redis")]
+mod shared_fleet;
 #[cfg(feature = "test-util")]
 mod test_util;

@@ -2,6 +2,8 @@
 //! protected API, any handler), client keys for assertions, and HTTPS endpoints.
 #![allow(dead_code)]
 
+#[cfg(feature = "redis")]
+pub mod fleet;
 pub mod keys;
 #[cfg(feature = "redis")]
 pub mod redis_deployments;
