@@ -52,6 +52,7 @@
 //!   `shared-cache`: the `shared::SharedStore` trait, for stores of your own).
 //! - `tonic`: token failures reach tonic callers with a gRPC code (`UNAUTHENTICATED`,
 //!   `UNAVAILABLE`); `From<Error> for tonic::Status` and `error::grpc_status`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -64,13 +65,16 @@ pub mod error;
 mod grant;
 pub mod layer;
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod middleware;
 mod policy;
 #[cfg(feature = "shared-cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shared-cache")))]
 pub mod shared;
 pub mod source;
 mod telemetry;
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
 pub mod token;
 pub mod transport;
@@ -82,6 +86,7 @@ pub use client_credentials::ClientCredentials;
 pub use error::{ConfigError, Error, ErrorKind};
 pub use layer::{BearerAuth, BearerAuthLayer};
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub use middleware::BearerAuthMiddleware;
 pub use source::TokenSource;
 pub use token::AccessToken;

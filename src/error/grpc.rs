@@ -28,6 +28,7 @@ pub(crate) fn status_of(
     status
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 impl From<Error> for tonic::Status {
     /// Transient failures become `UNAVAILABLE` (the call may be retried); credentials the token
     /// endpoint rejected become `UNAUTHENTICATED`; anything else `INTERNAL`. The message says

@@ -8,6 +8,7 @@ pub(crate) mod hints;
 
 pub use config::ConfigError;
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use grpc::grpc_status;
 
 use std::fmt;
