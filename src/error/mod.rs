@@ -3,7 +3,8 @@
 
 mod config;
 #[cfg(feature = "tonic")]
-mod grpc;
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod grpc;
 pub(crate) mod hints;
 
 pub use config::ConfigError;
