@@ -1,5 +1,5 @@
 //! [`TokenServer`]: a real OAuth 2.0 token endpoint on loopback, for testing code that uses this
-//! crate (feature `test-util`).
+//! crate (feature `test-util`). The recipe: [`guide::testing`](crate::guide::testing).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
