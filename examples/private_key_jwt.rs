@@ -37,20 +37,16 @@ async fn main() -> Result<(), BoxError> {
     let private_key_pem = key_pair.serialize_pem();
     let public_key = jsonwebtoken::DecodingKey::from_ec_pem(key_pair.public_key_pem().as_bytes())?;
 
-    let token_server = Arc::new(Mutex::new(None::<String>));
-    let endpoint = token_server.clone();
     let seen_ids = Arc::new(Mutex::new(HashSet::new()));
     let idp = TokenServer::builder()
         .client(CLIENT_ID, "")
         .token_prefix("jwt-token")
-        .client_assertions(move |assertion| {
-            let Some(token_url) = endpoint.lock().unwrap().clone() else {
-                return false;
-            };
+        // The server hands its verifier its own token URL: the assertion's `aud`.
+        .client_assertions(move |assertion, server| {
             let mut rules = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
             rules.set_issuer(&[CLIENT_ID]);
             rules.sub = Some(CLIENT_ID.to_owned());
-            rules.set_audience(&[token_url]);
+            rules.set_audience(&[server.token_url()]);
             rules.set_required_spec_claims(&["iss", "sub", "aud", "exp", "jti"]);
             match jsonwebtoken::decode::<serde_json::Value>(assertion, &public_key, &rules) {
                 Ok(jwt) => {
@@ -70,7 +66,6 @@ async fn main() -> Result<(), BoxError> {
         })
         .start()
         .await?;
-    *token_server.lock().unwrap() = Some(idp.url());
     let api = support::ProtectedApi::start(idp.validator()).await?;
 
     let key = PrivateKeyJwt::from_pem(&private_key_pem)?.key_id("jwt-client-key-1");

@@ -14,6 +14,7 @@
 //! | `tower_oauth2_consecutive_failures` | gauge | failed fetches in a row (0: healthy; above: backing off) |
 //! | `tower_oauth2_shared_store_errors_total` | counter, `cause` = `certificate`, `tls`, `auth`, `timeout`, `other`; no `client` label | failed operations on a [`RedisStore`](crate::shared::RedisStore) |
 //! | `tower_oauth2_shared_store_failures` | gauge | failures of the shared store in a row (0: healthy; above: fetching alone, backing off) |
+//! | `tower_oauth2_keys_evicted_total` | counter | keys a [`PerRequestCaches`](crate::cache::PerRequestCaches) dropped past its bound (`client` = its `name`) |
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! [`TokenServer`]: a real OAuth 2.0 token endpoint on loopback, for testing code that uses this
-//! crate (feature `test-util`).
+//! crate (feature `test-util`). The recipe: [`guide::testing`](crate::guide::testing).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -89,6 +89,28 @@ type Script = dyn Fn(Received, usize) -> futures_util::future::BoxFuture<'static
     + Send
     + Sync;
 
+/// What an assertion verifier is handed besides the assertion: the server's own URLs, which a
+/// real identity provider checks the assertion's `aud` against (RFC 7523 §3).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AssertionContext {
+    token_url: String,
+    base_url: String,
+}
+
+impl AssertionContext {
+    /// The token endpoint URL, [`TokenServer::url`]: the `aud` this crate puts in assertions.
+    pub fn token_url(&self) -> &str {
+        &self.token_url
+    }
+
+    /// The server's origin, `http://127.0.0.1:port` (no trailing slash): the `aud` of clients
+    /// told to name the issuer instead (`assertion_audience`).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+}
+
 /// A failure for the [`TokenServer`] to answer with, instead of a token.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -120,8 +142,10 @@ pub enum Failure {
     Delay(Duration),
 }
 
-/// A token endpoint for the client credentials grant on `127.0.0.1`, for your tests: it checks
-/// the client's credentials in every style the crate sends (HTTP Basic, form or JSON body),
+/// A token endpoint for the client credentials grant on `127.0.0.1`, for your tests: it answers
+/// on its token path only (`/oauth/token` unless [`token_path`](TokenServerBuilder::token_path)
+/// says otherwise; 404 elsewhere), checks the client's credentials in every style the crate
+/// sends (HTTP Basic, form or JSON body),
 /// issues `<prefix>-1`, `<prefix>-2`, … with the lifetime you choose, counts requests, and
 /// answers with the [`Failure`]s you queue. It stops when dropped.
 ///
@@ -180,10 +204,11 @@ pub struct TokenServerBuilder {
     lifetime: Duration,
     prefix: String,
     latency: Duration,
+    path: String,
 }
 
 /// Whether a client assertion is valid, as the identity provider would check it.
-type AssertionCheck = dyn Fn(&str) -> bool + Send + Sync;
+type AssertionCheck = dyn Fn(&str, &AssertionContext) -> bool + Send + Sync;
 
 struct State {
     script: Option<Arc<Script>>,
@@ -193,6 +218,9 @@ struct State {
     client_secret: String,
     prefix: String,
     latency: Duration,
+    /// The token endpoint's path: anything else is 404, as on a real server.
+    path: String,
+    context: AssertionContext,
     lifetime: Mutex<Duration>,
     requests: AtomicUsize,
     /// Every token issued, with the instant it expires (by the lifetime it was issued with).
@@ -221,9 +249,10 @@ impl TokenServerBuilder {
     }
 
     /// Accept JWT client assertions (`private_key_jwt`, `client_secret_jwt`) from the client
-    /// whose id [`client`](Self::client) gives, when `verify(assertion)` says the assertion is
-    /// valid: check its signature and claims there with the verifier of your choice, as your
-    /// identity provider would. Requests with a client secret are still checked as before.
+    /// whose id [`client`](Self::client) gives, when `verify(assertion, context)` says the
+    /// assertion is valid: check its signature and claims there with the verifier of your
+    /// choice, as your identity provider would; `context` has the server's own URLs for the
+    /// `aud` check. Requests with a client secret are still checked as before.
     ///
     /// ```
     /// # async fn demo() -> std::io::Result<()> {
@@ -231,7 +260,11 @@ impl TokenServerBuilder {
     ///
     /// let server = TokenServer::builder()
     ///     .client("my-service", "")
-    ///     .client_assertions(|assertion| assertion.split('.').count() == 3)
+    ///     .client_assertions(|assertion, server| {
+    ///         // Decode and verify with the JWT library of your choice; here, a stand-in.
+    ///         let aud = server.token_url();
+    ///         assertion.split('.').count() == 3 && aud.ends_with("/oauth/token")
+    ///     })
     ///     .start()
     ///     .await?;
     /// # Ok(())
@@ -239,7 +272,7 @@ impl TokenServerBuilder {
     /// ```
     pub fn client_assertions(
         mut self,
-        verify: impl Fn(&str) -> bool + Send + Sync + 'static,
+        verify: impl Fn(&str, &AssertionContext) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.assertions = Some(Arc::new(verify));
         self
@@ -288,6 +321,29 @@ impl TokenServerBuilder {
         self
     }
 
+    /// The token endpoint's path (default `/oauth/token`). Requests to any other path are
+    /// answered `404 Not Found`, as a real server does, so a test catches a wrong token URL.
+    /// (A [`script`](Self::script) still sees every request first.)
+    ///
+    /// ```
+    /// # async fn demo() -> std::io::Result<()> {
+    /// use tower_oauth2::test_util::TokenServer;
+    ///
+    /// let server = TokenServer::builder().token_path("/realms/test/token").start().await?;
+    /// assert!(server.url().ends_with("/realms/test/token"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn token_path(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        self
+    }
+
     /// Take this long to answer each request, like a real identity provider (default none).
     pub fn latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
@@ -298,6 +354,8 @@ impl TokenServerBuilder {
     pub async fn start(self) -> std::io::Result<TokenServer> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let url = format!("{base_url}{}", self.path);
         let state = Arc::new(State {
             script: self.script,
             assertions: self.assertions,
@@ -306,6 +364,11 @@ impl TokenServerBuilder {
             client_secret: self.client_secret,
             prefix: self.prefix,
             latency: self.latency,
+            path: self.path,
+            context: AssertionContext {
+                token_url: url.clone(),
+                base_url,
+            },
             lifetime: Mutex::new(self.lifetime),
             requests: AtomicUsize::new(0),
             issued: Mutex::new(HashMap::new()),
@@ -338,7 +401,7 @@ impl TokenServerBuilder {
         });
         Ok(TokenServer {
             addr,
-            url: format!("http://{addr}/oauth/token"),
+            url,
             state,
             accepting,
         })
@@ -361,6 +424,7 @@ impl TokenServer {
             lifetime: Duration::from_secs(3600),
             prefix: "token".into(),
             latency: Duration::ZERO,
+            path: "/oauth/token".into(),
         }
     }
 
@@ -379,7 +443,7 @@ impl TokenServer {
         lock(&self.state.received).clone()
     }
 
-    /// How many token requests arrived (answered, refused or failed).
+    /// How many requests arrived (answered, refused or failed; on any path).
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
     }
@@ -456,6 +520,13 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             return response;
         }
     }
+    if parts.uri.path() != state.path {
+        return plain(
+            404,
+            "text/plain",
+            format!("no token endpoint at {}", parts.uri.path()),
+        );
+    }
     if !state.latency.is_zero() {
         tokio::time::sleep(state.latency).await;
     }
@@ -501,7 +572,7 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         if parts.headers.contains_key(AUTHORIZATION)
             || params.contains_key("client_secret")
             || !from_client
-            || !verify(assertion)
+            || !verify(assertion, &state.context)
         {
             return oauth_error(401, "invalid_client");
         }
@@ -624,6 +695,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// # }
 /// ```
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[derive(Debug)]
 pub struct RedisServer {
     child: Option<std::process::Child>,

@@ -1,5 +1,9 @@
 //! [`TokenCache`], caching, single flight, refresh ahead and backoff in front of any
 //! [`TokenSource`], and the [`CachePolicy`] that times it.
+//!
+//! How it behaves under load, across runtimes, on panics and failures:
+//! [`guide::behaviour`](crate::guide::behaviour); what a request costs:
+//! [`guide::performance`](crate::guide::performance).
 
 // Every rule about when a token is fetched lives in this file; nothing about HTTP.
 //

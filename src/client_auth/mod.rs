@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 
 use assertion::{AssertionConfig, ASSERTION_TYPE};
 #[cfg(feature = "rustls-no-provider")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls-no-provider")))]
 pub use assertion::{JwsAlgorithm, PrivateKeyJwt};
 pub use shorthands::AuthStyle;
 pub(crate) use shorthands::Shorthands;
@@ -159,6 +160,7 @@ impl ClientAuth {
     /// a fresh assertion signed with the client's private key: `iss` and `sub` the client id,
     /// `aud` the token endpoint, a random `jti`.
     #[cfg(feature = "rustls-no-provider")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls-no-provider")))]
     pub fn private_key_jwt(client_id: impl Into<String>, key: PrivateKeyJwt) -> Self {
         Self::with(client_id, Method::PrivateKeyJwt { key })
     }

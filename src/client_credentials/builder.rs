@@ -266,6 +266,7 @@ impl ClientCredentialsBuilder {
     /// # }
     /// ```
     #[cfg(feature = "rustls-no-provider")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls-no-provider")))]
     pub fn private_key_jwt(mut self, key: PrivateKeyJwt) -> Self {
         self.auth.private_key = Some(key);
         self
@@ -336,6 +337,7 @@ impl ClientCredentialsBuilder {
     /// nothing. When the store fails, the process fetches alone and tries the store again
     /// after a backoff. See the README for the details.
     #[cfg(feature = "shared-cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "shared-cache")))]
     pub fn shared_cache(mut self, store: impl crate::shared::SharedStore) -> Self {
         self.shared_store = Some(Arc::new(store));
         self
@@ -345,6 +347,7 @@ impl ClientCredentialsBuilder {
     /// instead of the client secret (or private key). The entry stays per key material: this
     /// key decides who can read it, not which instances share it.
     #[cfg(feature = "shared-cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "shared-cache")))]
     pub fn shared_cache_key(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.shared_key = Some(Zeroizing::new(key.into()));
         self

@@ -3,7 +3,32 @@
 //! A call through [`BearerAuth`](crate::BearerAuth) that could not get a token fails with a
 //! [`crate::Error`]; tonic turns a layer's error into the first [`tonic::Status`] it finds in
 //! the error's source chain, and with this feature our error carries one there. So a gRPC
-//! caller sees `UNAUTHENTICATED` or `UNAVAILABLE` without any mapping code.
+//! caller sees a meaningful code without any mapping code of yours.
+//!
+//! # The mapping
+//!
+//! [gRFC A54](https://github.com/grpc/proposal/blob/master/A54-restrict-control-plane-status-codes.md)
+//! asks that what gRPC does on a call's behalf (here: getting its credentials) never fails the
+//! call with a code the application's own server could mean (`INVALID_ARGUMENT`, `NOT_FOUND`,
+//! `FAILED_PRECONDITION`, …), and that `UNAUTHENTICATED` says what it says: the credentials
+//! were refused. A wrong token URL is a configuration error, not a refused credential.
+//!
+//! | the token failure | gRPC code |
+//! |---|---|
+//! | could not reach the endpoint, timed out, 5xx, 408, 429, `temporarily_unavailable`, a transient [`Error::custom`](crate::Error::custom) | `UNAVAILABLE` |
+//! | the endpoint refused the client's credentials: 401, `invalid_client`, `invalid_grant` | `UNAUTHENTICATED` |
+//! | the endpoint knows the client but refuses it this token: 403, `unauthorized_client`, `access_denied` | `PERMISSION_DENIED` |
+//! | any other refusal: 404 or 405 (not a token endpoint), `invalid_request`, `invalid_scope`, `unsupported_grant_type`, other 4xx | `INTERNAL` |
+//! | a 2xx that is not a usable token, a configuration error found at fetch time, client credentials that could not be made, a panic, no usable runtime, a permanent [`Error::custom`](crate::Error::custom) | `INTERNAL` |
+//!
+//! The first rule wins: a `503` with `invalid_client` is `UNAVAILABLE`, since trying again
+//! may help. The message is `no OAuth 2.0 access token: ` and the error's `Display` (never a
+//! secret); the status's source is the error's cause.
+//!
+//! ```
+//! let status = tonic::Status::from(tower_oauth2::Error::custom(false, "no such key"));
+//! assert_eq!(status.code(), tonic::Code::Internal);
+//! ```
 
 use std::sync::Arc;
 
@@ -14,25 +39,47 @@ pub(crate) fn status_of(
     error: &Error,
     cause: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
 ) -> tonic::Status {
-    let code = if error.is_transient() {
-        tonic::Code::Unavailable
-    } else if error.kind() == ErrorKind::Rejected {
-        tonic::Code::Unauthenticated
-    } else {
-        tonic::Code::Internal
-    };
-    let mut status = tonic::Status::new(code, format!("no OAuth 2.0 access token: {error}"));
+    let mut status = tonic::Status::new(
+        code_of(error),
+        format!("no OAuth 2.0 access token: {error}"),
+    );
     if let Some(cause) = cause {
         status.set_source(cause);
     }
     status
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+/// The code for `error`: the table in this module's documentation.
+fn code_of(error: &Error) -> tonic::Code {
+    if error.is_transient() {
+        return tonic::Code::Unavailable;
+    }
+    if error.kind() != ErrorKind::Rejected {
+        return tonic::Code::Internal;
+    }
+    match error.oauth_error().map(|oauth| oauth.code()) {
+        Some("invalid_client" | "invalid_grant") => return tonic::Code::Unauthenticated,
+        Some("unauthorized_client" | "access_denied") => return tonic::Code::PermissionDenied,
+        Some("invalid_request" | "invalid_scope" | "unsupported_grant_type") => {
+            return tonic::Code::Internal
+        }
+        // Codes of no RFC (or none at all): the HTTP status says what kind of refusal it is.
+        _ => {}
+    }
+    match error.status().map(|status| status.as_u16()) {
+        Some(401) => tonic::Code::Unauthenticated,
+        Some(403) => tonic::Code::PermissionDenied,
+        _ => tonic::Code::Internal,
+    }
+}
+
 impl From<Error> for tonic::Status {
     /// Transient failures become `UNAVAILABLE` (the call may be retried); credentials the token
-    /// endpoint rejected become `UNAUTHENTICATED`; anything else `INTERNAL`. The message says
-    /// the token could not be had and why, from the error's `Display`, which never contains a
-    /// secret.
+    /// endpoint rejected become `UNAUTHENTICATED`, a client it refuses this token
+    /// `PERMISSION_DENIED`; anything else, configuration errors included, `INTERNAL`: see the
+    /// [module documentation](self) for the table. The message says the token could not be had
+    /// and why, from the error's `Display`, which never contains a secret.
     ///
     /// ```
     /// let status = tonic::Status::from(tower_oauth2::Error::custom(true, "vault sealed"));

@@ -3,11 +3,13 @@
 
 mod config;
 #[cfg(feature = "tonic")]
-mod grpc;
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod grpc;
 pub(crate) mod hints;
 
 pub use config::ConfigError;
 #[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub use grpc::grpc_status;
 
 use std::fmt;

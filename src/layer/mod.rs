@@ -1,4 +1,7 @@
 //! [`BearerAuthLayer`] and [`BearerAuth`]: put `Authorization: Bearer …` on every request.
+//!
+//! Recipes: [tonic](crate::guide::tonic), [hyper-util](crate::guide::hyper_util),
+//! [axum](crate::guide::axum).
 
 use std::task::{Context, Poll};
 

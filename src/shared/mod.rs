@@ -44,6 +44,7 @@ use std::time::Duration;
 use crate::error::BoxError;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::RedisStore;
 pub(crate) use sealed::key_digest;
 pub(crate) use source::{SharedConfig, SharedSource};

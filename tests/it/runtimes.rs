@@ -526,9 +526,12 @@ fn a_source_that_panics_during_refresh_ahead_neither_spins_nor_sends_an_expired_
         }
         ticker.abort();
         assert!(ok > 10 && failed > 10, "{ok} ok, {failed} failed");
+        // A task spinning on this thread would leave the ticker next to nothing; a busy machine
+        // only makes its sleeps overshoot (73 of 150 ticks seen under `.ci/stress`), so the
+        // bound is far below what load costs and far above what a spin leaves.
         let ticks = ticks.load(Ordering::SeqCst);
         assert!(
-            ticks > 80,
+            ticks > 30,
             "the runtime was starved: {ticks} ticks of 10 ms in 1.5 s"
         );
         // Backoff of 50 ms doubling to 200 ms: a handful of attempts, not thousands.

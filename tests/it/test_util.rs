@@ -109,3 +109,71 @@ async fn tokens_expire_for_the_server_after_their_lifetime() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(!validator("short-1"), "expired for the resource server");
 }
+
+#[tokio::test]
+async fn it_answers_404_off_its_token_path_so_a_wrong_token_url_fails() {
+    let server = TokenServer::start().await.unwrap();
+    let wrong = ClientCredentials::builder()
+        .token_url(format!("http://{}/token", server.addr()))
+        .client_id("test-client")
+        .client_secret("test-secret")
+        .build()
+        .unwrap();
+    let error = wrong.fetch_uncached().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Rejected, "{error}");
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(404), "{error}");
+    assert_eq!(server.issued(), 0);
+
+    let custom = TokenServer::builder()
+        .token_path("/realms/test/protocol/openid-connect/token")
+        .start()
+        .await
+        .unwrap();
+    assert!(custom
+        .url()
+        .ends_with("/realms/test/protocol/openid-connect/token"));
+    let token = credentials(&custom, AuthStyle::Basic)
+        .fetch_uncached()
+        .await
+        .unwrap();
+    assert!(custom.accepts(token.secret()));
+}
+
+#[tokio::test]
+async fn an_assertion_verifier_is_handed_the_servers_own_token_url() {
+    use base64::Engine as _;
+    use std::sync::{Arc, Mutex};
+
+    let audiences = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let seen = audiences.clone();
+    let server = TokenServer::builder()
+        .client("test-client", "")
+        .client_assertions(move |assertion, server| {
+            let claims = assertion.split('.').nth(1).unwrap_or_default();
+            let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(claims)
+                .unwrap_or_default();
+            let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap_or_default();
+            let aud = claims["aud"].as_str().unwrap_or_default().to_owned();
+            seen.lock()
+                .unwrap()
+                .push((aud.clone(), server.token_url().to_owned()));
+            aud == server.token_url()
+        })
+        .start()
+        .await
+        .unwrap();
+    let credentials = ClientCredentials::builder()
+        .token_url(server.url())
+        .client_id("test-client")
+        .client_secret("a-shared-secret-of-at-least-32-bytes!!")
+        .client_secret_jwt()
+        .build()
+        .unwrap();
+
+    let token = credentials.fetch_uncached().await.unwrap();
+    assert!(server.accepts(token.secret()));
+    assert_eq!(server.last_client_auth(), Some(ClientAuth::Assertion));
+    let audiences = audiences.lock().unwrap().clone();
+    assert_eq!(audiences, [(server.url(), server.url())]);
+}

@@ -120,26 +120,49 @@ fn a_source_blocking_its_home_thread_is_busy_not_orphaned() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one flight, not given up");
 }
 
+/// A source that answers `t<n>` once the test opens its gate, counting its calls; it needs no
+/// runtime (the gate's sender wakes it). Until then its fetch is pending, whatever the machine's
+/// load: the first poll cannot find it finished.
+fn gated(calls: Arc<AtomicUsize>) -> (impl TokenSource, tokio::sync::oneshot::Sender<()>) {
+    let (open, gate) = tokio::sync::oneshot::channel::<()>();
+    let gate = Arc::new(Mutex::new(Some(gate)));
+    let source = from_fn(move || {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let gate = gate.lock().unwrap().take();
+        async move {
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+            Ok(AccessToken::new(format!("t{n}")).with_lifetime(HOUR))
+        }
+    });
+    (source, open)
+}
+
 #[test]
 fn a_cancelled_waiter_leaves_no_timeout_on_a_flight_without_a_home() {
     for next_on_a_runtime in [false, true] {
         let calls = Arc::new(AtomicUsize::new(0));
+        let fetch_timeout = Duration::from_millis(100);
         let policy = CachePolicy::default()
-            .fetch_timeout(Duration::from_millis(300))
+            .fetch_timeout(fetch_timeout)
             .backoff(Duration::from_secs(5), Duration::from_secs(10));
-        // Long enough that the first poll surely finds it still running, even on a busy machine.
-        let took = Duration::from_millis(50);
-        let cache = TokenCache::with_policy(thread_timed(calls.clone(), took), policy);
+        let (source, open) = gated(calls.clone());
+        let cache = TokenCache::with_policy(source, policy);
 
-        // A caller with no runtime polls once and is cancelled (its own deadline, say).
+        // A caller with no runtime polls once and is cancelled (its own deadline, say). The
+        // gate is closed, so the fetch is surely still running at that poll.
         let mut abandoned = Box::pin(cache.token());
         let polled = abandoned
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()));
         assert!(polled.is_pending());
         drop(abandoned);
-        // Longer than the fetch timeout, with nobody waiting.
-        std::thread::sleep(Duration::from_millis(400));
+        // The fetch finishes with nobody polling its flight...
+        open.send(()).unwrap();
+        // ...and the fetch timeout passes (real time: the cache's deadline is on the real
+        // clock), still with nobody waiting.
+        std::thread::sleep(fetch_timeout * 2);
 
         let next = within(Duration::from_secs(10), move || {
             if next_on_a_runtime {
@@ -152,6 +175,8 @@ fn a_cancelled_waiter_leaves_no_timeout_on_a_flight_without_a_home() {
             next.is_ok(),
             "next caller (runtime: {next_on_a_runtime}) got {next:?}: a phantom timeout"
         );
+        assert_eq!(next.unwrap().secret(), "t1", "the abandoned flight's token");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
 

@@ -342,4 +342,174 @@ mod grpc_status {
         assert_eq!(status.code(), Code::Unauthenticated);
         assert!(tower_oauth2::error::grpc_status(&status).is_none());
     }
+
+    /// A call through a real tonic client and server with a token endpoint that answers
+    /// `status` with `body`: the code the caller sees and the one `grpc_status` maps to.
+    async fn code_for(status: StatusCode, body: serde_json::Value) -> Code {
+        let tokens = support::scripted(move |_, _| json(status, body.clone())).await;
+        let failed = failed_call(&tokens).await;
+        let mapped = tower_oauth2::error::grpc_status(&failed).expect("a token failure");
+        assert_eq!(mapped.code(), failed.code(), "{failed:?}");
+        failed.code()
+    }
+
+    /// Every row of the table in `tower_oauth2::error::grpc` (gRFC A54): only refused
+    /// credentials are `UNAUTHENTICATED`; a wrong token URL or a bad request is the client's
+    /// configuration (`INTERNAL`), not its credentials.
+    #[tokio::test]
+    async fn each_row_of_the_a54_table_reaches_a_grpc_caller_with_its_code() {
+        let no_body = serde_json::json!({});
+        let error = |code: &str| serde_json::json!({ "error": code });
+        let rows = [
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                no_body.clone(),
+                Code::Unavailable,
+            ),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                no_body.clone(),
+                Code::Unavailable,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                error("temporarily_unavailable"),
+                Code::Unavailable,
+            ),
+            (
+                StatusCode::UNAUTHORIZED,
+                no_body.clone(),
+                Code::Unauthenticated,
+            ),
+            (
+                StatusCode::UNAUTHORIZED,
+                error("invalid_client"),
+                Code::Unauthenticated,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                error("invalid_grant"),
+                Code::Unauthenticated,
+            ),
+            (
+                StatusCode::FORBIDDEN,
+                no_body.clone(),
+                Code::PermissionDenied,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                error("unauthorized_client"),
+                Code::PermissionDenied,
+            ),
+            (
+                StatusCode::FORBIDDEN,
+                error("access_denied"),
+                Code::PermissionDenied,
+            ),
+            (StatusCode::NOT_FOUND, no_body.clone(), Code::Internal),
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                no_body.clone(),
+                Code::Internal,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                error("invalid_request"),
+                Code::Internal,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                error("invalid_scope"),
+                Code::Internal,
+            ),
+            (
+                StatusCode::BAD_REQUEST,
+                error("unsupported_grant_type"),
+                Code::Internal,
+            ),
+            (
+                StatusCode::OK,
+                serde_json::json!({ "no": "token" }),
+                Code::Internal,
+            ),
+        ];
+        for (status, body, expected) in rows {
+            let code = code_for(status, body.clone()).await;
+            assert_eq!(code, expected, "HTTP {status} {body}");
+        }
+    }
+
+    /// A token server that answers on its token path only (404 elsewhere), given the wrong
+    /// path: a configuration error, which must not tell gRPC callers their credentials were
+    /// rejected.
+    #[tokio::test]
+    async fn a_wrong_token_path_is_internal_not_unauthenticated() {
+        let tokens = TokenServer::start().await.unwrap();
+        let credentials = ClientCredentials::builder()
+            .token_url(format!("http://{}/wrong/path", tokens.addr()))
+            .client_id("test-client")
+            .client_secret("test-secret")
+            .build()
+            .unwrap();
+        let gate = Gate::default();
+        let mut client = client(grpc_server(gate.clone()).await, credentials);
+
+        let status = check(&mut client).await.expect_err("no token, no call");
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+        assert_eq!(
+            token_error(&status).unwrap().status(),
+            Some(StatusCode::NOT_FOUND)
+        );
+        assert!(gate.seen().is_empty());
+    }
+
+    /// Failures that are not the endpoint's answer: a source's own errors and panics.
+    #[tokio::test]
+    async fn a_failing_or_panicking_source_maps_by_what_it_says() {
+        let cases: [(tower_oauth2::Error, Code); 2] = [
+            (
+                tower_oauth2::Error::custom(true, "vault sealed"),
+                Code::Unavailable,
+            ),
+            (
+                tower_oauth2::Error::custom(false, "no such key"),
+                Code::Internal,
+            ),
+        ];
+        for (error, expected) in cases {
+            let source = tower_oauth2::source::from_fn(move || {
+                let error = error.clone();
+                async move { Err::<tower_oauth2::AccessToken, _>(error) }
+            });
+            let gate = Gate::default();
+            let addr = grpc_server(gate.clone()).await;
+            let channel = Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy();
+            let mut client = HealthClient::new(
+                ServiceBuilder::new()
+                    .layer(BearerAuthLayer::new(source))
+                    .service(channel),
+            );
+            let status = check(&mut client).await.expect_err("no token, no call");
+            assert_eq!(status.code(), expected, "{status:?}");
+        }
+        let panicking = tower_oauth2::source::from_fn(|| async {
+            if true {
+                panic!("a source bug");
+            }
+            Ok(tower_oauth2::AccessToken::new("never"))
+        });
+        let addr = grpc_server(Gate::default()).await;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let mut client = HealthClient::new(
+            ServiceBuilder::new()
+                .layer(BearerAuthLayer::new(panicking))
+                .service(channel),
+        );
+        let status = check(&mut client).await.expect_err("no token, no call");
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+    }
 }
