@@ -6,10 +6,14 @@
 //!
 //! [`ClientAuth`]: crate::ClientAuth
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use zeroize::Zeroizing;
 
 use crate::client_auth::encoding;
-use crate::ConfigError;
+use crate::client_auth::external::{External, Kind};
+use crate::{ConfigError, Error, TokenSource};
 
 /// A grant and its parameters, as they go on the wire after `grant_type`.
 #[derive(Clone)]
@@ -17,6 +21,35 @@ pub(crate) struct Grant {
     grant_type: String,
     /// Values may be credentials (an assertion, a subject token): zeroized on drop.
     params: Vec<(String, Zeroizing<String>)>,
+    /// Parameters whose values are made elsewhere and read at each request (a subject token,
+    /// an assertion), after `params`.
+    read: Vec<(&'static str, ReadParam)>,
+}
+
+/// Where a parameter read at each request comes from.
+#[derive(Clone)]
+pub(crate) enum ReadParam {
+    /// A file or a closure; `kind` says what it is (for errors, and whether `exp` is checked).
+    External(External, Kind),
+    /// Another source's token (a chained exchange: the service's own token).
+    Source(Arc<dyn TokenSource>),
+}
+
+impl ReadParam {
+    async fn read(&self, timeout: Duration) -> Result<Zeroizing<String>, Error> {
+        match self {
+            ReadParam::External(from, kind) => from.read(*kind, timeout).await,
+            ReadParam::Source(source) => {
+                use futures_util::FutureExt;
+                // A source of the user's may panic: contained like an HTTP client's.
+                let token = std::panic::AssertUnwindSafe(source.token())
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(Error::panicked_in("the subject token source")))?;
+                Ok(Zeroizing::new(token.secret().to_owned()))
+            }
+        }
+    }
 }
 
 /// Names of parameters the client authentication sets; a grant parameter may not.
@@ -36,6 +69,7 @@ impl Grant {
         let mut grant = Grant {
             grant_type: "client_credentials".to_owned(),
             params: Vec::new(),
+            read: Vec::new(),
         };
         if !scopes.is_empty() {
             grant
@@ -56,6 +90,53 @@ impl Grant {
             grant.params.push((name, value));
         }
         Ok(grant)
+    }
+
+    /// Another grant, `grant_type`: `static_params` first (set by the grant's builder:
+    /// `subject_token_type`, `audience`, …), then `scope`, then the user's `extra` parameters
+    /// (checked as for client credentials), then `read`, made elsewhere at each request.
+    pub(crate) fn other(
+        grant_type: &str,
+        static_params: Vec<(String, Zeroizing<String>)>,
+        scopes: &[String],
+        extra: Vec<(String, Zeroizing<String>)>,
+        read: Vec<(&'static str, ReadParam)>,
+        signs: bool,
+    ) -> Result<Grant, ConfigError> {
+        let mut grant = Grant {
+            grant_type: grant_type.to_owned(),
+            params: static_params,
+            read: Vec::new(),
+        };
+        if !scopes.is_empty() {
+            grant
+                .params
+                .push(("scope".to_owned(), Zeroizing::new(scopes.join(" "))));
+        }
+        for (name, value) in extra {
+            if name == "grant_type" || read.iter().any(|(read, _)| *read == name) {
+                return Err(ConfigError::new(
+                    "param",
+                    format!("param {name:?} is set by the {grant_type} grant itself"),
+                ));
+            }
+            grant.check_param(&name, signs)?;
+            grant.params.push((name, value));
+        }
+        grant.read = read;
+        Ok(grant)
+    }
+
+    /// The parameters made elsewhere, read now.
+    pub(crate) async fn read(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(&'static str, Zeroizing<String>)>, Error> {
+        let mut values = Vec::with_capacity(self.read.len());
+        for (name, from) in &self.read {
+            values.push((*name, from.read(timeout).await?));
+        }
+        Ok(values)
     }
 
     /// Whether `name` may be added as a parameter.
@@ -125,7 +206,11 @@ impl Grant {
 
     /// The parameter names, for `Debug` (never the values).
     pub(crate) fn param_names(&self) -> Vec<&str> {
-        self.params.iter().map(|(name, _)| name.as_str()).collect()
+        self.params
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .chain(self.read.iter().map(|(name, _)| *name))
+            .collect()
     }
 
     /// Parameters whose names say they are credentials, as sent (plain and form-encoded), so
@@ -148,6 +233,8 @@ impl Grant {
     /// Everything that decides which token the endpoint issues for this grant, flattened
     /// (names and values), for the shared cache's entry key.
     #[cfg(feature = "shared-cache")]
+    /// Parameters read at each request count by their name and file, never their value
+    /// (which rotates, and is a credential).
     pub(crate) fn identity(&self) -> Vec<&str> {
         std::iter::once(self.grant_type.as_str())
             .chain(
@@ -155,6 +242,13 @@ impl Grant {
                     .iter()
                     .flat_map(|(name, value)| [name.as_str(), value.as_str()]),
             )
+            .chain(self.read.iter().flat_map(|(name, from)| {
+                let file = match from {
+                    ReadParam::External(from, _) => from.path().and_then(|path| path.to_str()),
+                    ReadParam::Source(_) => None,
+                };
+                [*name, file.unwrap_or("")]
+            }))
             .collect()
     }
 }

@@ -309,7 +309,7 @@ impl Endpoint {
     async fn fetch_once(&self, url: &Uri) -> Result<AccessToken, Error> {
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
-        let (request, assertion) = self.template.encode(url)?;
+        let (request, read_now) = self.template.encode(url, self.transport.timeout).await?;
         let (parts, body) = match self.transport.exchange(request).await {
             Ok(response) => response,
             Err(error) if error.kind() == ErrorKind::Timeout => {
@@ -324,7 +324,7 @@ impl Endpoint {
         let redact: Vec<&str> = self
             .redact
             .iter()
-            .chain(&assertion)
+            .chain(&read_now)
             .map(|s| s.as_str())
             .collect();
         let context = DecodeContext {

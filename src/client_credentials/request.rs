@@ -2,11 +2,13 @@
 //! or a JSON body.
 
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use std::time::Duration;
+
 use http::{Method, Uri};
 use http_body_util::Full;
 use zeroize::Zeroizing;
 
-use crate::client_auth::PreparedAuth;
+use crate::client_auth::{encoding, PreparedAuth};
 use crate::grant::Grant;
 use crate::transport::TokenRequest;
 use crate::Error;
@@ -22,13 +24,20 @@ pub(crate) struct RequestTemplate {
 const USER_AGENT_VALUE: &str = concat!("tower-oauth2/", env!("CARGO_PKG_VERSION"));
 
 impl RequestTemplate {
-    /// The request to the token endpoint at `url`, and the assertion it carries if any (so
-    /// that no error can echo it).
-    pub(crate) fn encode(
+    /// The request to the token endpoint at `url`, and the credentials made or read for it
+    /// alone (an assertion, a secret or subject token read from a file), so that no error can
+    /// echo them. What is read from elsewhere is read now; a closure is given `timeout`.
+    pub(crate) async fn encode(
         &self,
         url: &Uri,
-    ) -> Result<(TokenRequest, Option<Zeroizing<String>>), Error> {
-        let credentials = self.auth.credentials(url)?;
+        timeout: Duration,
+    ) -> Result<(TokenRequest, Vec<Zeroizing<String>>), Error> {
+        let mut credentials = self.auth.credentials(url, timeout).await?;
+        let read = self.grant.read(timeout).await?;
+        for (_, value) in &read {
+            credentials.redact.push(encoding::urlencode(value));
+            credentials.redact.push(value.clone());
+        }
         let fields: Vec<(&str, &str)> = std::iter::once(("grant_type", self.grant.grant_type()))
             .chain(
                 credentials
@@ -37,6 +46,7 @@ impl RequestTemplate {
                     .map(|(name, value)| (*name, value.as_str())),
             )
             .chain(self.grant.params())
+            .chain(read.iter().map(|(name, value)| (*name, value.as_str())))
             .collect();
         let (content_type, body) = if self.auth.auth().json_body() {
             ("application/json", json_body(&fields)?)
@@ -54,7 +64,7 @@ impl RequestTemplate {
         if let Some(header) = credentials.header {
             request.headers_mut().insert(AUTHORIZATION, header);
         }
-        Ok((request, credentials.assertion))
+        Ok((request, credentials.redact))
     }
 }
 
