@@ -17,6 +17,9 @@ mod discovery;
 /// `private_key_jwt` and `client_secret_jwt` (RFC 7523), checked by an independent verifier.
 mod client_assertions;
 
+/// Credentials made elsewhere: assertion files and closures, secret files, read per request.
+mod made_elsewhere;
+
 /// Mutual-TLS client authentication (RFC 8705).
 mod mtls;
 
