@@ -219,9 +219,11 @@ impl Grant {
         let mut secrets = Vec::new();
         for (name, value) in &self.params {
             let name = name.to_ascii_lowercase();
+            // `subject_token_type` and the like name a kind of token, not a token.
             let sensitive = ["assertion", "secret", "password", "token"]
                 .iter()
-                .any(|word| name.contains(word));
+                .any(|word| name.contains(word))
+                && !name.ends_with("_type");
             if sensitive && !value.is_empty() {
                 secrets.push(value.clone());
                 secrets.push(encoding::urlencode(value));

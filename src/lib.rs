@@ -30,7 +30,9 @@
 //! | [`layer`] | [`BearerAuthLayer`] and its service; [`RetryOnUnauthorized`](layer::RetryOnUnauthorized) |
 //! | [`middleware`] | [`BearerAuthMiddleware`], the same for reqwest (feature `reqwest`) |
 //! | [`client_credentials`] | [`ClientCredentials`]: the client credentials grant and its builder |
-//! | [`client_auth`] | [`ClientAuth`]: how a client authenticates (secrets, `private_key_jwt`, mTLS) |
+//! | [`token_exchange`] | [`TokenExchange`](token_exchange::TokenExchange): RFC 8693 token exchange (workload identity federation, chained tokens) |
+//! | [`jwt_bearer`] | [`JwtBearer`](jwt_bearer::JwtBearer): the RFC 7523 jwt-bearer grant |
+//! | [`client_auth`] | [`ClientAuth`]: how a client authenticates (secrets, secret files, `private_key_jwt`, assertions made elsewhere, mTLS) |
 //! | [`source`] | [`TokenSource`], "get me a token", and small sources ([`StaticToken`](source::StaticToken), [`from_fn`](source::from_fn)) |
 //! | [`cache`] | [`TokenCache`] in front of any source, and its [`CachePolicy`](cache::CachePolicy) |
 //! | [`shared`] | one token for a whole fleet through Redis (feature `redis`) |
@@ -72,7 +74,9 @@ pub mod source;
 mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+pub mod jwt_bearer;
 pub mod token;
+pub mod token_exchange;
 pub mod transport;
 mod wiped;
 

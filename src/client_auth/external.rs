@@ -75,6 +75,7 @@ impl External {
     }
 
     /// The file, if it is one.
+    #[cfg_attr(not(feature = "shared-cache"), allow(dead_code))]
     pub(crate) fn path(&self) -> Option<&Path> {
         match self {
             External::File(path) => Some(path),

@@ -406,6 +406,7 @@ impl ClientAuth {
     }
 
     /// Whether a secret or an assertion is read from elsewhere at each request.
+    #[cfg_attr(not(feature = "shared-cache"), allow(dead_code))]
     fn reads_elsewhere(&self) -> bool {
         matches!(
             &self.method,

@@ -425,6 +425,14 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Ask for `grant` instead of client credentials, with or without client authentication:
+    /// for the builders of the other grants.
+    pub(crate) fn other_grant(mut self, grant: OtherGrant) -> Self {
+        self.grant = Some(grant);
+        self.auth.allow_none = true;
+        self
+    }
+
     /// Check the configuration and build the client.
     pub fn build(mut self) -> Result<ClientCredentials, ConfigError> {
         let (url, discover) = self.checked_url()?;

@@ -1,7 +1,7 @@
 //! [`ClientCredentials`]: the OAuth 2.0 client credentials grant (RFC 6749 §4.4) against any
 //! token endpoint. Every rule about the wire format lives here; caching is [`TokenCache`]'s.
 
-mod builder;
+pub(crate) mod builder;
 mod discovery;
 mod request;
 mod response;
@@ -402,7 +402,12 @@ impl TokenSource for Endpoint {
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientCredentials")
+        let name = match self.template.grant.grant_type() {
+            crate::token_exchange::GRANT_TYPE => "TokenExchange",
+            crate::jwt_bearer::GRANT_TYPE => "JwtBearer",
+            _ => "ClientCredentials",
+        };
+        f.debug_struct(name)
             // As errors name it: userinfo and query may hold credentials (a gateway key).
             .field("token_url", &self.shown)
             .field("client_auth", self.template.auth.auth())
