@@ -44,6 +44,8 @@ mod assertion;
 mod assertion;
 pub(crate) mod external;
 mod shorthands;
+#[cfg(feature = "rustls-no-provider")]
+mod signer;
 
 use std::fmt;
 use std::future::Future;
@@ -56,6 +58,8 @@ use zeroize::Zeroizing;
 use assertion::{AssertionConfig, ASSERTION_TYPE};
 #[cfg(feature = "rustls-no-provider")]
 pub use assertion::{JwsAlgorithm, PrivateKeyJwt};
+#[cfg(feature = "rustls-no-provider")]
+pub use signer::{LocalSigner, SignFuture, Signer};
 pub use shorthands::AuthStyle;
 pub(crate) use shorthands::Shorthands;
 
@@ -136,6 +140,11 @@ enum Method {
         key: PrivateKeyJwt,
     },
     Tls,
+    /// `private_key_jwt` with a key held elsewhere.
+    #[cfg(feature = "rustls-no-provider")]
+    Signer {
+        signer: std::sync::Arc<dyn Signer>,
+    },
     /// An assertion made elsewhere, read at each request.
     Assertion {
         from: External,
@@ -321,6 +330,21 @@ impl ClientAuth {
         )
     }
 
+    /// `private_key_jwt` with a key held elsewhere (a KMS, an HSM, Vault's transit engine):
+    /// the crate makes each assertion's header (`alg` and `kid` from the signer) and claims,
+    /// as for [`private_key_jwt`](Self::private_key_jwt), and `signer` signs it. A signer that
+    /// panics, fails or takes longer than the token request's timeout fails that request only.
+    /// With a shared cache, give `.shared_cache_key(..)` (the key is out of reach).
+    #[cfg(feature = "rustls-no-provider")]
+    pub fn signed_by(client_id: impl Into<String>, signer: impl Signer) -> Self {
+        Self::with(
+            client_id,
+            Method::Signer {
+                signer: std::sync::Arc::new(signer),
+            },
+        )
+    }
+
     /// No client authentication (RFC 8414 `none`): `client_id` goes in the body unless it is
     /// empty. For public clients, and for grants whose subject token or assertion is the
     /// whole proof (Google's STS token exchange, many jwt-bearer endpoints).
@@ -385,6 +409,8 @@ impl ClientAuth {
             Method::PrivateKeyJwt { .. } => &["private_key_jwt"],
             Method::Tls => &["tls_client_auth", "self_signed_tls_client_auth"],
             Method::Assertion { .. } => &["private_key_jwt"],
+            #[cfg(feature = "rustls-no-provider")]
+            Method::Signer { .. } => &["private_key_jwt"],
             Method::None => &["none"],
         }
     }
@@ -400,7 +426,7 @@ impl ClientAuth {
             }
             Method::SecretJwt { secret } => Some(secret.as_str()),
             #[cfg(feature = "rustls-no-provider")]
-            Method::PrivateKeyJwt { .. } => None,
+            Method::PrivateKeyJwt { .. } | Method::Signer { .. } => None,
             Method::Tls | Method::Assertion { .. } | Method::None => None,
         }
     }
@@ -426,7 +452,7 @@ impl ClientAuth {
         match &self.method {
             Method::SecretJwt { .. } | Method::Assertion { .. } => true,
             #[cfg(feature = "rustls-no-provider")]
-            Method::PrivateKeyJwt { .. } => true,
+            Method::PrivateKeyJwt { .. } | Method::Signer { .. } => true,
             _ => false,
         }
     }
@@ -459,10 +485,21 @@ impl ClientAuth {
             )?),
             _ => None,
         };
+        #[cfg(feature = "rustls-no-provider")]
+        let signed_by = match &self.method {
+            Method::Signer { signer } => Some(signer::SignerAssertion::new(
+                signer.clone(),
+                self.assertion_audience.clone(),
+                self.assertion_lifetime,
+            )?),
+            _ => None,
+        };
         let redact = self.secrets_sent();
         Ok(PreparedAuth {
             auth: self,
             assertion,
+            #[cfg(feature = "rustls-no-provider")]
+            signed_by,
             redact,
         })
     }
@@ -546,8 +583,13 @@ impl ClientAuth {
         if let Some(secret) = self.secret() {
             return Some(Zeroizing::new(secret.as_bytes().to_vec()));
         }
-        // Read from elsewhere, it rotates: the key must be given (`shared_cache_key`).
+        // Read from elsewhere, it rotates; held elsewhere, it is out of reach: the key must
+        // be given (`shared_cache_key`).
         if self.reads_elsewhere() {
+            return None;
+        }
+        #[cfg(feature = "rustls-no-provider")]
+        if let Method::Signer { .. } = &self.method {
             return None;
         }
         #[cfg(feature = "rustls-no-provider")]
@@ -635,6 +677,9 @@ impl fmt::Debug for ClientAuth {
 pub(crate) struct PreparedAuth {
     auth: ClientAuth,
     assertion: Option<AssertionConfig>,
+    /// Assertions signed by a [`Signer`].
+    #[cfg(feature = "rustls-no-provider")]
+    signed_by: Option<signer::SignerAssertion>,
     /// Every form of the secret we send, so that no error can echo one back.
     redact: Vec<Zeroizing<String>>,
 }
@@ -712,7 +757,14 @@ impl PreparedAuth {
             }
             Method::SecretJwt { .. } => {}
             #[cfg(feature = "rustls-no-provider")]
-            Method::PrivateKeyJwt { .. } => {}
+            Method::PrivateKeyJwt { .. } | Method::Signer { .. } => {}
+        }
+        #[cfg(feature = "rustls-no-provider")]
+        if let Some(signed_by) = &self.signed_by {
+            let signed = signed_by
+                .assertion(&self.auth.client_id, url, timeout)
+                .await?;
+            push_assertion(&mut credentials, id(), signed);
         }
         if let Some(config) = &self.assertion {
             // RFC 7523 §2.2, with `client_id` (OpenID Connect Core §9 makes it optional;

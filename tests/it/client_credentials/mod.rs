@@ -20,6 +20,9 @@ mod client_assertions;
 /// Credentials made elsewhere: assertion files and closures, secret files, read per request.
 mod made_elsewhere;
 
+/// `private_key_jwt` with a key held elsewhere: the `Signer` trait (KMS, local key, failures).
+mod signers;
+
 /// Mutual-TLS client authentication (RFC 8705).
 mod mtls;
 
