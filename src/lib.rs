@@ -31,6 +31,7 @@
 //! | [`middleware`] | [`BearerAuthMiddleware`], the same for reqwest (feature `reqwest`) |
 //! | [`client_credentials`] | [`ClientCredentials`]: the client credentials grant and its builder |
 //! | [`token_exchange`] | [`TokenExchange`](token_exchange::TokenExchange): RFC 8693 token exchange (workload identity federation, chained tokens) |
+//! | [`workload`] | recipes: Azure / Entra workload identity from its environment, Google `external_account` files |
 //! | [`jwt_bearer`] | [`JwtBearer`](jwt_bearer::JwtBearer): the RFC 7523 jwt-bearer grant |
 //! | [`client_auth`] | [`ClientAuth`]: how a client authenticates (secrets, secret files, `private_key_jwt`, assertions made elsewhere, mTLS) |
 //! | [`source`] | [`TokenSource`], "get me a token", and small sources ([`StaticToken`](source::StaticToken), [`from_fn`](source::from_fn)) |
@@ -79,6 +80,7 @@ pub mod token;
 pub mod token_exchange;
 pub mod transport;
 mod wiped;
+pub mod workload;
 
 pub use cache::TokenCache;
 pub use client_auth::ClientAuth;

@@ -25,3 +25,5 @@ mod shared_cache;
 mod test_util;
 #[cfg(feature = "test-util")]
 mod token_exchange;
+#[cfg(feature = "test-util")]
+mod workload;
