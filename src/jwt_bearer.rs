@@ -35,7 +35,9 @@ use crate::client_credentials::ClientCredentialsBuilder;
 use crate::error::BoxError;
 use crate::grant::ReadParam;
 use crate::source::TokenFuture;
-use crate::{cache::CachePolicy, AccessToken, ClientCredentials, ConfigError, Error, TokenCache, TokenSource};
+use crate::{
+    cache::CachePolicy, AccessToken, ClientCredentials, ConfigError, Error, TokenCache, TokenSource,
+};
 
 /// `grant_type` of the JWT bearer grant (RFC 7523 §2.1).
 pub(crate) const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";

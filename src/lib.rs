@@ -65,6 +65,7 @@ mod clock;
 mod crypto;
 pub mod error;
 mod grant;
+pub mod jwt_bearer;
 pub mod layer;
 #[cfg(feature = "reqwest")]
 pub mod middleware;
@@ -75,7 +76,6 @@ pub mod source;
 mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod test_util;
-pub mod jwt_bearer;
 pub mod token;
 pub mod token_exchange;
 pub mod transport;

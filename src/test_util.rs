@@ -602,7 +602,10 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
 /// A new token, if the grant type is right.
 fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes>> {
-    let grant_type = params.get("grant_type").map(String::as_str).unwrap_or_default();
+    let grant_type = params
+        .get("grant_type")
+        .map(String::as_str)
+        .unwrap_or_default();
     if grant_type != "client_credentials" {
         let Some((_, verify)) = state.grants.iter().find(|(name, _)| name == grant_type) else {
             return oauth_error(400, "unsupported_grant_type");
@@ -633,7 +636,10 @@ fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes
     if grant_type == TOKEN_EXCHANGE {
         body["issued_token_type"] = params
             .get("requested_token_type")
-            .map_or("urn:ietf:params:oauth:token-type:access_token", String::as_str)
+            .map_or(
+                "urn:ietf:params:oauth:token-type:access_token",
+                String::as_str,
+            )
             .into();
     }
     let mut response = plain(200, "application/json", body.to_string());

@@ -50,7 +50,9 @@ use crate::client_credentials::ClientCredentialsBuilder;
 use crate::error::BoxError;
 use crate::grant::ReadParam;
 use crate::source::TokenFuture;
-use crate::{cache::CachePolicy, AccessToken, ClientCredentials, ConfigError, Error, TokenCache, TokenSource};
+use crate::{
+    cache::CachePolicy, AccessToken, ClientCredentials, ConfigError, Error, TokenCache, TokenSource,
+};
 
 /// `grant_type` of token exchange (RFC 8693 §2.1).
 pub(crate) const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -194,7 +196,10 @@ impl fmt::Debug for TokenExchangeBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenExchangeBuilder")
             .field("client", &self.client)
-            .field("subject_token_type", &self.subject.as_ref().map(|s| s.token_type.uri()))
+            .field(
+                "subject_token_type",
+                &self.subject.as_ref().map(|s| s.token_type.uri()),
+            )
             .field("audience", &self.audiences)
             .finish_non_exhaustive()
     }

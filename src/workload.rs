@@ -49,15 +49,17 @@ pub fn azure_from(
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<ClientCredentialsBuilder, ConfigError> {
     let required = |name: &'static str| {
-        var(name).filter(|value| !value.trim().is_empty()).ok_or_else(|| {
-            ConfigError::new(
-                name,
-                format!(
+        var(name)
+            .filter(|value| !value.trim().is_empty())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    name,
+                    format!(
                     "{name} is not set: is the pod labelled azure.workload.identity/use=true and \
                      its service account annotated with azure.workload.identity/client-id?"
                 ),
-            )
-        })
+                )
+            })
     };
     let client_id = required("AZURE_CLIENT_ID")?;
     let tenant_id = required("AZURE_TENANT_ID")?;
@@ -69,10 +71,7 @@ pub fn azure_from(
         authority.push('/');
     }
     Ok(ClientCredentials::builder()
-        .token_url(format!(
-            "{authority}{}/oauth2/v2.0/token",
-            tenant_id.trim()
-        ))
+        .token_url(format!("{authority}{}/oauth2/v2.0/token", tenant_id.trim()))
         .client_id(client_id.trim())
         .client_assertion_file(PathBuf::from(token_file.trim())))
 }
@@ -126,8 +125,7 @@ pub fn google_external_account(json: &str) -> Result<TokenExchangeBuilder, Confi
     }
     let Some(source) = config.credential_source else {
         return Err(refuse(
-            "credential_source is missing (only file-sourced credentials are supported)"
-                .to_owned(),
+            "credential_source is missing (only file-sourced credentials are supported)".to_owned(),
         ));
     };
     let Some(file) = source.file else {
@@ -170,7 +168,8 @@ pub fn google_external_account(json: &str) -> Result<TokenExchangeBuilder, Confi
 async fn json_field(path: PathBuf, field: String) -> Result<String, crate::error::BoxError> {
     let shown = path.display().to_string();
     let bytes = zeroize::Zeroizing::new(
-        std::fs::read(&path).map_err(|e| format!("cannot read the subject token file {shown}: {e}"))?,
+        std::fs::read(&path)
+            .map_err(|e| format!("cannot read the subject token file {shown}: {e}"))?,
     );
     let document: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
         .map_err(|_| format!("the subject token file {shown} is not a JSON object"))?;
@@ -210,8 +209,8 @@ mod tests {
 
     #[test]
     fn azure_needs_its_variables_and_names_the_missing_one() {
-        let error = azure_from(|name| (name != "AZURE_TENANT_ID").then(|| "x".to_owned()))
-            .unwrap_err();
+        let error =
+            azure_from(|name| (name != "AZURE_TENANT_ID").then(|| "x".to_owned())).unwrap_err();
         assert_eq!(error.setting(), "AZURE_TENANT_ID");
     }
 

@@ -85,7 +85,11 @@ impl External {
 
     /// The credential, now: read, checked, and trimmed of surrounding whitespace. A closure
     /// that panics or takes longer than `timeout` is an error, like an HTTP client that does.
-    pub(crate) async fn read(&self, kind: Kind, timeout: Duration) -> Result<Zeroizing<String>, Error> {
+    pub(crate) async fn read(
+        &self,
+        kind: Kind,
+        timeout: Duration,
+    ) -> Result<Zeroizing<String>, Error> {
         let value = match self {
             External::File(path) => read_file(path, kind)?,
             External::Fn(make) => call(make, kind, timeout).await?,
@@ -141,10 +145,7 @@ fn read_file(path: &Path, kind: Kind) -> Result<Zeroizing<String>, Error> {
         }
     }
     let text = std::str::from_utf8(&buffer[..filled]).map_err(|_| {
-        Error::credential(
-            format!("the {name} file {shown} is not UTF-8 text"),
-            false,
-        )
+        Error::credential(format!("the {name} file {shown} is not UTF-8 text"), false)
     })?;
     let trimmed = text.trim();
     let mut value = Zeroizing::new(String::with_capacity(trimmed.len()));
@@ -179,7 +180,11 @@ fn io_error(path: &Path, kind: Kind, error: &std::io::Error) -> Error {
 }
 
 /// The closure's credential, with its panics and hangs contained.
-async fn call(make: &Arc<CredentialFn>, kind: Kind, timeout: Duration) -> Result<Zeroizing<String>, Error> {
+async fn call(
+    make: &Arc<CredentialFn>,
+    kind: Kind,
+    timeout: Duration,
+) -> Result<Zeroizing<String>, Error> {
     use futures_util::FutureExt;
 
     let name = kind.name;
@@ -284,13 +289,22 @@ mod tests {
     use super::*;
 
     fn jwt(payload: &str) -> String {
-        format!("eyJhbGciOiJSUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+        format!(
+            "eyJhbGciOiJSUzI1NiJ9.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(payload)
+        )
     }
 
     #[test]
     fn exp_is_read_without_verifying() {
-        assert_eq!(unverified_exp(&jwt(r#"{"exp":1700000000}"#)), Some(Some(1_700_000_000)));
-        assert_eq!(unverified_exp(&jwt(r#"{"exp":1.5e9}"#)), Some(Some(1_500_000_000)));
+        assert_eq!(
+            unverified_exp(&jwt(r#"{"exp":1700000000}"#)),
+            Some(Some(1_700_000_000))
+        );
+        assert_eq!(
+            unverified_exp(&jwt(r#"{"exp":1.5e9}"#)),
+            Some(Some(1_500_000_000))
+        );
         assert_eq!(unverified_exp(&jwt(r#"{"sub":"x"}"#)), Some(None));
         assert_eq!(unverified_exp("not-a-jwt"), None);
         assert_eq!(unverified_exp("a.b.c.d"), None);

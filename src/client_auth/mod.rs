@@ -58,15 +58,15 @@ use zeroize::Zeroizing;
 use assertion::{AssertionConfig, ASSERTION_TYPE};
 #[cfg(feature = "rustls-no-provider")]
 pub use assertion::{JwsAlgorithm, PrivateKeyJwt};
-#[cfg(feature = "rustls-no-provider")]
-pub use signer::{LocalSigner, SignFuture, Signer};
 pub use shorthands::AuthStyle;
 pub(crate) use shorthands::Shorthands;
+#[cfg(feature = "rustls-no-provider")]
+pub use signer::{LocalSigner, SignFuture, Signer};
 
 use crate::error::{hints, BoxError};
-use external::{External, Kind};
 use crate::transport::ClientIdentity;
 use crate::{ConfigError, Error};
+use external::{External, Kind};
 
 /// How a client authenticates to the token endpoint: a client id and exactly one method.
 ///
@@ -733,8 +733,7 @@ impl PreparedAuth {
         };
         match method {
             Method::Basic { urlencode, .. } => {
-                let basic =
-                    encoding::basic_credentials(&self.auth.client_id, &secret, *urlencode);
+                let basic = encoding::basic_credentials(&self.auth.client_id, &secret, *urlencode);
                 let value = crate::wiped::concat(&[b"Basic ", basic.as_bytes()]);
                 credentials.header =
                     Some(crate::wiped::sensitive_header(value).ok_or_else(|| {
@@ -788,7 +787,11 @@ impl PreparedAuth {
 
 /// `client_id`, `client_assertion_type` and `client_assertion` (RFC 7523 §2.2, with
 /// `client_id`, which OpenID Connect Core §9 makes optional and Entra ID and others want).
-fn push_assertion(credentials: &mut Credentials, id: Zeroizing<String>, assertion: Zeroizing<String>) {
+fn push_assertion(
+    credentials: &mut Credentials,
+    id: Zeroizing<String>,
+    assertion: Zeroizing<String>,
+) {
     credentials.fields.push(("client_id", id));
     credentials.fields.push((
         "client_assertion_type",

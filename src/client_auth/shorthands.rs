@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use super::external::External;
 #[cfg(feature = "rustls-no-provider")]
 use super::PrivateKeyJwt;
-use super::external::External;
 use super::{ClientAuth, Method, Secret};
 use crate::transport::ClientIdentity;
 use crate::ConfigError;

@@ -221,7 +221,10 @@ impl SignerAssertion {
     /// The signature as JWS wants it: ECDSA as fixed-size `r || s`, from DER if need be.
     fn as_jws(&self, signature: Vec<u8>) -> Result<Vec<u8>, Error> {
         if signature.is_empty() {
-            return Err(Error::credential("the assertion signer returned no signature", false));
+            return Err(Error::credential(
+                "the assertion signer returned no signature",
+                false,
+            ));
         }
         match self.algorithm.ecdsa_scalar_len() {
             Some(len) if signature.len() == 2 * len => Ok(signature),

@@ -113,7 +113,10 @@ async fn an_expired_assertion_is_refused_before_it_is_sent() {
     assert_eq!(error.kind(), ErrorKind::ClientAuth, "{error}");
     assert!(error.is_transient());
     let text = error.to_string();
-    assert!(text.contains("assertion") && text.contains("expired"), "{text}");
+    assert!(
+        text.contains("assertion") && text.contains("expired"),
+        "{text}"
+    );
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert_eq!(server.requests(), 0);
 }
@@ -142,7 +145,10 @@ async fn panicking_and_hanging_assertion_closures_are_contained() {
         .build()
         .unwrap();
     let error = grant.token().await.unwrap_err();
-    assert!(error.to_string().contains("did not return within"), "{error}");
+    assert!(
+        error.to_string().contains("did not return within"),
+        "{error}"
+    );
     assert_eq!(server.requests(), 0);
 }
 

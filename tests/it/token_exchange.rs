@@ -41,7 +41,12 @@ async fn a_subject_token_file_is_exchanged_with_every_parameter_and_reread_each_
     let issuer = Issuer::new("https://kubernetes.default.svc");
     let server = exchanging(&issuer).await;
     let mounted = Mounted::new();
-    let first = issuer.token("system:serviceaccount:shop:orders", AUDIENCE, 3600, json!({}));
+    let first = issuer.token(
+        "system:serviceaccount:shop:orders",
+        AUDIENCE,
+        3600,
+        json!({}),
+    );
     let path = mounted.write("token", &first);
     let exchange = TokenExchange::builder()
         .token_url(server.url())
@@ -56,7 +61,10 @@ async fn a_subject_token_file_is_exchanged_with_every_parameter_and_reread_each_
         .unwrap();
     let token = exchange.token().await.unwrap();
     assert_eq!(token.issued_token_type(), Some(ACCESS_TOKEN));
-    assert_eq!(token.issued_token_type(), Some(TokenType::AccessToken.uri()));
+    assert_eq!(
+        token.issued_token_type(),
+        Some(TokenType::AccessToken.uri())
+    );
     let form = last(&server).form();
     assert_eq!(form["grant_type"], TOKEN_EXCHANGE);
     assert_eq!(form["subject_token"], first);
@@ -66,20 +74,31 @@ async fn a_subject_token_file_is_exchanged_with_every_parameter_and_reread_each_
     assert_eq!(form["scope"], "invoices:read");
     assert_eq!(form["requested_token_type"], ACCESS_TOKEN);
     assert!(!form.contains_key("actor_token"));
-    assert_eq!(last(&server).basic().map(|(id, _)| id).as_deref(), Some("svc"));
+    assert_eq!(
+        last(&server).basic().map(|(id, _)| id).as_deref(),
+        Some("svc")
+    );
     // Served from the cache.
     exchange.token().await.unwrap();
     assert_eq!(server.requests(), 1);
 
     // Rotated: the next exchange sends the new subject token.
-    let second = issuer.token("system:serviceaccount:shop:orders", AUDIENCE, 3600, json!({}));
+    let second = issuer.token(
+        "system:serviceaccount:shop:orders",
+        AUDIENCE,
+        3600,
+        json!({}),
+    );
     mounted.write("token", &second);
     exchange.invalidate(&token);
     exchange.token().await.unwrap();
     assert_eq!(last(&server).form()["subject_token"], second);
     let shown = format!("{exchange:?}");
     assert!(shown.starts_with("TokenExchange"), "{shown}");
-    assert!(!shown.contains(&second) && !shown.contains("secret\""), "{shown}");
+    assert!(
+        !shown.contains(&second) && !shown.contains("secret\""),
+        "{shown}"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +123,9 @@ async fn a_chained_exchange_sends_the_inner_sources_current_token() {
         .token_prefix("downstream")
         .grant(TOKEN_EXCHANGE, move |params| {
             params.get("subject_token_type").map(String::as_str) == Some(ACCESS_TOKEN)
-                && params.get("subject_token").is_some_and(|token| accepts(token))
+                && params
+                    .get("subject_token")
+                    .is_some_and(|token| accepts(token))
         })
         .start()
         .await
@@ -219,7 +240,10 @@ async fn a_missing_subject_token_file_is_a_transient_error_naming_it() {
     assert_eq!(error.kind(), ErrorKind::ClientAuth, "{error}");
     assert!(error.is_transient(), "{error}");
     let text = error.to_string();
-    assert!(text.contains("subject token file") && text.contains(&path.display().to_string()), "{text}");
+    assert!(
+        text.contains("subject token file") && text.contains(&path.display().to_string()),
+        "{text}"
+    );
     assert_eq!(server.requests(), 0);
 }
 
@@ -245,9 +269,15 @@ async fn an_actor_token_goes_with_its_type() {
     let token = exchange.token().await.unwrap();
     assert_eq!(token.issued_token_type(), Some(JWT));
     let form = last(&server).form();
-    assert_eq!(form["subject_token_type"], "urn:ietf:params:oauth:token-type:id_token");
+    assert_eq!(
+        form["subject_token_type"],
+        "urn:ietf:params:oauth:token-type:id_token"
+    );
     assert_eq!(form["actor_token_type"], JWT);
-    assert_eq!(form["actor_token"], std::fs::read_to_string(&actor).unwrap());
+    assert_eq!(
+        form["actor_token"],
+        std::fs::read_to_string(&actor).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -281,10 +311,16 @@ async fn the_layer_sends_the_exchanged_token() {
             }
         });
     let service = service.ready().await.unwrap();
-    service.call(http::Request::new(String::new())).await.unwrap();
+    service
+        .call(http::Request::new(String::new()))
+        .await
+        .unwrap();
     assert_eq!(seen.lock().unwrap().as_deref(), Some("Bearer exchanged-1"));
     let form = last(&server).form();
-    assert!(!form.contains_key("client_id"), "no client authentication at all");
+    assert!(
+        !form.contains_key("client_id"),
+        "no client authentication at all"
+    );
     assert!(last(&server).header("authorization").is_none());
 }
 

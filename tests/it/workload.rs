@@ -2,9 +2,9 @@
 //! token server on loopback that checks what that provider documents it checks, with the
 //! workload token signed by a separate issuer key (the cluster's, the SPIFFE trust domain's).
 
+use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use bytes::Bytes;
 use serde_json::{json, Value};
 use tower_oauth2::test_util::{Received, TokenServer};
 use tower_oauth2::{workload, ClientCredentials, TokenSource};
@@ -87,7 +87,10 @@ async fn azure_workload_identity_from_its_environment() {
         .build()
         .unwrap();
     assert_eq!(credentials.token().await.unwrap().secret(), "entra-token");
-    assert_eq!(last(&server).form()["scope"], "https://storage.azure.com/.default");
+    assert_eq!(
+        last(&server).form()["scope"],
+        "https://storage.azure.com/.default"
+    );
 }
 
 /// Google's STS, as its token exchange documentation describes it.
@@ -96,10 +99,16 @@ async fn google_sts(cluster: &Issuer, provider_name: &'static str) -> TokenServe
     provider(move |request| {
         let form = request.form();
         let expected = [
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
             ("audience", provider_name),
             ("scope", "https://www.googleapis.com/auth/cloud-platform"),
-            ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
             ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
         ];
         if request.uri.path() != "/v1/token"
@@ -112,7 +121,10 @@ async fn google_sts(cluster: &Issuer, provider_name: &'static str) -> TokenServe
         }
         // The provider's allowed audience: its full resource name, as https.
         let audience = format!("https:{provider_name}");
-        match form.get("subject_token").and_then(|jwt| verifier.verify(jwt, &audience)) {
+        match form
+            .get("subject_token")
+            .and_then(|jwt| verifier.verify(jwt, &audience))
+        {
             Some(_) => Ok(json!({
                 "access_token": "ya29.federated",
                 "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
@@ -129,7 +141,8 @@ async fn google_sts(cluster: &Issuer, provider_name: &'static str) -> TokenServe
 async fn google_workload_identity_federation_from_an_external_account_file() {
     const PROVIDER: &str =
         "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pool/providers/k8s";
-    let cluster = Issuer::new("https://container.googleapis.com/v1/projects/p/locations/l/clusters/c");
+    let cluster =
+        Issuer::new("https://container.googleapis.com/v1/projects/p/locations/l/clusters/c");
     let server = google_sts(&cluster, PROVIDER).await;
     let mounted = Mounted::new();
     let jwt = cluster.token(SA, &format!("https:{PROVIDER}"), 3600, json!({}));
@@ -137,7 +150,10 @@ async fn google_workload_identity_federation_from_an_external_account_file() {
     let json_file = mounted.write("token.json", &json!({ "id_token": jwt }).to_string());
     for (file, format) in [
         (text_file, json!({"type": "text"})),
-        (json_file, json!({"type": "json", "subject_token_field_name": "id_token"})),
+        (
+            json_file,
+            json!({"type": "json", "subject_token_field_name": "id_token"}),
+        ),
     ] {
         let config = json!({
             "type": "external_account",
@@ -186,15 +202,26 @@ async fn keycloak_federated_client_authentication_with_a_kubernetes_token() {
     // A projected volume with `audience: https://keycloak.example.com/realms/shop`.
     let token = mounted.write(
         "keycloak-token",
-        &cluster.token(SA, "https://keycloak.example.com/realms/shop", 3600, json!({})),
+        &cluster.token(
+            SA,
+            "https://keycloak.example.com/realms/shop",
+            3600,
+            json!({}),
+        ),
     );
     let credentials = ClientCredentials::builder()
-        .token_url(format!("{}realms/shop/protocol/openid-connect/token", base(&server)))
+        .token_url(format!(
+            "{}realms/shop/protocol/openid-connect/token",
+            base(&server)
+        ))
         .client_id("orders")
         .client_assertion_file(token)
         .build()
         .unwrap();
-    assert_eq!(TokenSource::token(&credentials).await.unwrap().secret(), "kc-token");
+    assert_eq!(
+        TokenSource::token(&credentials).await.unwrap().secret(),
+        "kc-token"
+    );
 }
 
 #[tokio::test]

@@ -43,7 +43,12 @@ async fn an_assertion_file_rewritten_between_fetches_is_read_at_each_request() {
     let issuer = Issuer::new("https://kubernetes.default.svc");
     let server = trusting(&issuer).await;
     let mounted = Mounted::new();
-    let first = issuer.token("system:serviceaccount:shop:orders", AUDIENCE, 3600, json!({}));
+    let first = issuer.token(
+        "system:serviceaccount:shop:orders",
+        AUDIENCE,
+        3600,
+        json!({}),
+    );
     let path = mounted.write("token", &format!("{first}\n"));
     let credentials = ClientCredentials::builder()
         .token_url(server.url())
@@ -54,7 +59,10 @@ async fn an_assertion_file_rewritten_between_fetches_is_read_at_each_request() {
 
     let token = credentials.token().await.unwrap();
     let form = last(&server).form();
-    assert_eq!(form["client_assertion"], first, "the file's content, trimmed");
+    assert_eq!(
+        form["client_assertion"], first,
+        "the file's content, trimmed"
+    );
     assert_eq!(
         form["client_assertion_type"],
         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -63,13 +71,23 @@ async fn an_assertion_file_rewritten_between_fetches_is_read_at_each_request() {
     assert!(!form.contains_key("client_secret"));
 
     // The kubelet rotates the token: the next request carries the new one.
-    let second = issuer.token("system:serviceaccount:shop:orders", AUDIENCE, 3600, json!({}));
+    let second = issuer.token(
+        "system:serviceaccount:shop:orders",
+        AUDIENCE,
+        3600,
+        json!({}),
+    );
     assert_ne!(first, second);
     mounted.write("token", &second);
     credentials.invalidate(&token);
     credentials.token().await.unwrap();
     assert_eq!(sent_assertion(&server), second);
-    let third = issuer.token("system:serviceaccount:shop:orders", AUDIENCE, 3600, json!({}));
+    let third = issuer.token(
+        "system:serviceaccount:shop:orders",
+        AUDIENCE,
+        3600,
+        json!({}),
+    );
     mounted.write("token", &third);
     credentials.fetch_uncached().await.unwrap();
     assert_eq!(sent_assertion(&server), third);
@@ -101,7 +119,10 @@ async fn an_expired_assertion_is_refused_before_it_is_sent_and_the_error_names_t
     assert_eq!(error.kind(), ErrorKind::ClientAuth, "{text}");
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.contains("expired"), "{text}");
-    assert!(error.is_transient(), "whoever writes it may refresh it: {text}");
+    assert!(
+        error.is_transient(),
+        "whoever writes it may refresh it: {text}"
+    );
     assert!(!text.contains(&expired) && !format!("{error:?}").contains(&expired));
     assert_eq!(server.requests(), 0, "an expired assertion is not sent");
 
@@ -135,14 +156,26 @@ async fn a_file_that_appears_late_is_picked_up_and_the_cache_recovers() {
     // Mounted, but empty while being written: still transient, still named.
     mounted.write("jwt_svid.token", "\n");
     let error = credentials.token().await.unwrap_err();
-    assert!(error.is_transient() && error.to_string().contains("empty"), "{error}");
+    assert!(
+        error.is_transient() && error.to_string().contains("empty"),
+        "{error}"
+    );
 
     mounted.write(
         "jwt_svid.token",
-        &issuer.token("spiffe://example.org/ns/shop/sa/orders", AUDIENCE, 300, json!({})),
+        &issuer.token(
+            "spiffe://example.org/ns/shop/sa/orders",
+            AUDIENCE,
+            300,
+            json!({}),
+        ),
     );
     credentials.token().await.unwrap();
-    assert_eq!(server.requests(), 1, "no request went out before the file was right");
+    assert_eq!(
+        server.requests(),
+        1,
+        "no request went out before the file was right"
+    );
 }
 
 #[tokio::test]
@@ -249,14 +282,19 @@ async fn a_panicking_or_failing_assertion_closure_is_an_error_and_the_cache_reco
         .unwrap();
     let panicked = credentials.token().await.unwrap_err();
     assert_eq!(panicked.kind(), ErrorKind::Panic, "{panicked}");
-    assert!(panicked.to_string().contains("client assertion closure"), "{panicked}");
+    assert!(
+        panicked.to_string().contains("client assertion closure"),
+        "{panicked}"
+    );
     assert!(!panicked.to_string().contains("bug"), "{panicked}");
     let failed = credentials.token().await.unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::ClientAuth, "{failed}");
     assert!(failed.is_transient());
     let causes = std::iter::successors(std::error::Error::source(&failed), |e| e.source());
     assert!(
-        causes.map(|cause| cause.to_string()).any(|text| text == "metadata server unavailable"),
+        causes
+            .map(|cause| cause.to_string())
+            .any(|text| text == "metadata server unavailable"),
         "the closure's error is the cause"
     );
     credentials.token().await.unwrap();
@@ -279,7 +317,10 @@ async fn a_hanging_assertion_closure_times_out() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ClientAuth, "{error}");
     assert!(error.is_transient());
-    assert!(error.to_string().contains("did not return within"), "{error}");
+    assert!(
+        error.to_string().contains("did not return within"),
+        "{error}"
+    );
     assert_eq!(server.requests(), 0);
 }
 
@@ -334,7 +375,10 @@ async fn a_rotated_secret_file_is_used_from_the_next_request() {
     credentials.fetch_uncached().await.unwrap();
     assert_eq!(last(&server).form()["client_secret"], "new-secret");
     // The grace window ends: the old secret is refused, the client does not notice.
-    accepted.lock().unwrap().retain(|secret| *secret != "old-secret");
+    accepted
+        .lock()
+        .unwrap()
+        .retain(|secret| *secret != "old-secret");
     credentials.fetch_uncached().await.unwrap();
 
     // A secret echoed back is redacted, though the client read it only for that request.
@@ -365,11 +409,21 @@ async fn a_secret_file_in_a_basic_header_and_missing_at_first() {
     let error = credentials.token().await.unwrap_err();
     assert!(error.is_transient(), "{error}");
     assert!(error.to_string().contains("client secret file"), "{error}");
-    assert!(error.to_string().contains(&path.display().to_string()), "{error}");
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
     mounted.write("client-secret", "s3cr3t with space\n");
     credentials.token().await.unwrap();
-    assert_eq!(server.issued(), 1, "the server accepted the secret, trimmed");
-    assert_eq!(last(&server).basic().map(|(id, _)| id).as_deref(), Some("svc"));
+    assert_eq!(
+        server.issued(),
+        1,
+        "the server accepted the secret, trimmed"
+    );
+    assert_eq!(
+        last(&server).basic().map(|(id, _)| id).as_deref(),
+        Some("svc")
+    );
 }
 
 #[test]

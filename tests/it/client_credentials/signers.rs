@@ -62,8 +62,8 @@ impl Signer for Kms {
 /// A KMS key, and the public key the identity provider has registered for the client.
 fn kms(behaviour: fn(usize) -> Behaviour) -> (Arc<Kms>, String) {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pair.serialize_der())
-        .unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pair.serialize_der()).unwrap();
     assert!(!key.public_key().as_ref().is_empty());
     let kms = Kms {
         key,
@@ -120,7 +120,11 @@ async fn a_kms_signer_with_der_signatures_makes_assertions_the_server_accepts() 
         .unwrap();
     credentials.fetch_uncached().await.unwrap();
     credentials.fetch_uncached().await.unwrap();
-    assert_eq!(kms.calls.load(Ordering::SeqCst), 2, "one signature per request");
+    assert_eq!(
+        kms.calls.load(Ordering::SeqCst),
+        2,
+        "one signature per request"
+    );
     let assertion = last(&server).form()["client_assertion"].clone();
     let header = jsonwebtoken::decode_header(&assertion).unwrap();
     assert_eq!(header.alg, Algorithm::ES256);
@@ -147,14 +151,23 @@ async fn the_local_key_is_a_signer_too() {
     credentials.token().await.unwrap();
     let assertion = last(&server).form()["client_assertion"].clone();
     assert_eq!(
-        jsonwebtoken::decode_header(&assertion).unwrap().kid.as_deref(),
+        jsonwebtoken::decode_header(&assertion)
+            .unwrap()
+            .kid
+            .as_deref(),
         Some("local-1")
     );
 }
 
 #[tokio::test]
 async fn a_panicking_signer_is_an_error_and_the_cache_recovers() {
-    let (kms, public_pem) = kms(|n| if n == 1 { Behaviour::Panic } else { Behaviour::Sign });
+    let (kms, public_pem) = kms(|n| {
+        if n == 1 {
+            Behaviour::Panic
+        } else {
+            Behaviour::Sign
+        }
+    });
     let server = verifying(public_pem, Algorithm::ES256).await;
     let credentials = ClientCredentials::builder()
         .token_url(server.url())
@@ -186,6 +199,9 @@ async fn a_hanging_signer_times_out() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::ClientAuth, "{error}");
     assert!(error.is_transient());
-    assert!(error.to_string().contains("did not answer within"), "{error}");
+    assert!(
+        error.to_string().contains("did not answer within"),
+        "{error}"
+    );
     assert_eq!(server.requests(), 0);
 }

@@ -72,7 +72,10 @@ impl Issuer {
 static NEXT: AtomicUsize = AtomicUsize::new(1);
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A directory of its own under the system's temporary directory, removed when dropped.
