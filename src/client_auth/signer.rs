@@ -186,7 +186,7 @@ impl SignerAssertion {
         jwt.push_str(&encode_json(&claims)?);
         let signature = self.sign(jwt.as_bytes(), timeout).await?;
         jwt.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut *jwt);
+        URL_SAFE_NO_PAD.encode_string(signature, &mut jwt);
         Ok(jwt)
     }
 

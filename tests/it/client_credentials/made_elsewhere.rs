@@ -308,7 +308,7 @@ async fn a_hanging_assertion_closure_times_out() {
         .token_url(server.url())
         .client_id(CLIENT_ID)
         .timeout(Duration::from_millis(100))
-        .client_assertion_fn(|| std::future::pending::<Result<String, std::io::Error>>())
+        .client_assertion_fn(std::future::pending::<Result<String, std::io::Error>>)
         .build()
         .unwrap();
     let error = tokio::time::timeout(Duration::from_secs(5), credentials.token())
