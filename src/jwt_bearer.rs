@@ -3,7 +3,7 @@
 //! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`, with any client authentication
 //! or none (some servers authenticate the client for every grant).
 //!
-//! The same client as [`ClientCredentials`](crate::ClientCredentials) with another grant: same
+//! The same client as [`ClientCredentials`] with another grant: same
 //! transport, cache, single flight, refresh ahead and backoff. The assertion is read at every
 //! token request; an expired one (by its `exp`, read without verifying) is refused before it is
 //! sent, with an error naming the file.

@@ -4,7 +4,7 @@
 //! audience: Google's STS (workload identity federation), Okta, Keycloak, Entra's
 //! on-behalf-of flows.
 //!
-//! It is the same client as [`ClientCredentials`](crate::ClientCredentials) with another grant:
+//! It is the same client as [`ClientCredentials`] with another grant:
 //! the same transport, client authentication (any, or none), cache, single flight, refresh
 //! ahead and backoff. The subject token (and the optional actor token) is read at every
 //! exchange, never at `build()`: a rotated file or a refreshed inner token is picked up by the
