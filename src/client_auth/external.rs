@@ -273,15 +273,13 @@ pub(crate) fn unverified_exp(jwt: &str) -> Option<Option<u64>> {
         return None;
     }
     let json = Zeroizing::new(URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?);
-    #[derive(serde::Deserialize)]
-    struct Claims {
-        exp: Option<serde_json::Number>,
-    }
-    let claims: Claims = serde_json::from_slice(&json).ok()?;
-    Some(claims.exp.and_then(|exp| {
-        exp.as_u64()
-            .or_else(|| exp.as_f64().filter(|e| *e >= 0.0).map(|e| e as u64))
-    }))
+    let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&json).ok()?;
+    Some(match claims.get("exp") {
+        Some(serde_json::Value::Number(exp)) => exp
+            .as_u64()
+            .or_else(|| exp.as_f64().filter(|e| *e >= 0.0).map(|e| e as u64)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
