@@ -452,3 +452,32 @@ fn a_credential_made_elsewhere_excludes_the_other_methods() {
         .unwrap_err();
     assert_eq!(error.setting(), "client_id", "{error}");
 }
+
+/// A secret that rotates cannot key the shared cache's encryption: the key must be given, and
+/// then the shared entry is the same whichever secret the file holds.
+#[cfg(feature = "redis")]
+#[test]
+fn a_shared_cache_with_a_secret_file_needs_its_own_key() {
+    let store = || tower_oauth2::shared::RedisStore::new("redis://127.0.0.1:1/").unwrap();
+    let builder = || {
+        ClientCredentials::builder()
+            .token_url("https://idp.example.com/token")
+            .client_id("svc")
+            .client_secret_file("/var/run/secrets/idp/client-secret")
+            .shared_cache(store())
+    };
+    let error = builder().build().unwrap_err();
+    assert_eq!(error.setting(), "shared_cache_key", "{error}");
+    builder()
+        .shared_cache_key([7u8; 32].to_vec())
+        .build()
+        .expect("with a key of its own");
+    let error = ClientCredentials::builder()
+        .token_url("https://idp.example.com/token")
+        .client_id("svc")
+        .client_assertion_file("/var/run/secrets/tokens/idp")
+        .shared_cache(store())
+        .build()
+        .unwrap_err();
+    assert_eq!(error.setting(), "shared_cache_key", "{error}");
+}
