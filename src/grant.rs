@@ -35,8 +35,33 @@ pub(crate) enum ReadParam {
     Source(Arc<dyn TokenSource>),
 }
 
+/// The parameters read for one request, and the tokens other sources lent to it.
+pub(crate) struct ReadNow {
+    pub(crate) values: Vec<(&'static str, Zeroizing<String>)>,
+    /// Each subject (or actor) token a source handed out, to give back as rejected when the
+    /// endpoint refuses the grant.
+    pub(crate) lent: Vec<(Arc<dyn TokenSource>, crate::AccessToken)>,
+}
+
+impl ReadNow {
+    /// The endpoint refused the grant with `code`: a token lent by a source is taken to be
+    /// the reason (expired, revoked) when the code says the grant is bad, so that the next
+    /// request gets a new one from it.
+    pub(crate) fn refused(&self, code: &str) {
+        if matches!(code, "invalid_grant" | "invalid_request" | "invalid_token") {
+            for (source, token) in &self.lent {
+                source.invalidate(token);
+            }
+        }
+    }
+}
+
 impl ReadParam {
-    async fn read(&self, timeout: Duration) -> Result<Zeroizing<String>, Error> {
+    async fn read(
+        &self,
+        timeout: Duration,
+        lent: &mut Vec<(Arc<dyn TokenSource>, crate::AccessToken)>,
+    ) -> Result<Zeroizing<String>, Error> {
         match self {
             ReadParam::External(from, kind) => from.read(*kind, timeout).await,
             ReadParam::Source(source) => {
@@ -46,7 +71,9 @@ impl ReadParam {
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| Err(Error::panicked_in("the subject token source")))?;
-                Ok(Zeroizing::new(token.secret().to_owned()))
+                let value = Zeroizing::new(token.secret().to_owned());
+                lent.push((source.clone(), token));
+                Ok(value)
             }
         }
     }
@@ -128,15 +155,16 @@ impl Grant {
     }
 
     /// The parameters made elsewhere, read now.
-    pub(crate) async fn read(
-        &self,
-        timeout: Duration,
-    ) -> Result<Vec<(&'static str, Zeroizing<String>)>, Error> {
-        let mut values = Vec::with_capacity(self.read.len());
+    pub(crate) async fn read(&self, timeout: Duration) -> Result<ReadNow, Error> {
+        let mut now = ReadNow {
+            values: Vec::with_capacity(self.read.len()),
+            lent: Vec::new(),
+        };
         for (name, from) in &self.read {
-            values.push((*name, from.read(timeout).await?));
+            let value = from.read(timeout, &mut now.lent).await?;
+            now.values.push((*name, value));
         }
-        Ok(values)
+        Ok(now)
     }
 
     /// Whether `name` may be added as a parameter.

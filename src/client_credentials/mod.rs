@@ -309,7 +309,8 @@ impl Endpoint {
     async fn fetch_once(&self, url: &Uri) -> Result<AccessToken, Error> {
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
-        let (request, read_now) = self.template.encode(url, self.transport.timeout).await?;
+        let encoded = self.template.encode(url, self.transport.timeout).await?;
+        let (request, sent_now, read) = (encoded.request, encoded.redact, encoded.read);
         let (parts, body) = match self.transport.exchange(request).await {
             Ok(response) => response,
             Err(error) if error.kind() == ErrorKind::Timeout => {
@@ -324,7 +325,7 @@ impl Endpoint {
         let redact: Vec<&str> = self
             .redact
             .iter()
-            .chain(&read_now)
+            .chain(&sent_now)
             .map(|s| s.as_str())
             .collect();
         let context = DecodeContext {
@@ -346,6 +347,9 @@ impl Endpoint {
                 &context,
             ),
         };
+        if let Some(oauth) = result.as_ref().err().and_then(Error::oauth_error) {
+            read.refused(oauth.code());
+        }
         let elapsed = started.elapsed();
         match &result {
             Ok(token) => tracing::debug!(

@@ -344,3 +344,44 @@ fn a_subject_token_is_required() {
 fn is_a_clonable_source(exchange: TokenExchange) -> impl TokenSource + Clone {
     exchange
 }
+
+#[tokio::test]
+async fn a_subject_token_the_server_refuses_is_given_back_to_its_source() {
+    let own_idp = TokenServer::builder()
+        .client("orders", "s")
+        .token_prefix("own")
+        .start()
+        .await
+        .unwrap();
+    let own = ClientCredentials::builder()
+        .token_url(own_idp.url())
+        .client_id("orders")
+        .client_secret("s")
+        .build()
+        .unwrap();
+    // The STS finds the first subject token revoked.
+    let sts = TokenServer::builder()
+        .client("orders", "s")
+        .grant(TOKEN_EXCHANGE, |params| {
+            params.get("subject_token").map(String::as_str) != Some("own-1")
+        })
+        .start()
+        .await
+        .unwrap();
+    let exchange = TokenExchange::builder()
+        .token_url(sts.url())
+        .client_id("orders")
+        .client_secret("s")
+        .subject_token_source(own, TokenType::AccessToken)
+        .cache_policy(
+            tower_oauth2::cache::CachePolicy::default().backoff(Duration::ZERO, Duration::ZERO),
+        )
+        .build()
+        .unwrap();
+    let error = exchange.token().await.unwrap_err();
+    assert!(!error.is_transient(), "{error}");
+    assert_eq!(error.oauth_error().map(|e| e.code()), Some("invalid_grant"));
+    // The inner cache dropped the refused token: the next exchange carries a new one.
+    exchange.token().await.unwrap();
+    assert_eq!(last(&sts).form()["subject_token"], "own-2");
+}
