@@ -264,6 +264,18 @@ impl TokenExchangeBuilder {
         self
     }
 
+    /// A client assertion `make` returns, called at each exchange (see
+    /// [`ClientCredentialsBuilder::client_assertion_fn`]).
+    pub fn client_assertion_fn<F, Fut, E>(mut self, make: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.client = self.client.client_assertion_fn(make);
+        self
+    }
+
     /// How the client sends its secret (see [`ClientCredentialsBuilder::auth_style`]).
     pub fn auth_style(mut self, style: AuthStyle) -> Self {
         self.client = self.client.auth_style(style);
@@ -343,6 +355,20 @@ impl TokenExchangeBuilder {
     pub fn actor_token_file(mut self, path: impl Into<PathBuf>, token_type: TokenType) -> Self {
         self.actor = Some(Party {
             from: ReadParam::External(External::file(path), kind("actor token", &token_type)),
+            token_type,
+        });
+        self
+    }
+
+    /// The actor token `make` returns, called at every exchange.
+    pub fn actor_token_fn<F, Fut, E>(mut self, make: F, token_type: TokenType) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.actor = Some(Party {
+            from: closure(make, kind("actor token", &token_type)),
             token_type,
         });
         self

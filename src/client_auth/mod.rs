@@ -780,6 +780,8 @@ impl PreparedAuth {
             Method::Basic { .. } => hints::INVALID_CLIENT_BASIC,
             Method::Post { .. } | Method::Json { .. } => hints::INVALID_CLIENT_BODY,
             Method::Tls => hints::INVALID_CLIENT_TLS,
+            Method::Assertion { .. } => hints::INVALID_CLIENT_FEDERATED,
+            Method::None => hints::INVALID_CLIENT_NONE,
             _ => hints::INVALID_CLIENT_ASSERTION,
         }
     }

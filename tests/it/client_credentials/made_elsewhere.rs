@@ -98,6 +98,12 @@ async fn an_assertion_file_rewritten_between_fetches_is_read_at_each_request() {
     mounted.write("token", &stranger.token("x", AUDIENCE, 3600, json!({})));
     let error = credentials.fetch_uncached().await.unwrap_err();
     assert_eq!(error.status(), Some(StatusCode::UNAUTHORIZED), "{error}");
+    assert!(
+        error
+            .hint()
+            .is_some_and(|hint| hint.contains("federated credential")),
+        "{error}"
+    );
 }
 
 #[tokio::test]
