@@ -186,6 +186,19 @@ impl PrivateKeyJwt {
         self.key_id.as_deref()
     }
 
+    /// The `x5t#S256` of its certificate, if one was given.
+    pub(super) fn thumbprint(
+        &self,
+        provider: &CryptoProvider,
+    ) -> Result<Option<String>, ConfigError> {
+        match &self.certificate {
+            None => Ok(None),
+            Some(certificate) => Ok(Some(
+                URL_SAFE_NO_PAD.encode(crate::crypto::provider_sha256(provider, certificate)?),
+            )),
+        }
+    }
+
     /// The JWS `kid` header: which of the client's registered keys signed (the identity
     /// provider's key id, e.g. the JWK's `kid`).
     pub fn key_id(mut self, kid: impl Into<String>) -> Self {

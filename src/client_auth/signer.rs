@@ -67,6 +67,12 @@ pub trait Signer: Send + Sync + 'static {
         None
     }
 
+    /// The JWS `x5t#S256` header: the base64url SHA-256 thumbprint of the key's certificate,
+    /// which Microsoft Entra ID certificate credentials need (a key in Azure Key Vault, say).
+    fn x5t_s256(&self) -> Option<&str> {
+        None
+    }
+
     /// The signature of `message`.
     fn sign<'a>(&'a self, message: &'a [u8]) -> SignFuture<'a>;
 }
@@ -75,6 +81,7 @@ pub trait Signer: Send + Sync + 'static {
 pub struct LocalSigner {
     key: Arc<KeySigner>,
     key_id: Option<String>,
+    thumbprint: Option<String>,
 }
 
 impl PrivateKeyJwt {
@@ -85,6 +92,7 @@ impl PrivateKeyJwt {
         Ok(LocalSigner {
             key: Arc::new(self.signer(&provider)?),
             key_id: self.key_id_value().map(str::to_owned),
+            thumbprint: self.thumbprint(&provider)?,
         })
     }
 }
@@ -96,6 +104,10 @@ impl Signer for LocalSigner {
 
     fn key_id(&self) -> Option<&str> {
         self.key_id.as_deref()
+    }
+
+    fn x5t_s256(&self) -> Option<&str> {
+        self.thumbprint.as_deref()
     }
 
     fn sign<'a>(&'a self, message: &'a [u8]) -> SignFuture<'a> {
@@ -137,7 +149,7 @@ impl SignerAssertion {
             alg: algorithm.name(),
             typ: "JWT",
             kid: signer.key_id(),
-            x5t_s256: None,
+            x5t_s256: signer.x5t_s256(),
         })
         .map_err(|e| ConfigError::new("client_auth", e.to_string()))?;
         Ok(SignerAssertion {

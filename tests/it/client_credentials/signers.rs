@@ -136,12 +136,25 @@ async fn a_kms_signer_with_der_signatures_makes_assertions_the_server_accepts() 
 async fn the_local_key_is_a_signer_too() {
     let key = crate::support::keys::rsa_pkcs8();
     let server = verifying(key.public_pem.clone(), Algorithm::RS256).await;
+    // With its certificate, for Entra ID certificate credentials.
+    let pair = rcgen::KeyPair::from_pem(&key.private_pem).unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["client".to_owned()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    let thumbprint = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate.der()),
+    );
     let signer = PrivateKeyJwt::from_pem(&key.private_pem)
         .unwrap()
         .key_id("local-1")
+        .certificate_pem(certificate.pem())
+        .unwrap()
         .into_signer()
         .unwrap();
     assert_eq!(signer.algorithm(), JwsAlgorithm::RS256);
+    assert_eq!(signer.x5t_s256(), Some(thumbprint.as_str()));
     assert!(!format!("{signer:?}").contains("PRIVATE"));
     let credentials = ClientCredentials::builder()
         .token_url(server.url())
@@ -150,13 +163,9 @@ async fn the_local_key_is_a_signer_too() {
         .unwrap();
     credentials.token().await.unwrap();
     let assertion = last(&server).form()["client_assertion"].clone();
-    assert_eq!(
-        jsonwebtoken::decode_header(&assertion)
-            .unwrap()
-            .kid
-            .as_deref(),
-        Some("local-1")
-    );
+    let header = jsonwebtoken::decode_header(&assertion).unwrap();
+    assert_eq!(header.kid.as_deref(), Some("local-1"));
+    assert_eq!(header.x5t_s256.as_deref(), Some(thumbprint.as_str()));
 }
 
 #[tokio::test]
