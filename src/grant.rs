@@ -66,8 +66,17 @@ impl ReadParam {
             ReadParam::External(from, kind) => from.read(*kind, timeout).await,
             ReadParam::Source(source) => {
                 use futures_util::FutureExt;
-                // A source of the user's may panic: contained like an HTTP client's.
-                let token = std::panic::AssertUnwindSafe(source.token())
+                // A source of the user's may panic or hang: contained like an HTTP client.
+                let guarded = async move {
+                    match tokio::time::timeout(timeout, source.token()).await {
+                        Ok(result) => result,
+                        Err(_elapsed) => Err(Error::credential(
+                            format!("the subject token source did not answer within {timeout:?}"),
+                            true,
+                        )),
+                    }
+                };
+                let token = std::panic::AssertUnwindSafe(guarded)
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| Err(Error::panicked_in("the subject token source")))?;

@@ -385,3 +385,44 @@ async fn a_subject_token_the_server_refuses_is_given_back_to_its_source() {
     exchange.token().await.unwrap();
     assert_eq!(last(&sts).form()["subject_token"], "own-2");
 }
+
+#[tokio::test]
+async fn a_panicking_or_hanging_subject_source_is_contained() {
+    let server = TokenServer::builder()
+        .public_clients()
+        .grant(TOKEN_EXCHANGE, |_| true)
+        .start()
+        .await
+        .unwrap();
+    let panicking = tower_oauth2::source::from_fn(|| async {
+        panic!("subject source bug");
+        #[allow(unreachable_code)]
+        Ok(tower_oauth2::AccessToken::new("never"))
+    });
+    let exchange = TokenExchange::builder()
+        .token_url(server.url())
+        .subject_token_source(panicking, TokenType::AccessToken)
+        .build()
+        .unwrap();
+    let error = exchange.token().await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Panic, "{error}");
+    let hanging = tower_oauth2::source::from_fn(|| async {
+        std::future::pending::<Result<tower_oauth2::AccessToken, tower_oauth2::Error>>().await
+    });
+    let exchange = TokenExchange::builder()
+        .token_url(server.url())
+        .subject_token_source(hanging, TokenType::AccessToken)
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(5), exchange.token())
+        .await
+        .expect("bounded by the timeout")
+        .unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    assert!(
+        error.to_string().contains("did not answer within"),
+        "{error}"
+    );
+    assert_eq!(server.requests(), 0);
+}
