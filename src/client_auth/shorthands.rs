@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::external::External;
 #[cfg(feature = "rustls-no-provider")]
 use super::PrivateKeyJwt;
-use super::{ClientAuth, Method, Secret};
+use super::{ClientAuth, Method};
 use crate::transport::ClientIdentity;
 use crate::ConfigError;
 
@@ -175,18 +175,8 @@ impl Shorthands {
                     format!("give either .client_secret_file or {other}, not both"),
                 ));
             }
-            let secret = Secret::Read(External::File(path));
-            return Ok(ClientAuth::with(
-                id,
-                match self.auth_style.unwrap_or_default() {
-                    AuthStyle::Basic => Method::Basic {
-                        secret,
-                        urlencode: true,
-                    },
-                    AuthStyle::Form => Method::Post { secret },
-                    AuthStyle::Json => Method::Json { secret },
-                },
-            ));
+            let style = self.auth_style.unwrap_or_default();
+            return Ok(ClientAuth::secret_file(id, path, style));
         }
         let signs = private_key.is_some() || self.client_secret_jwt;
         if signs && self.auth_style == Some(AuthStyle::Json) {
