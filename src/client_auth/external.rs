@@ -122,6 +122,23 @@ fn read_file(path: &Path, kind: Kind) -> Result<Zeroizing<String>, Error> {
     let shown = path.display();
     // A read of a small local file (tmpfs, in a pod): blocking for microseconds, like the
     // kubelet's own readers; not worth a thread hop.
+    // A FIFO or a device could block this thread for ever, past any timeout (opening a FIFO
+    // alone waits for a writer): regular files only, checked before opening (the kubelet's
+    // symlinks lead to one).
+    let metadata = std::fs::metadata(path).map_err(|error| io_error(path, kind, &error))?;
+    if metadata.is_dir() {
+        return Err(io_error(
+            path,
+            kind,
+            &std::io::ErrorKind::IsADirectory.into(),
+        ));
+    }
+    if !metadata.is_file() {
+        return Err(Error::credential(
+            format!("the {name} file {shown} is not a regular file (a pipe, a device?)"),
+            false,
+        ));
+    }
     let mut file = std::fs::File::open(path).map_err(|error| io_error(path, kind, &error))?;
     let mut buffer = Zeroizing::new(vec![0u8; FILE_LIMIT + 1]);
     let mut filled = 0;
@@ -169,6 +186,13 @@ fn io_error(path: &Path, kind: Kind, error: &std::io::Error) -> Error {
             format!(
                 "the {name} file {shown} cannot be read: permission denied (check the volume's \
                  defaultMode / fsGroup)"
+            ),
+            false,
+        ),
+        std::io::ErrorKind::IsADirectory => Error::credential(
+            format!(
+                "the {name} file {shown} is a directory: give the path of the file inside the \
+                 mounted volume"
             ),
             false,
         ),

@@ -487,3 +487,34 @@ fn a_shared_cache_with_a_secret_file_needs_its_own_key() {
         .unwrap_err();
     assert_eq!(error.setting(), "shared_cache_key", "{error}");
 }
+
+/// A path that is a directory or a FIFO is refused at once, never read (a FIFO would block
+/// the thread past any timeout).
+#[tokio::test]
+async fn a_directory_or_a_pipe_is_refused_without_reading_it() {
+    let server = trusting(&Issuer::new("https://issuer")).await;
+    let mounted = Mounted::new();
+    let fifo = mounted.path("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (Debian package coreutils) makes the named pipe this test reads");
+    assert!(made.success());
+    for (path, says) in [
+        (mounted.dir().to_path_buf(), "is a directory"),
+        (fifo, "not a regular file"),
+    ] {
+        let credentials = ClientCredentials::builder()
+            .token_url(server.url())
+            .client_id(CLIENT_ID)
+            .client_assertion_file(&path)
+            .build()
+            .unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(5), credentials.token())
+            .await
+            .expect("refused, not read")
+            .unwrap_err();
+        assert!(error.to_string().contains(says), "{error}");
+        assert!(!error.is_transient(), "{error}");
+    }
+}
