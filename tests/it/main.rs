@@ -11,6 +11,8 @@ mod support;
 mod cache;
 mod client_credentials;
 mod faults;
+#[cfg(feature = "test-util")]
+mod jwt_bearer;
 mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -25,3 +27,7 @@ mod shared_deployments;
 mod shared_fleet;
 #[cfg(feature = "test-util")]
 mod test_util;
+#[cfg(feature = "test-util")]
+mod token_exchange;
+#[cfg(feature = "test-util")]
+mod workload;

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "redis")]
 pub mod fleet;
+pub mod issuer;
 pub mod keys;
 #[cfg(feature = "redis")]
 pub mod redis_deployments;
