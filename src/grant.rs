@@ -6,10 +6,14 @@
 //!
 //! [`ClientAuth`]: crate::ClientAuth
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use zeroize::Zeroizing;
 
 use crate::client_auth::encoding;
-use crate::ConfigError;
+use crate::client_auth::external::{External, Kind};
+use crate::{ConfigError, Error, TokenSource};
 
 /// A grant and its parameters, as they go on the wire after `grant_type`.
 #[derive(Clone)]
@@ -17,6 +21,71 @@ pub(crate) struct Grant {
     grant_type: String,
     /// Values may be credentials (an assertion, a subject token): zeroized on drop.
     params: Vec<(String, Zeroizing<String>)>,
+    /// Parameters whose values are made elsewhere and read at each request (a subject token,
+    /// an assertion), after `params`.
+    read: Vec<(&'static str, ReadParam)>,
+}
+
+/// Where a parameter read at each request comes from.
+#[derive(Clone)]
+pub(crate) enum ReadParam {
+    /// A file or a closure; `kind` says what it is (for errors, and whether `exp` is checked).
+    External(External, Kind),
+    /// Another source's token (a chained exchange: the service's own token).
+    Source(Arc<dyn TokenSource>),
+}
+
+/// The parameters read for one request, and the tokens other sources lent to it.
+pub(crate) struct ReadNow {
+    pub(crate) values: Vec<(&'static str, Zeroizing<String>)>,
+    /// Each subject (or actor) token a source handed out, to give back as rejected when the
+    /// endpoint refuses the grant.
+    pub(crate) lent: Vec<(Arc<dyn TokenSource>, crate::AccessToken)>,
+}
+
+impl ReadNow {
+    /// The endpoint refused the grant with `code`: a token lent by a source is taken to be
+    /// the reason (expired, revoked) when the code says the grant is bad, so that the next
+    /// request gets a new one from it.
+    pub(crate) fn refused(&self, code: &str) {
+        if matches!(code, "invalid_grant" | "invalid_request" | "invalid_token") {
+            for (source, token) in &self.lent {
+                source.invalidate(token);
+            }
+        }
+    }
+}
+
+impl ReadParam {
+    async fn read(
+        &self,
+        timeout: Duration,
+        lent: &mut Vec<(Arc<dyn TokenSource>, crate::AccessToken)>,
+    ) -> Result<Zeroizing<String>, Error> {
+        match self {
+            ReadParam::External(from, kind) => from.read(*kind, timeout).await,
+            ReadParam::Source(source) => {
+                use futures_util::FutureExt;
+                // A source of the user's may panic or hang: contained like an HTTP client.
+                let guarded = async move {
+                    match tokio::time::timeout(timeout, source.token()).await {
+                        Ok(result) => result,
+                        Err(_elapsed) => Err(Error::credential(
+                            format!("the subject token source did not answer within {timeout:?}"),
+                            true,
+                        )),
+                    }
+                };
+                let token = std::panic::AssertUnwindSafe(guarded)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(Error::panicked_in("the subject token source")))?;
+                let value = Zeroizing::new(token.secret().to_owned());
+                lent.push((source.clone(), token));
+                Ok(value)
+            }
+        }
+    }
 }
 
 /// Names of parameters the client authentication sets; a grant parameter may not.
@@ -36,6 +105,7 @@ impl Grant {
         let mut grant = Grant {
             grant_type: "client_credentials".to_owned(),
             params: Vec::new(),
+            read: Vec::new(),
         };
         if !scopes.is_empty() {
             grant
@@ -56,6 +126,54 @@ impl Grant {
             grant.params.push((name, value));
         }
         Ok(grant)
+    }
+
+    /// Another grant, `grant_type`: `static_params` first (set by the grant's builder:
+    /// `subject_token_type`, `audience`, …), then `scope`, then the user's `extra` parameters
+    /// (checked as for client credentials), then `read`, made elsewhere at each request.
+    pub(crate) fn other(
+        grant_type: &str,
+        static_params: Vec<(String, Zeroizing<String>)>,
+        scopes: &[String],
+        extra: Vec<(String, Zeroizing<String>)>,
+        read: Vec<(&'static str, ReadParam)>,
+        signs: bool,
+    ) -> Result<Grant, ConfigError> {
+        let mut grant = Grant {
+            grant_type: grant_type.to_owned(),
+            params: static_params,
+            read: Vec::new(),
+        };
+        if !scopes.is_empty() {
+            grant
+                .params
+                .push(("scope".to_owned(), Zeroizing::new(scopes.join(" "))));
+        }
+        for (name, value) in extra {
+            if name == "grant_type" || read.iter().any(|(read, _)| *read == name) {
+                return Err(ConfigError::new(
+                    "param",
+                    format!("param {name:?} is set by the {grant_type} grant itself"),
+                ));
+            }
+            grant.check_param(&name, signs)?;
+            grant.params.push((name, value));
+        }
+        grant.read = read;
+        Ok(grant)
+    }
+
+    /// The parameters made elsewhere, read now.
+    pub(crate) async fn read(&self, timeout: Duration) -> Result<ReadNow, Error> {
+        let mut now = ReadNow {
+            values: Vec::with_capacity(self.read.len()),
+            lent: Vec::new(),
+        };
+        for (name, from) in &self.read {
+            let value = from.read(timeout, &mut now.lent).await?;
+            now.values.push((*name, value));
+        }
+        Ok(now)
     }
 
     /// Whether `name` may be added as a parameter.
@@ -125,7 +243,11 @@ impl Grant {
 
     /// The parameter names, for `Debug` (never the values).
     pub(crate) fn param_names(&self) -> Vec<&str> {
-        self.params.iter().map(|(name, _)| name.as_str()).collect()
+        self.params
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .chain(self.read.iter().map(|(name, _)| *name))
+            .collect()
     }
 
     /// Parameters whose names say they are credentials, as sent (plain and form-encoded), so
@@ -134,9 +256,11 @@ impl Grant {
         let mut secrets = Vec::new();
         for (name, value) in &self.params {
             let name = name.to_ascii_lowercase();
+            // `subject_token_type` and the like name a kind of token, not a token.
             let sensitive = ["assertion", "secret", "password", "token"]
                 .iter()
-                .any(|word| name.contains(word));
+                .any(|word| name.contains(word))
+                && !name.ends_with("_type");
             if sensitive && !value.is_empty() {
                 secrets.push(value.clone());
                 secrets.push(encoding::urlencode(value));
@@ -148,6 +272,8 @@ impl Grant {
     /// Everything that decides which token the endpoint issues for this grant, flattened
     /// (names and values), for the shared cache's entry key.
     #[cfg(feature = "shared-cache")]
+    /// Parameters read at each request count by their name and file, never their value
+    /// (which rotates, and is a credential).
     pub(crate) fn identity(&self) -> Vec<&str> {
         std::iter::once(self.grant_type.as_str())
             .chain(
@@ -155,6 +281,13 @@ impl Grant {
                     .iter()
                     .flat_map(|(name, value)| [name.as_str(), value.as_str()]),
             )
+            .chain(self.read.iter().flat_map(|(name, from)| {
+                let file = match from {
+                    ReadParam::External(from, _) => from.path().and_then(|path| path.to_str()),
+                    ReadParam::Source(_) => None,
+                };
+                [*name, file.unwrap_or("")]
+            }))
             .collect()
     }
 }

@@ -30,7 +30,10 @@
 //! | [`layer`] | [`BearerAuthLayer`] and its service; [`RetryOnUnauthorized`](layer::RetryOnUnauthorized) |
 //! | [`middleware`] | [`BearerAuthMiddleware`], the same for reqwest (feature `reqwest`) |
 //! | [`client_credentials`] | [`ClientCredentials`]: the client credentials grant and its builder |
-//! | [`client_auth`] | [`ClientAuth`]: how a client authenticates (secrets, `private_key_jwt`, mTLS) |
+//! | [`token_exchange`] | [`TokenExchange`](token_exchange::TokenExchange): RFC 8693 token exchange (workload identity federation, chained tokens) |
+//! | [`workload`] | recipes: Azure / Entra workload identity from its environment, Google `external_account` files |
+//! | [`jwt_bearer`] | [`JwtBearer`](jwt_bearer::JwtBearer): the RFC 7523 jwt-bearer grant |
+//! | [`client_auth`] | [`ClientAuth`]: how a client authenticates (secrets, secret files, `private_key_jwt`, assertions made elsewhere, mTLS) |
 //! | [`source`] | [`TokenSource`], "get me a token", and small sources ([`StaticToken`](source::StaticToken), [`from_fn`](source::from_fn)) |
 //! | [`cache`] | [`TokenCache`] in front of any source, and its [`CachePolicy`](cache::CachePolicy) |
 //! | [`shared`] | one token for a whole fleet through Redis (feature `redis`) |
@@ -62,6 +65,7 @@ mod clock;
 mod crypto;
 pub mod error;
 mod grant;
+pub mod jwt_bearer;
 pub mod layer;
 #[cfg(feature = "reqwest")]
 pub mod middleware;
@@ -73,8 +77,10 @@ mod telemetry;
 #[cfg(feature = "test-util")]
 pub mod test_util;
 pub mod token;
+pub mod token_exchange;
 pub mod transport;
 mod wiped;
+pub mod workload;
 
 pub use cache::TokenCache;
 pub use client_auth::ClientAuth;

@@ -29,6 +29,8 @@ pub enum ClientAuth {
     Json,
     /// A JWT client assertion in a form body (`private_key_jwt` or `client_secret_jwt`).
     Assertion,
+    /// None: a public client, accepted with [`TokenServerBuilder::public_clients`].
+    None,
 }
 
 impl std::fmt::Display for ClientAuth {
@@ -38,6 +40,7 @@ impl std::fmt::Display for ClientAuth {
             ClientAuth::Form => "form body",
             ClientAuth::Json => "JSON body",
             ClientAuth::Assertion => "client assertion",
+            ClientAuth::None => "no client authentication",
         })
     }
 }
@@ -175,6 +178,8 @@ pub struct TokenServer {
 pub struct TokenServerBuilder {
     script: Option<Arc<Script>>,
     assertions: Option<Arc<AssertionCheck>>,
+    grants: Vec<(String, Arc<GrantCheck>)>,
+    public_clients: bool,
     client_id: String,
     client_secret: String,
     lifetime: Duration,
@@ -185,9 +190,17 @@ pub struct TokenServerBuilder {
 /// Whether a client assertion is valid, as the identity provider would check it.
 type AssertionCheck = dyn Fn(&str) -> bool + Send + Sync;
 
+/// Whether the parameters of a grant other than client credentials are valid.
+type GrantCheck = dyn Fn(&HashMap<String, String>) -> bool + Send + Sync;
+
+/// `grant_type` of RFC 8693 token exchange.
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
 struct State {
     script: Option<Arc<Script>>,
     assertions: Option<Arc<AssertionCheck>>,
+    grants: Vec<(String, Arc<GrantCheck>)>,
+    public_clients: bool,
     received: Mutex<Vec<Received>>,
     client_id: String,
     client_secret: String,
@@ -242,6 +255,46 @@ impl TokenServerBuilder {
         verify: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.assertions = Some(Arc::new(verify));
+        self
+    }
+
+    /// Accept the grant `grant_type` besides client credentials (token exchange, RFC 8693
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`; jwt-bearer, RFC 7523
+    /// `urn:ietf:params:oauth:grant-type:jwt-bearer`) when `verify(params)` says its
+    /// parameters are valid: check the `subject_token` or `assertion` there with the issuer key
+    /// your identity provider trusts, as it would. Otherwise it answers `400 invalid_grant`.
+    /// Client authentication is checked as for every grant (see
+    /// [`public_clients`](Self::public_clients)). A token exchange's answer carries
+    /// `issued_token_type`: the `requested_token_type`, or the access token type. What the
+    /// client sent is in [`TokenServer::received`].
+    ///
+    /// ```
+    /// # async fn demo() -> std::io::Result<()> {
+    /// use tower_oauth2::test_util::TokenServer;
+    ///
+    /// let server = TokenServer::builder()
+    ///     .grant("urn:ietf:params:oauth:grant-type:token-exchange", |params| {
+    ///         params.get("subject_token").map(String::as_str) == Some("the-service-token")
+    ///     })
+    ///     .public_clients()
+    ///     .start()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn grant(
+        mut self,
+        grant_type: impl Into<String>,
+        verify: impl Fn(&HashMap<String, String>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.grants.push((grant_type.into(), Arc::new(verify)));
+        self
+    }
+
+    /// Also accept requests without any client authentication (public clients, and token
+    /// exchanges whose subject token is the whole proof, as Google's STS does).
+    pub fn public_clients(mut self) -> Self {
+        self.public_clients = true;
         self
     }
 
@@ -301,6 +354,8 @@ impl TokenServerBuilder {
         let state = Arc::new(State {
             script: self.script,
             assertions: self.assertions,
+            grants: self.grants,
+            public_clients: self.public_clients,
             received: Mutex::new(Vec::new()),
             client_id: self.client_id,
             client_secret: self.client_secret,
@@ -356,6 +411,8 @@ impl TokenServer {
         TokenServerBuilder {
             script: None,
             assertions: None,
+            grants: Vec::new(),
+            public_clients: false,
             client_id: "test-client".into(),
             client_secret: "test-secret".into(),
             lifetime: Duration::from_secs(3600),
@@ -507,6 +564,13 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         }
         return issue(state, &params);
     }
+    let unauthenticated = !parts.headers.contains_key(AUTHORIZATION)
+        && !params.contains_key("client_secret")
+        && !params.contains_key("client_assertion");
+    if state.public_clients && unauthenticated {
+        *lock(&state.last_auth) = Some(ClientAuth::None);
+        return issue(state, &params);
+    }
     // Exactly one client authentication method (RFC 6749 §2.3).
     let (auth, id, secret) = match (basic(&parts.headers), params.get("client_id")) {
         (Some((id, secret)), None) => (ClientAuth::Basic, id, secret),
@@ -538,8 +602,17 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
 /// A new token, if the grant type is right.
 fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes>> {
-    if params.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return oauth_error(400, "unsupported_grant_type");
+    let grant_type = params
+        .get("grant_type")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if grant_type != "client_credentials" {
+        let Some((_, verify)) = state.grants.iter().find(|(name, _)| name == grant_type) else {
+            return oauth_error(400, "unsupported_grant_type");
+        };
+        if !verify(params) {
+            return oauth_error(400, "invalid_grant");
+        }
     }
     let lifetime = *lock(&state.lifetime);
     let token = {
@@ -559,6 +632,15 @@ fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes
     });
     if let Some(scope) = params.get("scope") {
         body["scope"] = scope.clone().into();
+    }
+    if grant_type == TOKEN_EXCHANGE {
+        body["issued_token_type"] = params
+            .get("requested_token_type")
+            .map_or(
+                "urn:ietf:params:oauth:token-type:access_token",
+                String::as_str,
+            )
+            .into();
     }
     let mut response = plain(200, "application/json", body.to_string());
     response

@@ -42,6 +42,8 @@ struct Inner {
     secret: Zeroizing<String>,
     expires_at: Option<Instant>,
     scope: Option<String>,
+    /// RFC 8693 `issued_token_type`, from a token exchange.
+    issued_token_type: Option<String>,
 }
 
 impl AccessToken {
@@ -52,6 +54,7 @@ impl AccessToken {
                 secret: Zeroizing::new(secret.into()),
                 expires_at: None,
                 scope: None,
+                issued_token_type: None,
             }),
             origin: Origin::Fresh,
         }
@@ -77,6 +80,20 @@ impl AccessToken {
         self.map(|inner| inner.scope = Some(scope))
     }
 
+    /// The same token, carrying the `issued_token_type` a token exchange reported (RFC 8693
+    /// §2.2.1).
+    pub fn with_issued_token_type(self, token_type: impl Into<String>) -> Self {
+        let token_type = token_type.into();
+        self.map(|inner| inner.issued_token_type = Some(token_type))
+    }
+
+    /// What a token exchange says it issued (RFC 8693 §2.2.1 `issued_token_type`, e.g.
+    /// `urn:ietf:params:oauth:token-type:access_token`); `None` for other grants. Compare it
+    /// with [`TokenType::uri`](crate::token_exchange::TokenType::uri).
+    pub fn issued_token_type(&self) -> Option<&str> {
+        self.inner.issued_token_type.as_deref()
+    }
+
     fn map(self, change: impl FnOnce(&mut Inner)) -> Self {
         let origin = self.origin;
         let mut inner = match Arc::try_unwrap(self.inner) {
@@ -85,6 +102,7 @@ impl AccessToken {
                 secret: shared.secret.clone(),
                 expires_at: shared.expires_at,
                 scope: shared.scope.clone(),
+                issued_token_type: shared.issued_token_type.clone(),
             },
         };
         change(&mut inner);

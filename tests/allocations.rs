@@ -399,3 +399,81 @@ fn a_token_with_an_escaped_character_leaves_no_unwiped_copy() {
         "{unwiped} freed block(s) held a credential, the last one {which:?}"
     );
 }
+
+/// Credentials read at each request from a file (a rotated secret, a mounted assertion) are
+/// copies the crate makes too: wiped before they are freed, like those given to `build()`.
+#[test]
+fn credentials_read_from_files_are_wiped_too() {
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower_oauth2::{client_auth::AuthStyle, transport::TokenRequest, ClientCredentials};
+
+    const ASSERTION_CANARY: &str = "canary-assertion-Kp4sYt";
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(br#"{"sub":"client","exp":4102444800}"#);
+    let assertion = format!("eyJhbGciOiJFUzI1NiJ9.{payload}.{ASSERTION_CANARY}");
+    let canaries: &'static [&'static [u8]] = Box::leak(
+        vec![
+            SECRET.as_bytes(),
+            TOKEN.as_bytes(),
+            BASIC.as_bytes(),
+            ASSERTION_CANARY.as_bytes(),
+        ]
+        .into_boxed_slice(),
+    );
+    let dir = std::env::temp_dir().join(format!("tower-oauth2-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("client-secret");
+    let assertion_file = dir.join("token");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    std::fs::write(&assertion_file, &assertion).unwrap();
+    drop(assertion);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cases = [
+        Some(AuthStyle::Basic),
+        Some(AuthStyle::Form),
+        Some(AuthStyle::Json),
+        None,
+    ];
+    for style in cases {
+        let endpoint = tower::service_fn(|request: TokenRequest| async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            assert!(!body.is_empty() || parts.headers.contains_key("authorization"));
+            drop((parts, body));
+            let answer = Bytes::from_static(
+                b"{\"access_token\":\"canary-token-Xw3pR7\",\"token_type\":\"Bearer\",\"expires_in\":3600}",
+            );
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(answer)))
+        });
+        UNWIPED.set((0, 0));
+        SCANNING.set(Some(canaries));
+        let builder = ClientCredentials::builder()
+            .token_url("http://127.0.0.1:1/oauth/token")
+            .client_id("client")
+            .http_client(endpoint);
+        let builder = match style {
+            Some(style) => builder.client_secret_file(&secret_file).auth_style(style),
+            None => builder.client_assertion_file(&assertion_file),
+        };
+        let credentials = builder.build().unwrap();
+        let token = runtime.block_on(credentials.token()).unwrap();
+        assert_eq!(token.secret(), TOKEN);
+        drop(token);
+        drop(credentials);
+        SCANNING.set(None);
+        let (unwiped, which) = UNWIPED.get();
+        assert_eq!(
+            unwiped,
+            0,
+            "{style:?}: {unwiped} freed block(s) held a credential, the last one {:?}",
+            String::from_utf8_lossy(canaries[which])
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

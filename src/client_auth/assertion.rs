@@ -88,7 +88,7 @@ impl JwsAlgorithm {
     }
 
     /// The size of `r` and of `s` in a JWS ECDSA signature.
-    fn ecdsa_scalar_len(self) -> Option<usize> {
+    pub(super) fn ecdsa_scalar_len(self) -> Option<usize> {
         match self {
             JwsAlgorithm::ES256 => Some(32),
             JwsAlgorithm::ES384 => Some(48),
@@ -182,6 +182,23 @@ impl PrivateKeyJwt {
         })
     }
 
+    pub(super) fn key_id_value(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// The `x5t#S256` of its certificate, if one was given.
+    pub(super) fn thumbprint(
+        &self,
+        provider: &CryptoProvider,
+    ) -> Result<Option<String>, ConfigError> {
+        match &self.certificate {
+            None => Ok(None),
+            Some(certificate) => Ok(Some(
+                URL_SAFE_NO_PAD.encode(crate::crypto::provider_sha256(provider, certificate)?),
+            )),
+        }
+    }
+
     /// The JWS `kid` header: which of the client's registered keys signed (the identity
     /// provider's key id, e.g. the JWK's `kid`).
     pub fn key_id(mut self, kid: impl Into<String>) -> Self {
@@ -219,7 +236,7 @@ impl PrivateKeyJwt {
 
     /// The signer for this key, with the provider `build()` uses: fails, saying why, when the
     /// key cannot sign.
-    fn signer(&self, provider: &Arc<CryptoProvider>) -> Result<KeySigner, ConfigError> {
+    pub(super) fn signer(&self, provider: &Arc<CryptoProvider>) -> Result<KeySigner, ConfigError> {
         let loaded = provider
             .key_provider
             .load_private_key(self.key.clone_key())
@@ -444,27 +461,27 @@ impl AssertionConfig {
 }
 
 #[derive(Serialize)]
-struct Header<'a> {
-    alg: &'a str,
-    typ: &'a str,
+pub(super) struct Header<'a> {
+    pub(super) alg: &'a str,
+    pub(super) typ: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    kid: Option<&'a str>,
+    pub(super) kid: Option<&'a str>,
     #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
-    x5t_s256: Option<&'a str>,
+    pub(super) x5t_s256: Option<&'a str>,
 }
 
 #[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    aud: &'a str,
-    jti: &'a str,
-    iat: u64,
-    nbf: u64,
-    exp: u64,
+pub(super) struct Claims<'a> {
+    pub(super) iss: &'a str,
+    pub(super) sub: &'a str,
+    pub(super) aud: &'a str,
+    pub(super) jti: &'a str,
+    pub(super) iat: u64,
+    pub(super) nbf: u64,
+    pub(super) exp: u64,
 }
 
-fn encode_json(value: &impl Serialize) -> Result<String, Error> {
+pub(super) fn encode_json(value: &impl Serialize) -> Result<String, Error> {
     let json = serde_json::to_vec(value)
         .map_err(|e| Error::client_auth(format!("cannot encode the assertion: {e}")))?;
     Ok(URL_SAFE_NO_PAD.encode(json))
@@ -474,13 +491,13 @@ fn encode_json(value: &impl Serialize) -> Result<String, Error> {
 pub(crate) struct KeySigner {
     /// base64url of the header JSON.
     header: String,
-    algorithm: JwsAlgorithm,
+    pub(super) algorithm: JwsAlgorithm,
     signer: Box<dyn Signer>,
     provider: Arc<CryptoProvider>,
 }
 
 impl KeySigner {
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+    pub(super) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
         let signature = self
             .signer
             .sign(message)
@@ -496,7 +513,7 @@ impl KeySigner {
 
 /// An ECDSA signature as DER `SEQUENCE { INTEGER r, INTEGER s }` (what TLS uses) turned into
 /// `r || s`, each left-padded to `len` bytes (what JWS uses, RFC 7518 §3.4).
-fn ecdsa_der_to_fixed(der: &[u8], len: usize) -> Option<Vec<u8>> {
+pub(super) fn ecdsa_der_to_fixed(der: &[u8], len: usize) -> Option<Vec<u8>> {
     let (tag, sequence, rest) = der_element(der)?;
     if tag != 0x30 || !rest.is_empty() {
         return None;

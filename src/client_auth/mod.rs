@@ -11,15 +11,45 @@
 //! | `client_secret_jwt` | [`ClientAuth::secret_jwt`] | an HS256 assertion signed with the secret |
 //! | `private_key_jwt` | [`ClientAuth::private_key_jwt`] | an assertion signed with a private key |
 //! | `tls_client_auth` | [`ClientAuth::tls`] | a TLS client certificate; `client_id` in the body |
+//! | `private_key_jwt`, signed elsewhere | [`ClientAuth::assertion_file`], [`ClientAuth::assertion_fn`] | an assertion read at each request (workload identity) |
+//! | `none` | [`ClientAuth::none`] | `client_id` in the body, if any (public clients, token exchange) |
+//!
+//! # Credentials made elsewhere
+//!
+//! On Kubernetes and in clouds a service often holds no secret of its own: the platform mounts
+//! a short-lived signed JWT (a projected service-account token, a SPIFFE JWT-SVID) and rotates
+//! it, or an operator syncs a secret into a file. [`ClientAuth::assertion_file`],
+//! [`ClientAuth::assertion_fn`] and [`ClientAuth::secret_file`] (the builders'
+//! `.client_assertion_file`, `.client_assertion_fn`, `.client_secret_file`) read them at every
+//! token request, never at `build()`:
+//!
+//! - a file that does not exist yet is accepted by `build()`; a token request before it
+//!   appears fails with a transient error naming the file, and the next one after it appears
+//!   succeeds (the cache backs off in between, so the identity provider is not hammered);
+//! - an assertion whose `exp` (read without verifying) has passed is refused before it is
+//!   sent, with an error naming the file: whatever writes it is late;
+//! - surrounding whitespace (the newline at the end of a file) is not part of the credential;
+//! - what is read is never shown by `Debug`, errors or logs, and is redacted from anything the
+//!   endpoint echoes back.
+//!
+//! With a secret or an assertion read from elsewhere there is no stable secret to derive the
+//! shared cache's encryption key from: give `.shared_cache_key(..)`. Its entries are keyed on
+//! the token URL, the client id, the method and the grant's parameters, none of which change
+//! when the secret rotates.
 
 #[cfg(feature = "rustls-no-provider")]
 mod assertion;
 #[cfg(not(feature = "rustls-no-provider"))]
 #[path = "no_assertion.rs"]
 mod assertion;
+pub(crate) mod external;
 mod shorthands;
+#[cfg(feature = "rustls-no-provider")]
+mod signer;
 
 use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderValue, Uri};
@@ -30,10 +60,13 @@ use assertion::{AssertionConfig, ASSERTION_TYPE};
 pub use assertion::{JwsAlgorithm, PrivateKeyJwt};
 pub use shorthands::AuthStyle;
 pub(crate) use shorthands::Shorthands;
+#[cfg(feature = "rustls-no-provider")]
+pub use signer::{LocalSigner, SignFuture, Signer};
 
-use crate::error::hints;
+use crate::error::{hints, BoxError};
 use crate::transport::ClientIdentity;
 use crate::{ConfigError, Error};
+use external::{External, Kind};
 
 /// How a client authenticates to the token endpoint: a client id and exactly one method.
 ///
@@ -66,17 +99,38 @@ pub struct ClientAuth {
     from_shorthands: bool,
 }
 
+/// A client secret: given to the builder, or read from a file at each request.
+#[derive(Clone)]
+enum Secret {
+    Held(Zeroizing<String>),
+    Read(External),
+}
+
+impl Secret {
+    fn held(secret: impl Into<String>) -> Self {
+        Secret::Held(Zeroizing::new(secret.into()))
+    }
+
+    /// The secret for one request.
+    async fn now(&self, timeout: Duration) -> Result<Zeroizing<String>, Error> {
+        match self {
+            Secret::Held(secret) => Ok(secret.clone()),
+            Secret::Read(from) => from.read(Kind::CLIENT_SECRET, timeout).await,
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Method {
     Basic {
-        secret: Zeroizing<String>,
+        secret: Secret,
         urlencode: bool,
     },
     Post {
-        secret: Zeroizing<String>,
+        secret: Secret,
     },
     Json {
-        secret: Zeroizing<String>,
+        secret: Secret,
     },
     SecretJwt {
         secret: Zeroizing<String>,
@@ -86,6 +140,17 @@ enum Method {
         key: PrivateKeyJwt,
     },
     Tls,
+    /// `private_key_jwt` with a key held elsewhere.
+    #[cfg(feature = "rustls-no-provider")]
+    Signer {
+        signer: std::sync::Arc<dyn Signer>,
+    },
+    /// An assertion made elsewhere, read at each request.
+    Assertion {
+        from: External,
+    },
+    /// No client authentication: `client_id` in the body, if there is one.
+    None,
 }
 
 impl ClientAuth {
@@ -116,7 +181,7 @@ impl ClientAuth {
         Self::with(
             client_id,
             Method::Basic {
-                secret: Zeroizing::new(secret.into()),
+                secret: Secret::held(secret),
                 urlencode: true,
             },
         )
@@ -127,7 +192,7 @@ impl ClientAuth {
         Self::with(
             client_id,
             Method::Post {
-                secret: Zeroizing::new(secret.into()),
+                secret: Secret::held(secret),
             },
         )
     }
@@ -138,7 +203,7 @@ impl ClientAuth {
         Self::with(
             client_id,
             Method::Json {
-                secret: Zeroizing::new(secret.into()),
+                secret: Secret::held(secret),
             },
         )
     }
@@ -175,6 +240,116 @@ impl ClientAuth {
         let mut auth = Self::with(client_id, Method::Tls);
         auth.certificate = Some(ClientIdentity::new(chain_pem, key_pem));
         auth
+    }
+
+    /// The client secret read from the file at `path` at every token request, sent as
+    /// `style` says: a secret rotated by rewriting the file (a Kubernetes Secret volume, a
+    /// Vault agent template) is used from the next token request, without a restart. The
+    /// file need not exist at `build()`; surrounding whitespace is not part of the secret.
+    ///
+    /// ```
+    /// use tower_oauth2::{client_auth::AuthStyle, ClientAuth, ClientCredentials};
+    ///
+    /// let credentials = ClientCredentials::builder()
+    ///     .token_url("https://idp.example.com/oauth/token")
+    ///     .client_auth(ClientAuth::secret_file("my-service", "/var/run/secrets/idp/client-secret", AuthStyle::Basic))
+    ///     .build()?;
+    /// # Ok::<(), tower_oauth2::Error>(())
+    /// ```
+    pub fn secret_file(
+        client_id: impl Into<String>,
+        path: impl Into<PathBuf>,
+        style: AuthStyle,
+    ) -> Self {
+        let secret = Secret::Read(External::file(path));
+        Self::with(
+            client_id,
+            match style {
+                AuthStyle::Basic => Method::Basic {
+                    secret,
+                    urlencode: true,
+                },
+                AuthStyle::Form => Method::Post { secret },
+                AuthStyle::Json => Method::Json { secret },
+            },
+        )
+    }
+
+    /// A client assertion made elsewhere (RFC 7523 §2.2): the JWT in the file at `path`,
+    /// read at every token request and sent as `client_assertion` with `client_id` and
+    /// `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`. For
+    /// workload identity: a Kubernetes projected service-account token, a SPIFFE JWT-SVID, a
+    /// file `AZURE_FEDERATED_TOKEN_FILE` names. See [the module docs](self) for what happens
+    /// while the file is missing or expired.
+    ///
+    /// ```
+    /// use tower_oauth2::{ClientAuth, ClientCredentials};
+    ///
+    /// let credentials = ClientCredentials::builder()
+    ///     .token_url("https://idp.example.com/oauth/token")
+    ///     .client_auth(ClientAuth::assertion_file("my-service", "/var/run/secrets/tokens/idp-token"))
+    ///     .build()?;
+    /// # Ok::<(), tower_oauth2::Error>(())
+    /// ```
+    pub fn assertion_file(client_id: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self::with(
+            client_id,
+            Method::Assertion {
+                from: External::file(path),
+            },
+        )
+    }
+
+    /// A client assertion made elsewhere, by `make` (a call to a metadata server, a KMS, a
+    /// vault), called at every token request. A closure that panics, fails or takes longer
+    /// than the token request's timeout fails that request only; the cache backs off and
+    /// calls it again.
+    ///
+    /// ```
+    /// use tower_oauth2::{ClientAuth, ClientCredentials};
+    ///
+    /// let credentials = ClientCredentials::builder()
+    ///     .token_url("https://idp.example.com/oauth/token")
+    ///     .client_auth(ClientAuth::assertion_fn("my-service", || async {
+    ///         Ok::<_, tower_oauth2::error::BoxError>(std::env::var("CLIENT_ASSERTION")?)
+    ///     }))
+    ///     .build()?;
+    /// # Ok::<(), tower_oauth2::Error>(())
+    /// ```
+    pub fn assertion_fn<F, Fut, E>(client_id: impl Into<String>, make: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        Self::with(
+            client_id,
+            Method::Assertion {
+                from: external_fn(make),
+            },
+        )
+    }
+
+    /// `private_key_jwt` with a key held elsewhere (a KMS, an HSM, Vault's transit engine):
+    /// the crate makes each assertion's header (`alg` and `kid` from the signer) and claims,
+    /// as for [`private_key_jwt`](Self::private_key_jwt), and `signer` signs it. A signer that
+    /// panics, fails or takes longer than the token request's timeout fails that request only.
+    /// With a shared cache, give `.shared_cache_key(..)` (the key is out of reach).
+    #[cfg(feature = "rustls-no-provider")]
+    pub fn signed_by(client_id: impl Into<String>, signer: impl Signer) -> Self {
+        Self::with(
+            client_id,
+            Method::Signer {
+                signer: std::sync::Arc::new(signer),
+            },
+        )
+    }
+
+    /// No client authentication (RFC 8414 `none`): `client_id` goes in the body unless it is
+    /// empty. For public clients, and for grants whose subject token or assertion is the
+    /// whole proof (Google's STS token exchange, many jwt-bearer endpoints).
+    pub fn none(client_id: impl Into<String>) -> Self {
+        Self::with(client_id, Method::None)
     }
 
     /// Also present this TLS client certificate, beside an assertion, so that the identity
@@ -233,19 +408,52 @@ impl ClientAuth {
             #[cfg(feature = "rustls-no-provider")]
             Method::PrivateKeyJwt { .. } => &["private_key_jwt"],
             Method::Tls => &["tls_client_auth", "self_signed_tls_client_auth"],
+            Method::Assertion { .. } => &["private_key_jwt"],
+            #[cfg(feature = "rustls-no-provider")]
+            Method::Signer { .. } => &["private_key_jwt"],
+            Method::None => &["none"],
         }
     }
 
-    /// The secret this method holds, if any.
+    /// The secret this method holds from `build()` on, if any (not one read from a file).
     fn secret(&self) -> Option<&str> {
         match &self.method {
-            Method::Basic { secret, .. }
-            | Method::Post { secret }
-            | Method::Json { secret }
-            | Method::SecretJwt { secret } => Some(secret.as_str()),
+            Method::Basic { secret, .. } | Method::Post { secret } | Method::Json { secret } => {
+                match secret {
+                    Secret::Held(secret) => Some(secret.as_str()),
+                    Secret::Read(_) => None,
+                }
+            }
+            Method::SecretJwt { secret } => Some(secret.as_str()),
             #[cfg(feature = "rustls-no-provider")]
-            Method::PrivateKeyJwt { .. } => None,
-            Method::Tls => None,
+            Method::PrivateKeyJwt { .. } | Method::Signer { .. } => None,
+            Method::Tls | Method::Assertion { .. } | Method::None => None,
+        }
+    }
+
+    /// Whether a secret or an assertion is read from elsewhere at each request.
+    #[cfg_attr(not(feature = "shared-cache"), allow(dead_code))]
+    fn reads_elsewhere(&self) -> bool {
+        matches!(
+            &self.method,
+            Method::Basic {
+                secret: Secret::Read(_),
+                ..
+            } | Method::Post {
+                secret: Secret::Read(_)
+            } | Method::Json {
+                secret: Secret::Read(_)
+            } | Method::Assertion { .. }
+        )
+    }
+
+    /// Whether the body carries a client assertion, whose parameters a grant may not set.
+    pub(crate) fn sends_assertion(&self) -> bool {
+        match &self.method {
+            Method::SecretJwt { .. } | Method::Assertion { .. } => true,
+            #[cfg(feature = "rustls-no-provider")]
+            Method::PrivateKeyJwt { .. } | Method::Signer { .. } => true,
+            _ => false,
         }
     }
 
@@ -277,10 +485,21 @@ impl ClientAuth {
             )?),
             _ => None,
         };
+        #[cfg(feature = "rustls-no-provider")]
+        let signed_by = match &self.method {
+            Method::Signer { signer } => Some(signer::SignerAssertion::new(
+                signer.clone(),
+                self.assertion_audience.clone(),
+                self.assertion_lifetime,
+            )?),
+            _ => None,
+        };
         let redact = self.secrets_sent();
         Ok(PreparedAuth {
             auth: self,
             assertion,
+            #[cfg(feature = "rustls-no-provider")]
+            signed_by,
             redact,
         })
     }
@@ -309,7 +528,7 @@ impl ClientAuth {
                     "ClientAuth::post(.., secret.trim())",
                 )
             };
-        if self.client_id.is_empty() {
+        if self.client_id.is_empty() && !matches!(self.method, Method::None) {
             return Err(ConfigError::new(
                 id_setting,
                 format!("client_id is required: {fix_id}"),
@@ -325,6 +544,7 @@ impl ClientAuth {
             ));
         }
         let Some(secret) = self.secret() else {
+            // A secret read from a file is checked at each request: it may not exist yet.
             return Ok(());
         };
         if secret.is_empty() {
@@ -346,27 +566,12 @@ impl ClientAuth {
         Ok(())
     }
 
-    /// Every form in which this method's secret leaves the process.
+    /// Every form in which this method's secret leaves the process (a secret read from a
+    /// file: per request, by [`PreparedAuth::credentials`]).
     fn secrets_sent(&self) -> Vec<Zeroizing<String>> {
         let mut secrets = Vec::new();
         if let Some(secret) = self.secret() {
-            secrets.push(Zeroizing::new(secret.to_owned()));
-            secrets.push(encoding::urlencode(secret));
-            secrets.push(encoding::basic_urlencode(secret));
-            // JSON escaping makes at most six bytes of one: a buffer that never grows.
-            let mut json = Zeroizing::new(Vec::with_capacity(6 * secret.len() + 2));
-            if serde_json::to_writer(&mut *json, secret).is_ok() {
-                if let Ok(text) = std::str::from_utf8(&json) {
-                    secrets.push(Zeroizing::new(text.trim_matches('"').to_owned()));
-                }
-            }
-        }
-        if let Method::Basic { secret, urlencode } = &self.method {
-            secrets.push(encoding::basic_credentials(
-                &self.client_id,
-                secret,
-                *urlencode,
-            ));
+            secret_forms(&self.client_id, secret, &self.method, &mut secrets);
         }
         secrets
     }
@@ -377,6 +582,15 @@ impl ClientAuth {
     pub(crate) fn key_material(&self) -> Option<Zeroizing<Vec<u8>>> {
         if let Some(secret) = self.secret() {
             return Some(Zeroizing::new(secret.as_bytes().to_vec()));
+        }
+        // Read from elsewhere, it rotates; held elsewhere, it is out of reach: the key must
+        // be given (`shared_cache_key`).
+        if self.reads_elsewhere() {
+            return None;
+        }
+        #[cfg(feature = "rustls-no-provider")]
+        if let Method::Signer { .. } = &self.method {
+            return None;
         }
         #[cfg(feature = "rustls-no-provider")]
         if let Method::PrivateKeyJwt { key } = &self.method {
@@ -398,12 +612,62 @@ impl ClientAuth {
     }
 }
 
+impl ClientAuth {
+    /// Where a credential is read from at each request, for `Debug`: the path, never content.
+    fn read_from(&self) -> Option<&External> {
+        match &self.method {
+            Method::Basic {
+                secret: Secret::Read(from),
+                ..
+            }
+            | Method::Post {
+                secret: Secret::Read(from),
+            }
+            | Method::Json {
+                secret: Secret::Read(from),
+            }
+            | Method::Assertion { from } => Some(from),
+            _ => None,
+        }
+    }
+}
+
+/// `make` as the source of a credential.
+pub(crate) fn external_fn<F, Fut, E>(make: F) -> External
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, E>> + Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    use futures_util::TryFutureExt;
+    External::from_fn(move || make().map_err(Into::into))
+}
+
+/// Every form in which `secret` leaves the process with `method`: plain, form-encoded, JSON
+/// escaped, and inside the Basic credentials.
+fn secret_forms(client_id: &str, secret: &str, method: &Method, out: &mut Vec<Zeroizing<String>>) {
+    out.push(Zeroizing::new(secret.to_owned()));
+    out.push(encoding::urlencode(secret));
+    out.push(encoding::basic_urlencode(secret));
+    // JSON escaping makes at most six bytes of one: a buffer that never grows.
+    let mut json = Zeroizing::new(Vec::with_capacity(6 * secret.len() + 2));
+    if serde_json::to_writer(&mut *json, secret).is_ok() {
+        if let Ok(text) = std::str::from_utf8(&json) {
+            out.push(Zeroizing::new(text.trim_matches('"').to_owned()));
+        }
+    }
+    if let Method::Basic { urlencode, .. } = method {
+        out.push(encoding::basic_credentials(client_id, secret, *urlencode));
+    }
+}
+
 impl fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientAuth")
             .field("client_id", &self.client_id)
             .field("method", &self.method_name().unwrap_or("json"))
             .field("certificate", &self.certificate.is_some())
+            .field("read_from", &self.read_from())
             .finish_non_exhaustive()
     }
 }
@@ -413,6 +677,9 @@ impl fmt::Debug for ClientAuth {
 pub(crate) struct PreparedAuth {
     auth: ClientAuth,
     assertion: Option<AssertionConfig>,
+    /// Assertions signed by a [`Signer`].
+    #[cfg(feature = "rustls-no-provider")]
+    signed_by: Option<signer::SignerAssertion>,
     /// Every form of the secret we send, so that no error can echo one back.
     redact: Vec<Zeroizing<String>>,
 }
@@ -423,8 +690,9 @@ pub(crate) struct Credentials {
     pub(crate) header: Option<HeaderValue>,
     /// Body fields, after `grant_type` and before the grant's parameters.
     pub(crate) fields: Vec<(&'static str, Zeroizing<String>)>,
-    /// The assertion in `fields`, if any, to redact from this request's errors.
-    pub(crate) assertion: Option<Zeroizing<String>>,
+    /// Credentials made for or read for this request only (an assertion, a secret read from
+    /// a file), in every form they are sent, to redact from this request's errors.
+    pub(crate) redact: Vec<Zeroizing<String>>,
 }
 
 impl PreparedAuth {
@@ -437,47 +705,71 @@ impl PreparedAuth {
         &self.redact
     }
 
-    /// The credentials for one request to the token endpoint at `url`.
-    pub(crate) fn credentials(&self, url: &Uri) -> Result<Credentials, Error> {
+    /// The credentials for one request to the token endpoint at `url`; what is read from
+    /// elsewhere is read now, a closure given `timeout`.
+    pub(crate) async fn credentials(
+        &self,
+        url: &Uri,
+        timeout: Duration,
+    ) -> Result<Credentials, Error> {
         let id = || Zeroizing::new(self.auth.client_id.clone());
         let mut credentials = Credentials {
             header: None,
             fields: Vec::new(),
-            assertion: None,
+            redact: Vec::new(),
         };
-        match &self.auth.method {
-            Method::Basic { secret, urlencode } => {
-                let basic = encoding::basic_credentials(&self.auth.client_id, secret, *urlencode);
+        let method = &self.auth.method;
+        // Read once per request (a file may be rewritten between two reads); one read from
+        // elsewhere is redacted, in every form, from this request's errors.
+        let secret = match method {
+            Method::Basic { secret, .. } | Method::Post { secret } | Method::Json { secret } => {
+                let now = secret.now(timeout).await?;
+                if let Secret::Read(_) = secret {
+                    secret_forms(&self.auth.client_id, &now, method, &mut credentials.redact);
+                }
+                now
+            }
+            _ => Zeroizing::new(String::new()),
+        };
+        match method {
+            Method::Basic { urlencode, .. } => {
+                let basic = encoding::basic_credentials(&self.auth.client_id, &secret, *urlencode);
                 let value = crate::wiped::concat(&[b"Basic ", basic.as_bytes()]);
                 credentials.header =
                     Some(crate::wiped::sensitive_header(value).ok_or_else(|| {
                         Error::config("client credentials cannot form a Basic header")
                     })?);
             }
-            Method::Post { secret } | Method::Json { secret } => {
+            Method::Post { .. } | Method::Json { .. } => {
                 credentials.fields.push(("client_id", id()));
-                credentials
-                    .fields
-                    .push(("client_secret", Zeroizing::new(secret.to_string())));
+                credentials.fields.push(("client_secret", secret));
             }
             Method::Tls => credentials.fields.push(("client_id", id())),
+            Method::None => {
+                if !self.auth.client_id.is_empty() {
+                    credentials.fields.push(("client_id", id()));
+                }
+            }
+            Method::Assertion { from } => {
+                let assertion = from.read(Kind::CLIENT_ASSERTION, timeout).await?;
+                push_assertion(&mut credentials, id(), assertion);
+            }
             Method::SecretJwt { .. } => {}
             #[cfg(feature = "rustls-no-provider")]
-            Method::PrivateKeyJwt { .. } => {}
+            Method::PrivateKeyJwt { .. } | Method::Signer { .. } => {}
+        }
+        #[cfg(feature = "rustls-no-provider")]
+        if let Some(signed_by) = &self.signed_by {
+            let signed = signed_by
+                .assertion(&self.auth.client_id, url, timeout)
+                .await?;
+            push_assertion(&mut credentials, id(), signed);
         }
         if let Some(config) = &self.assertion {
             // RFC 7523 §2.2, with `client_id` (OpenID Connect Core §9 makes it optional;
             // Entra ID and others want it).
             let signed = config.assertion(&self.auth.client_id, url)?;
-            credentials.fields.push(("client_id", id()));
-            credentials.fields.push((
-                "client_assertion_type",
-                Zeroizing::new(ASSERTION_TYPE.to_owned()),
-            ));
-            credentials
-                .fields
-                .push(("client_assertion", Zeroizing::new(signed.to_string())));
-            credentials.assertion = Some(signed);
+            push_assertion(&mut credentials, id(), signed);
         }
         Ok(credentials)
     }
@@ -488,9 +780,30 @@ impl PreparedAuth {
             Method::Basic { .. } => hints::INVALID_CLIENT_BASIC,
             Method::Post { .. } | Method::Json { .. } => hints::INVALID_CLIENT_BODY,
             Method::Tls => hints::INVALID_CLIENT_TLS,
+            Method::Assertion { .. } => hints::INVALID_CLIENT_FEDERATED,
+            Method::None => hints::INVALID_CLIENT_NONE,
             _ => hints::INVALID_CLIENT_ASSERTION,
         }
     }
+}
+
+/// `client_id`, `client_assertion_type` and `client_assertion` (RFC 7523 §2.2, with
+/// `client_id`, which OpenID Connect Core §9 makes optional and Entra ID and others want).
+fn push_assertion(
+    credentials: &mut Credentials,
+    id: Zeroizing<String>,
+    assertion: Zeroizing<String>,
+) {
+    credentials.fields.push(("client_id", id));
+    credentials.fields.push((
+        "client_assertion_type",
+        Zeroizing::new(ASSERTION_TYPE.to_owned()),
+    ));
+    credentials
+        .fields
+        .push(("client_assertion", Zeroizing::new(assertion.to_string())));
+    credentials.redact.push(encoding::urlencode(&assertion));
+    credentials.redact.push(assertion);
 }
 
 /// The form encodings of credentials (RFC 6749 §2.3.1, Appendix B), each in a buffer allocated

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use super::external::External;
 #[cfg(feature = "rustls-no-provider")]
 use super::PrivateKeyJwt;
 use super::{ClientAuth, Method};
@@ -41,6 +42,12 @@ pub(crate) struct Shorthands {
     pub(crate) certificate: Option<ClientIdentity>,
     pub(crate) assertion_audience: Option<String>,
     pub(crate) assertion_lifetime: Option<Duration>,
+    /// `.client_secret_file(..)`.
+    pub(crate) client_secret_file: Option<std::path::PathBuf>,
+    /// `.client_assertion_file(..)` / `.client_assertion_fn(..)`.
+    pub(crate) assertion: Option<External>,
+    /// No client authentication at all is a valid choice (token exchange, jwt-bearer).
+    pub(crate) allow_none: bool,
 }
 
 impl Shorthands {
@@ -65,13 +72,16 @@ impl Shorthands {
                     || self.auth_style.is_some()
                     || private_key.is_some()
                     || self.client_secret_jwt
-                    || self.certificate.is_some();
+                    || self.certificate.is_some()
+                    || self.client_secret_file.is_some()
+                    || self.assertion.is_some();
                 if shorthand {
                     return Err(ConfigError::new(
                         "client_auth",
                         "give either .client_auth(..) or the shorthands (.client_id, \
-                         .client_secret, .auth_style, .private_key_jwt, .client_secret_jwt, \
-                         .tls_client_auth), not both",
+                         .client_secret, .client_secret_file, .client_assertion_file, \
+                         .client_assertion_fn, .auth_style, .private_key_jwt, \
+                         .client_secret_jwt, .tls_client_auth), not both",
                     ));
                 }
                 explicit
@@ -99,6 +109,16 @@ impl Shorthands {
         secret: Option<Zeroizing<String>>,
         private_key: Option<K>,
     ) -> Result<ClientAuth, ConfigError> {
+        let secret = secret.filter(|secret| !secret.is_empty());
+        let authenticates = secret.is_some()
+            || private_key.is_some()
+            || self.client_secret_jwt
+            || self.certificate.is_some()
+            || self.client_secret_file.is_some()
+            || self.assertion.is_some();
+        if !authenticates && self.allow_none && self.auth_style.is_none() {
+            return Ok(ClientAuth::none(self.client_id.take().unwrap_or_default()));
+        }
         let id = match self.client_id.take() {
             Some(id) if !id.is_empty() => id,
             _ => {
@@ -108,7 +128,56 @@ impl Shorthands {
                 ))
             }
         };
-        let secret = secret.filter(|secret| !secret.is_empty());
+        if let Some(from) = self.assertion.take() {
+            let other = if secret.is_some() {
+                Some(".client_secret")
+            } else if self.client_secret_file.is_some() {
+                Some(".client_secret_file")
+            } else if private_key.is_some() {
+                Some(".private_key_jwt")
+            } else if self.client_secret_jwt {
+                Some(".client_secret_jwt")
+            } else if self.auth_style.is_some() {
+                Some(".auth_style")
+            } else {
+                None
+            };
+            if let Some(other) = other {
+                return Err(ConfigError::new(
+                    "client_assertion",
+                    format!(
+                        "a client assertion made elsewhere (.client_assertion_file or \
+                         .client_assertion_fn) is the client's whole authentication: drop \
+                         {other}"
+                    ),
+                ));
+            }
+            // A certificate beside it binds the tokens (RFC 8705 §3).
+            let mut auth = ClientAuth::with(id, Method::Assertion { from });
+            auth.certificate = self.certificate.take();
+            return Ok(auth);
+        }
+        if let Some(path) = self.client_secret_file.take() {
+            let other = if secret.is_some() {
+                Some(".client_secret")
+            } else if private_key.is_some() {
+                Some(".private_key_jwt")
+            } else if self.client_secret_jwt {
+                Some(".client_secret_jwt (it signs with a secret held from build() on)")
+            } else if self.certificate.is_some() {
+                Some(".tls_client_auth")
+            } else {
+                None
+            };
+            if let Some(other) = other {
+                return Err(ConfigError::new(
+                    "client_secret_file",
+                    format!("give either .client_secret_file or {other}, not both"),
+                ));
+            }
+            let style = self.auth_style.unwrap_or_default();
+            return Ok(ClientAuth::secret_file(id, path, style));
+        }
         let signs = private_key.is_some() || self.client_secret_jwt;
         if signs && self.auth_style == Some(AuthStyle::Json) {
             return Err(ConfigError::new(

@@ -43,6 +43,16 @@ pub struct ClientCredentialsBuilder {
     #[cfg(feature = "shared-cache")]
     shared_key: Option<Zeroizing<Vec<u8>>>,
     policy: CachePolicy,
+    /// Another grant than client credentials, set by its own builder (token exchange,
+    /// jwt-bearer), which then owns `audience`.
+    pub(crate) grant: Option<OtherGrant>,
+}
+
+/// What a grant's own builder hands to this one.
+pub(crate) struct OtherGrant {
+    pub(crate) grant_type: &'static str,
+    pub(crate) params: Vec<(String, Zeroizing<String>)>,
+    pub(crate) read: Vec<(&'static str, crate::grant::ReadParam)>,
 }
 
 impl Default for ClientCredentialsBuilder {
@@ -61,6 +71,7 @@ impl Default for ClientCredentialsBuilder {
             #[cfg(feature = "shared-cache")]
             shared_key: None,
             policy: CachePolicy::default(),
+            grant: None,
         }
     }
 }
@@ -132,6 +143,66 @@ impl ClientCredentialsBuilder {
     /// The client secret. Kept zeroized-on-drop and never printed.
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
         self.auth.client_secret = Some(Zeroizing::new(secret.into()));
+        self
+    }
+
+    /// The client secret, read from the file at `path` at every token request instead of
+    /// once: a secret rotated by rewriting the file (a Kubernetes Secret volume, a Vault agent
+    /// template) is used from the next token request on, without a restart. The file need not
+    /// exist at `build()`: until it does, token requests fail with a transient error naming
+    /// it. Surrounding whitespace (a trailing newline) is not part of the secret. Sent as
+    /// [`auth_style`](Self::auth_style) says.
+    ///
+    /// With a [shared cache](Self::shared_cache), give
+    /// [`shared_cache_key`](Self::shared_cache_key): a key derived from a secret that rotates
+    /// would change with it. The shared entry is keyed on the token URL, the client id, the
+    /// method and the grant's parameters, which do not.
+    ///
+    /// ```
+    /// let credentials = tower_oauth2::ClientCredentials::builder()
+    ///     .token_url("https://idp.example.com/oauth/token")
+    ///     .client_id("my-service")
+    ///     .client_secret_file("/var/run/secrets/idp/client-secret")
+    ///     .build()?;
+    /// # Ok::<(), tower_oauth2::Error>(())
+    /// ```
+    pub fn client_secret_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.auth.client_secret_file = Some(path.into());
+        self
+    }
+
+    /// Authenticate with a client assertion made elsewhere (RFC 7523 §2.2): the JWT in the
+    /// file at `path` (a Kubernetes projected service-account token, a SPIFFE JWT-SVID, the
+    /// file `AZURE_FEDERATED_TOKEN_FILE` names), read at every token request and sent as
+    /// `client_assertion` with `client_id`. The file need not exist at `build()`. A missing,
+    /// empty or expired assertion (its `exp` is read without verifying) fails the token
+    /// request with an error naming the file, transient where waiting may fix it; the cache
+    /// recovers as soon as the file is right. See [`ClientAuth::assertion_file`].
+    ///
+    /// ```
+    /// let credentials = tower_oauth2::ClientCredentials::builder()
+    ///     .token_url("https://idp.example.com/oauth/token")
+    ///     .client_id("my-service")
+    ///     .client_assertion_file("/var/run/secrets/tokens/idp-token")
+    ///     .build()?;
+    /// # Ok::<(), tower_oauth2::Error>(())
+    /// ```
+    pub fn client_assertion_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.auth.assertion = Some(crate::client_auth::external::External::file(path));
+        self
+    }
+
+    /// Authenticate with a client assertion that `make` returns, called at every token request
+    /// (a metadata server, a KMS-signed JWT, a vault). A closure that fails, panics or takes
+    /// longer than the [timeout](Self::timeout) fails that token request only. See
+    /// [`ClientAuth::assertion_fn`].
+    pub fn client_assertion_fn<F, Fut, E>(mut self, make: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<String, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.auth.assertion = Some(crate::client_auth::external_fn(make));
         self
     }
 
@@ -354,16 +425,31 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Ask for `grant` instead of client credentials, with or without client authentication:
+    /// for the builders of the other grants.
+    pub(crate) fn other_grant(mut self, grant: OtherGrant) -> Self {
+        self.grant = Some(grant);
+        self.auth.allow_none = true;
+        self
+    }
+
     /// Check the configuration and build the client.
     pub fn build(mut self) -> Result<ClientCredentials, ConfigError> {
         let (url, discover) = self.checked_url()?;
         let auth = std::mem::take(&mut self.auth).resolve()?;
         let auth = auth.prepare()?;
-        let signs = matches!(
-            auth.auth().method_name(),
-            Some("private_key_jwt" | "client_secret_jwt")
-        );
-        let grant = Grant::client_credentials(&self.scopes, self.audience, self.params, signs)?;
+        let signs = auth.auth().sends_assertion();
+        let grant = match self.grant.take() {
+            None => Grant::client_credentials(&self.scopes, self.audience, self.params, signs)?,
+            Some(other) => Grant::other(
+                other.grant_type,
+                other.params,
+                &self.scopes,
+                self.params,
+                other.read,
+                signs,
+            )?,
+        };
         let rules = self.transport.url_rules();
         let transport = self.transport.build(auth.auth().certificate())?;
         let template = RequestTemplate { url, auth, grant };

@@ -1,7 +1,7 @@
 //! [`ClientCredentials`]: the OAuth 2.0 client credentials grant (RFC 6749 §4.4) against any
 //! token endpoint. Every rule about the wire format lives here; caching is [`TokenCache`]'s.
 
-mod builder;
+pub(crate) mod builder;
 mod discovery;
 mod request;
 mod response;
@@ -309,7 +309,8 @@ impl Endpoint {
     async fn fetch_once(&self, url: &Uri) -> Result<AccessToken, Error> {
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
-        let (request, assertion) = self.template.encode(url)?;
+        let encoded = self.template.encode(url, self.transport.timeout).await?;
+        let (request, sent_now, read) = (encoded.request, encoded.redact, encoded.read);
         let (parts, body) = match self.transport.exchange(request).await {
             Ok(response) => response,
             Err(error) if error.kind() == ErrorKind::Timeout => {
@@ -324,7 +325,7 @@ impl Endpoint {
         let redact: Vec<&str> = self
             .redact
             .iter()
-            .chain(&assertion)
+            .chain(&sent_now)
             .map(|s| s.as_str())
             .collect();
         let context = DecodeContext {
@@ -346,6 +347,9 @@ impl Endpoint {
                 &context,
             ),
         };
+        if let Some(oauth) = result.as_ref().err().and_then(Error::oauth_error) {
+            read.refused(oauth.code());
+        }
         let elapsed = started.elapsed();
         match &result {
             Ok(token) => tracing::debug!(
@@ -402,7 +406,12 @@ impl TokenSource for Endpoint {
 
 impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientCredentials")
+        let name = match self.template.grant.grant_type() {
+            crate::token_exchange::GRANT_TYPE => "TokenExchange",
+            crate::jwt_bearer::GRANT_TYPE => "JwtBearer",
+            _ => "ClientCredentials",
+        };
+        f.debug_struct(name)
             // As errors name it: userinfo and query may hold credentials (a gateway key).
             .field("token_url", &self.shown)
             .field("client_auth", self.template.auth.auth())

@@ -2,12 +2,14 @@
 //! or a JSON body.
 
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use std::time::Duration;
+
 use http::{Method, Uri};
 use http_body_util::Full;
 use zeroize::Zeroizing;
 
-use crate::client_auth::PreparedAuth;
-use crate::grant::Grant;
+use crate::client_auth::{encoding, PreparedAuth};
+use crate::grant::{Grant, ReadNow};
 use crate::transport::TokenRequest;
 use crate::Error;
 
@@ -22,13 +24,16 @@ pub(crate) struct RequestTemplate {
 const USER_AGENT_VALUE: &str = concat!("tower-oauth2/", env!("CARGO_PKG_VERSION"));
 
 impl RequestTemplate {
-    /// The request to the token endpoint at `url`, and the assertion it carries if any (so
-    /// that no error can echo it).
-    pub(crate) fn encode(
-        &self,
-        url: &Uri,
-    ) -> Result<(TokenRequest, Option<Zeroizing<String>>), Error> {
-        let credentials = self.auth.credentials(url)?;
+    /// The request to the token endpoint at `url`, with the credentials made or read for it
+    /// alone (an assertion, a secret or subject token read from a file), so that no error can
+    /// echo them. What is read from elsewhere is read now; a closure is given `timeout`.
+    pub(crate) async fn encode(&self, url: &Uri, timeout: Duration) -> Result<Encoded, Error> {
+        let mut credentials = self.auth.credentials(url, timeout).await?;
+        let read = self.grant.read(timeout).await?;
+        for (_, value) in &read.values {
+            credentials.redact.push(encoding::urlencode(value));
+            credentials.redact.push(value.clone());
+        }
         let fields: Vec<(&str, &str)> = std::iter::once(("grant_type", self.grant.grant_type()))
             .chain(
                 credentials
@@ -37,6 +42,11 @@ impl RequestTemplate {
                     .map(|(name, value)| (*name, value.as_str())),
             )
             .chain(self.grant.params())
+            .chain(
+                read.values
+                    .iter()
+                    .map(|(name, value)| (*name, value.as_str())),
+            )
             .collect();
         let (content_type, body) = if self.auth.auth().json_body() {
             ("application/json", json_body(&fields)?)
@@ -54,8 +64,21 @@ impl RequestTemplate {
         if let Some(header) = credentials.header {
             request.headers_mut().insert(AUTHORIZATION, header);
         }
-        Ok((request, credentials.assertion))
+        Ok(Encoded {
+            request,
+            redact: credentials.redact,
+            read,
+        })
     }
+}
+
+/// One encoded token request.
+pub(crate) struct Encoded {
+    pub(crate) request: TokenRequest,
+    /// Credentials made or read for this request alone, in every form they are sent.
+    pub(crate) redact: Vec<Zeroizing<String>>,
+    /// The grant's parameters read for it, and the tokens sources lent to it.
+    pub(crate) read: ReadNow,
 }
 
 /// `fields` as an `application/x-www-form-urlencoded` body, in a buffer that never grows (a

@@ -100,11 +100,18 @@ fn decode_fields(
         ));
     };
     let secret = access_token(fields)?;
-    check_token_type(fields, context.redact)?;
+    let issued_token_type = match fields.get("issued_token_type") {
+        Some(Value::String(kind)) => Some(excerpt(kind.as_bytes(), context.redact)),
+        _ => None,
+    };
+    check_token_type(fields, issued_token_type.is_some(), context.redact)?;
     let lifetime = expires_in(fields, context.redact)?.unwrap_or(context.default_lifetime);
     let mut token = AccessToken::new(secret).with_expires_at(Some(expiry_from_now(lifetime)));
     if let Some(Value::String(scope)) = fields.get("scope") {
         token = token.with_scope(scope.clone());
+    }
+    if let Some(kind) = issued_token_type {
+        token = token.with_issued_token_type(kind);
     }
     Ok(token)
 }
@@ -237,10 +244,17 @@ fn access_token(fields: &Map<String, Value>) -> Result<String, Error> {
 }
 
 /// `token_type` must say Bearer, in any case. Absent is taken as Bearer, as most clients do.
-fn check_token_type(fields: &Map<String, Value>, redact: &[&str]) -> Result<(), Error> {
+/// A token exchange response (one with `issued_token_type`) may say `N_A` (RFC 8693 §2.2.1:
+/// the issued token, a JWT say, is not an access token), and is then sent as a bearer token.
+fn check_token_type(
+    fields: &Map<String, Value>,
+    exchanged: bool,
+    redact: &[&str],
+) -> Result<(), Error> {
     match fields.get("token_type") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => Ok(()),
+        Some(Value::String(kind)) if exchanged && kind == "N_A" => Ok(()),
         Some(Value::String(kind)) => Err(Error::invalid_response(format!(
             "token_type {:?} is not supported: only Bearer tokens can be sent",
             excerpt(kind.as_bytes(), redact)

@@ -43,3 +43,12 @@ pub(crate) const INVALID_CLIENT_TLS: &str = "check the client id and that the id
 pub(crate) const INVALID_CLIENT_ASSERTION: &str = "check the client id, that the identity \
      provider holds this client's public key (or secret) under the same key id, and that this \
      machine's clock is right: the assertion is valid for a short time from now";
+
+/// `invalid_client` to a client assertion made elsewhere (a mounted workload token).
+pub(crate) const INVALID_CLIENT_FEDERATED: &str = "check that the identity provider trusts the \
+     issuer of the assertion (a federated credential whose issuer, subject and audience match \
+     the token's iss, sub and aud) and that the client id is the one it is registered under";
+
+/// `invalid_client` to a client that sends no credentials.
+pub(crate) const INVALID_CLIENT_NONE: &str = "this client sends no credentials and the server \
+     wants client authentication: give a client secret, an assertion or another method";

@@ -40,8 +40,11 @@ pub enum ErrorKind {
     /// other client authentication methods, a source asks its own cache for a token). What
     /// `build()` finds is a [`ConfigError`], which converts to this kind.
     Config,
-    /// The client's credentials for this request could not be made: its assertion could not
-    /// be signed (the crypto provider failed, no randomness, a clock before 1970).
+    /// The credentials for this request could not be made: the client's assertion could not
+    /// be signed (the crypto provider failed, no randomness, a clock before 1970), or a
+    /// credential made elsewhere (a mounted file, a closure: a client assertion, a secret, a
+    /// subject token) is missing, empty, expired or unreadable. The error names the file;
+    /// [`Error::is_transient`] says whether waiting may fix it (a file not mounted yet).
     ClientAuth,
     /// A custom [`TokenSource`](crate::TokenSource) failed.
     Other,
@@ -219,6 +222,25 @@ impl Error {
     #[cfg_attr(not(feature = "rustls-no-provider"), allow(dead_code))]
     pub(crate) fn client_auth(message: impl Into<String>) -> Self {
         Self::from_inner(Self::build(ErrorKind::ClientAuth, message.into()))
+    }
+
+    /// A credential made elsewhere could not be had; `transient` when waiting may fix it.
+    pub(crate) fn credential(message: impl Into<String>, transient: bool) -> Self {
+        let mut inner = Self::build(ErrorKind::ClientAuth, message.into());
+        inner.transient = transient;
+        Self::from_inner(inner)
+    }
+
+    /// Like [`credential`](Self::credential), caused by the application's `source`.
+    pub(crate) fn credential_from(
+        message: impl Into<String>,
+        transient: bool,
+        source: BoxError,
+    ) -> Self {
+        let mut inner = Self::build(ErrorKind::ClientAuth, message.into());
+        inner.transient = transient;
+        inner.source = Some(source.into());
+        Self::from_inner(inner)
     }
 
     fn build(kind: ErrorKind, message: String) -> Inner {

@@ -58,8 +58,10 @@ pub struct BearerAuthLayer {
 
 impl BearerAuthLayer {
     /// A layer getting tokens from `cache`: a [`TokenCache`], or anything that converts into
-    /// one: a [`ClientCredentials`](crate::ClientCredentials) (its own cache, shared by every
-    /// clone), a [`StaticToken`](crate::source::StaticToken), a
+    /// one: a [`ClientCredentials`](crate::ClientCredentials),
+    /// [`TokenExchange`](crate::token_exchange::TokenExchange) or
+    /// [`JwtBearer`](crate::jwt_bearer::JwtBearer) (its own cache, shared by every clone), a
+    /// [`StaticToken`](crate::source::StaticToken), a
     /// [`from_fn`](crate::source::from_fn) source or an `Arc<dyn TokenSource>`. Wrap any other
     /// [`TokenSource`](crate::TokenSource) yourself: `BearerAuthLayer::new(TokenCache::new(source))`.
     pub fn new(cache: impl Into<TokenCache>) -> Self {

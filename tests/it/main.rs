@@ -11,6 +11,8 @@ mod support;
 mod cache;
 mod client_credentials;
 mod faults;
+#[cfg(feature = "test-util")]
+mod jwt_bearer;
 mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -21,3 +23,7 @@ mod secrets;
 mod shared_cache;
 #[cfg(feature = "test-util")]
 mod test_util;
+#[cfg(feature = "test-util")]
+mod token_exchange;
+#[cfg(feature = "test-util")]
+mod workload;

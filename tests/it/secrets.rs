@@ -287,6 +287,58 @@ async fn no_secret_or_token_appears_in_any_output() {
     );
     outputs.extend(assertion_errors);
 
+    // Credentials made elsewhere, read at each request: a secret file, an assertion file and a
+    // subject token file, against endpoints that echo them back.
+    let mounted = crate::support::issuer::Mounted::new();
+    let secret_file = mounted.write("client-secret", &format!("{SECRET}\n"));
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(br#"{"sub":"hygiene","exp":4102444800}"#);
+    let mounted_jwt = format!("eyJhbGciOiJFUzI1NiJ9.{payload}.M0unted-Sig-HYGIENE");
+    let assertion_file = mounted.write("token", &mounted_jwt);
+    let mut elsewhere_errors = Vec::new();
+    for path in ["/echo-oauth", "/echo-html", "/missing"] {
+        let url = format!("http://{}{path}", server.addr());
+        for style in [AuthStyle::Basic, AuthStyle::Form, AuthStyle::Json] {
+            let from_file = ClientCredentials::builder()
+                .token_url(&url)
+                .client_id(CLIENT_ID)
+                .client_secret_file(&secret_file)
+                .auth_style(style)
+                .build()
+                .unwrap();
+            formats!(outputs, from_file);
+            let error = from_file.fetch_uncached().await.unwrap_err();
+            formats!(elsewhere_errors, error, display);
+        }
+        let federated = ClientCredentials::builder()
+            .token_url(&url)
+            .client_id(CLIENT_ID)
+            .client_assertion_file(&assertion_file)
+            .build()
+            .unwrap();
+        formats!(outputs, federated);
+        let error = federated.fetch_uncached().await.unwrap_err();
+        formats!(elsewhere_errors, error, display);
+        let exchange = tower_oauth2::token_exchange::TokenExchange::builder()
+            .token_url(&url)
+            .subject_token_file(
+                &assertion_file,
+                tower_oauth2::token_exchange::TokenType::Jwt,
+            )
+            .build()
+            .unwrap();
+        formats!(outputs, exchange);
+        let error = exchange.fetch_uncached().await.unwrap_err();
+        formats!(elsewhere_errors, error, display);
+    }
+    assert!(
+        elsewhere_errors
+            .iter()
+            .any(|o| o.contains("[redacted]") && o.contains("subject_token=")),
+        "the server echoed the subject token: redaction, not luck, keeps it out"
+    );
+    outputs.extend(elsewhere_errors);
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("fetched a token"), "TRACE logs were captured");
     assert!(
@@ -296,6 +348,8 @@ async fn no_secret_or_token_appears_in_any_output() {
     let mut forbidden = secret_forms();
     forbidden.extend(tokens.iter().map(|token| token.secret().to_owned()));
     forbidden.push(HS256_SECRET.to_owned());
+    forbidden.push(mounted_jwt.clone());
+    forbidden.push("M0unted-Sig-HYGIENE".to_owned());
     // Each assertion whole, and its signature alone.
     for assertion in &assertions {
         forbidden.push(assertion.clone());

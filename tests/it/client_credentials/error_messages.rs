@@ -333,3 +333,49 @@ fn a_client_assertion_param_clash_is_not_about_the_client_secret() {
     assert!(!message.contains(".client_id/.client_secret"), "{message}");
     assert!(message.contains("client assertion"), "{message}");
 }
+
+/// Credentials made elsewhere: errors name the file and say what to check.
+#[tokio::test]
+async fn credentials_made_elsewhere_name_the_file() {
+    let server = support::issuing(3600).await;
+    let port = server.addr().port();
+    let dir = std::env::temp_dir().join(format!("tower-oauth2-messages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("token");
+    let assertion = || {
+        ClientCredentials::builder()
+            .token_url(server.url())
+            .client_id("client-1")
+            .client_assertion_file(&missing)
+    };
+    let message = |error: tower_oauth2::Error| {
+        snapshot(error.to_string(), port).replace(&dir.display().to_string(), "DIR")
+    };
+    let credentials = assertion().build().unwrap();
+    assert_eq!(
+        message(credentials.token().await.unwrap_err()),
+        "the client assertion file DIR/token does not exist (yet): \
+         is the volume mounted and the path right? It is read again at the next token request \
+         (token endpoint 127.0.0.1:PORT/oauth/token)"
+    );
+    std::fs::write(&missing, "a.eyJleHAiOjF9.c").unwrap();
+    let credentials = assertion().build().unwrap();
+    let text = message(credentials.token().await.unwrap_err());
+    assert!(
+        text.starts_with(
+            "the client assertion from the file DIR/token expired "
+        ) && text.ends_with(
+            " s ago (its exp, read without verifying): whatever writes it has not refreshed it \
+             (token endpoint 127.0.0.1:PORT/oauth/token)"
+        ),
+        "{text}"
+    );
+    std::fs::write(&missing, "\n").unwrap();
+    let credentials = assertion().build().unwrap();
+    assert_eq!(
+        message(credentials.token().await.unwrap_err()),
+        "the client assertion file DIR/token is empty; it is read \
+         again at the next token request (token endpoint 127.0.0.1:PORT/oauth/token)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,6 +17,12 @@ mod discovery;
 /// `private_key_jwt` and `client_secret_jwt` (RFC 7523), checked by an independent verifier.
 mod client_assertions;
 
+/// Credentials made elsewhere: assertion files and closures, secret files, read per request.
+mod made_elsewhere;
+
+/// `private_key_jwt` with a key held elsewhere: the `Signer` trait (KMS, local key, failures).
+mod signers;
+
 /// Mutual-TLS client authentication (RFC 8705).
 mod mtls;
 
