@@ -63,6 +63,7 @@ pub mod client_auth;
 pub mod client_credentials;
 mod clock;
 mod crypto;
+pub mod dpop;
 pub mod error;
 mod grant;
 pub mod jwt_bearer;

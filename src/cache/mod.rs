@@ -229,6 +229,10 @@ impl TokenCache {
     fn sync_header(&self) -> Option<(HeaderValue, u64)> {
         let epoch = fast_path::epoch();
         let entry = self.inner.current.load_full()?;
+        if entry.token.dpop().is_some() {
+            // A DPoP token goes with a new proof on every request: never from a copy.
+            return None;
+        }
         let coarse = coarse_now();
         let check_at = match entry.freshness_at(coarse, now()) {
             Freshness::Fresh => entry.fresh_until,
