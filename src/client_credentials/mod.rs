@@ -163,6 +163,7 @@ impl ClientCredentials {
             transport: self.endpoint.transport.clone(),
             default_lifetime: self.endpoint.default_lifetime,
             redact: self.endpoint.redact.clone(),
+            metrics: self.endpoint.metrics.clone(),
         });
         // Its metrics report apart from the parent's and the other siblings'.
         let mut policy = self.caching.policy.clone();
@@ -236,6 +237,7 @@ pub(crate) fn fuzz_decode(status: u16, content_type: &str, retry_after: &str, bo
     let context = DecodeContext {
         default_lifetime: Duration::from_secs(3600),
         redact: &[SECRET],
+        dpop: false,
     };
     match decode(status, &headers, body, &context) {
         Ok(token) => {
@@ -263,6 +265,8 @@ struct Endpoint {
     default_lifetime: Duration,
     /// Every form of a credential we send, so that no error can echo one back.
     redact: Vec<Zeroizing<String>>,
+    /// Counts DPoP nonce retries, labelled like the client's cache.
+    metrics: crate::telemetry::Metrics,
 }
 
 impl Endpoint {
@@ -306,7 +310,39 @@ impl Endpoint {
         error.at_endpoint(shown)
     }
 
+    /// One token request, and with DPoP one more if the endpoint asks for its nonce
+    /// (`use_dpop_nonce`, RFC 9449 §8); the token bound to the key.
     async fn fetch_once(&self, url: &Uri) -> Result<AccessToken, Error> {
+        let mut nonce_retried = false;
+        loop {
+            let (result, nonce_given) = self.attempt(url).await;
+            match (result, &self.template.dpop) {
+                (Ok(token), Some(key)) => return Ok(token.with_dpop(key.clone())),
+                (Err(error), Some(_))
+                    if nonce_given
+                        && !nonce_retried
+                        && error
+                            .oauth_error()
+                            .is_some_and(|oauth| oauth.code() == "use_dpop_nonce") =>
+                {
+                    tracing::debug!(target: "tower_oauth2::fetch", "the token endpoint asked for a DPoP nonce: retrying with it");
+                    self.metrics.dpop_nonce_retried();
+                    nonce_retried = true;
+                }
+                (result, _) => return result,
+            }
+        }
+    }
+
+    /// One token request; whether the answer gave a DPoP nonce.
+    async fn attempt(&self, url: &Uri) -> (Result<AccessToken, Error>, bool) {
+        match self.attempt_inner(url).await {
+            Ok(answer) => answer,
+            Err(error) => (Err(error), false),
+        }
+    }
+
+    async fn attempt_inner(&self, url: &Uri) -> Result<(Result<AccessToken, Error>, bool), Error> {
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
         let encoded = self.template.encode(url, self.transport.timeout).await?;
@@ -322,6 +358,11 @@ impl Endpoint {
                 return Err(error);
             }
         };
+        let nonce_given = match &self.template.dpop {
+            Some(key) => crate::dpop::Target::of(url)
+                .is_ok_and(|target| crate::dpop::remember_nonce(key, &target, &parts.headers)),
+            None => false,
+        };
         let redact: Vec<&str> = self
             .redact
             .iter()
@@ -331,6 +372,7 @@ impl Endpoint {
         let context = DecodeContext {
             default_lifetime: self.default_lifetime,
             redact: &redact,
+            dpop: self.template.dpop.is_some(),
         };
         let result = match body {
             Ok(body) => decode(parts.status, &parts.headers, &body, &context),
@@ -377,7 +419,7 @@ impl Endpoint {
                 "token request rejected"
             ),
         }
-        result
+        Ok((result, nonce_given))
     }
 }
 
