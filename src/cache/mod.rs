@@ -62,7 +62,7 @@ use entry::Freshness;
 pub(crate) use per_request::Chosen;
 pub use per_request::{PerRequestCaches, RequestHead};
 use registry::slots;
-pub(crate) use registry::{holds_generation, report_rejected};
+pub(crate) use registry::{count_replay, holds_generation, report_rejected};
 use single_flight::{Outcome, Owner, Stall};
 
 /// A flight of this cache: its waiters get the installed entry.
@@ -214,6 +214,12 @@ impl TokenCache {
             // Not the cached one (any more): the next caller gets another.
             None => true,
         }
+    }
+
+    /// A request went out with a token of this cache's (the `tokens_attached` counter).
+    #[inline]
+    pub(crate) fn count_attached(&self) {
+        self.inner.metrics.attached();
     }
 
     /// The fast path: this thread's copy of the header, and its generation, if it may be sent.

@@ -56,7 +56,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 pub use key::DpopKey;
 pub(crate) use target::Target;
 
-use crate::Error;
+use crate::{AccessToken, Error};
 
 /// The `DPoP` request header that carries a proof.
 pub(crate) const DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
@@ -109,4 +109,31 @@ pub(crate) fn resource_wants_nonce(status: StatusCode, headers: &HeaderMap) -> b
                     .windows(b"use_dpop_nonce".len())
                     .any(|window| window == b"use_dpop_nonce")
             })
+}
+
+/// The key a DPoP token went with, and where: the server's nonces are remembered for it.
+pub(crate) struct DpopWatch {
+    pub(crate) key: Bound,
+    pub(crate) target: Target,
+}
+
+/// For a DPoP token, a fresh proof for a `method` request to `uri` covering the token, and
+/// what to watch in the answer; nothing for a bearer token.
+pub(crate) async fn prove(
+    token: &AccessToken,
+    method: &Method,
+    uri: &http::Uri,
+) -> Result<Option<(HeaderValue, Box<DpopWatch>)>, Error> {
+    let Some(key) = token.dpop() else {
+        return Ok(None);
+    };
+    let target = Target::of(uri)?;
+    let proof = key.proof(method, &target, Some(token.secret())).await?;
+    Ok(Some((
+        proof,
+        Box::new(DpopWatch {
+            key: key.clone(),
+            target,
+        }),
+    )))
 }

@@ -152,6 +152,7 @@ where
 {
     if let Some((header, generation)) = cache.fresh_header() {
         request.headers_mut().insert(AUTHORIZATION, header);
+        cache.count_attached();
         let version = request.version();
         return ResponseFuture::sent(inner.call(request), cache, generation, version);
     }
