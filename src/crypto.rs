@@ -36,11 +36,11 @@ pub(crate) fn provider_sha256(
     data: &[u8],
 ) -> Result<Vec<u8>, ConfigError> {
     let hash = provider_sha256_hash(provider).ok_or_else(|| {
-            ConfigError::new(
-                "private_key_jwt",
-                "private_key_jwt: the crypto provider has no SHA-256 for x5t#S256",
-            )
-        })?;
+        ConfigError::new(
+            "private_key_jwt",
+            "private_key_jwt: the crypto provider has no SHA-256 for x5t#S256",
+        )
+    })?;
     Ok(hash.hash(data).as_ref().to_vec())
 }
 

@@ -137,9 +137,10 @@ async fn header_from(
     let proof = match entry.token.dpop() {
         None => None,
         Some(_) => {
-            let uri: http::Uri = request.url().as_str().parse().map_err(|_| {
-                crate::Error::config("a DPoP proof cannot name this request's URL")
-            })?;
+            let uri: http::Uri =
+                request.url().as_str().parse().map_err(|_| {
+                    crate::Error::config("a DPoP proof cannot name this request's URL")
+                })?;
             crate::dpop::prove(&entry.token, request.method(), &uri).await?
         }
     };

@@ -144,8 +144,8 @@ impl DpopKey {
             Ok(spki) => spki.as_ref().to_vec(),
             Err(_) => public_key.to_vec(),
         };
-        let (algorithm, jwk) =
-            jwk::from_spki(&spki).map_err(|why| config(format!("dpop: the public key is {why}")))?;
+        let (algorithm, jwk) = jwk::from_spki(&spki)
+            .map_err(|why| config(format!("dpop: the public key is {why}")))?;
         if signer.algorithm() != algorithm {
             return Err(config(format!(
                 "dpop: the signer signs {} but the public key is for {algorithm}",
@@ -162,11 +162,11 @@ impl DpopKey {
             .key_provider
             .load_private_key(der.clone_key())
             .map_err(|_| config("dpop: the crypto provider cannot use this key"))?;
-        let spki = loaded
-            .public_key()
-            .ok_or_else(|| config("dpop: the crypto provider does not give this key's public key"))?;
-        let (algorithm, jwk) =
-            jwk::from_spki(spki.as_ref()).map_err(|why| config(format!("dpop: the key is {why}")))?;
+        let spki = loaded.public_key().ok_or_else(|| {
+            config("dpop: the crypto provider does not give this key's public key")
+        })?;
+        let (algorithm, jwk) = jwk::from_spki(spki.as_ref())
+            .map_err(|why| config(format!("dpop: the key is {why}")))?;
         let signer = loaded
             .choose_scheme(&[algorithm.scheme()])
             .ok_or_else(|| config(format!("dpop: this key cannot sign {algorithm}")))?;
@@ -278,9 +278,8 @@ impl KeyInner {
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Error::client_auth("the system clock is before 1970"))?
             .as_secs();
-        let ath = access_token.map(|token| {
-            URL_SAFE_NO_PAD.encode(self.sha256.hash(token.as_bytes()).as_ref())
-        });
+        let ath = access_token
+            .map(|token| URL_SAFE_NO_PAD.encode(self.sha256.hash(token.as_bytes()).as_ref()));
         let nonce = self.nonces.for_origin(target.origin());
         let claims = serde_json::to_vec(&Claims {
             jti: &jti,
@@ -315,7 +314,11 @@ impl KeyInner {
     }
 
     /// The remote signer's signature, with its panics, failures and hangs contained.
-    async fn sign_remote(&self, signer: &Arc<dyn Signer>, message: &[u8]) -> Result<Vec<u8>, Error> {
+    async fn sign_remote(
+        &self,
+        signer: &Arc<dyn Signer>,
+        message: &[u8],
+    ) -> Result<Vec<u8>, Error> {
         use futures_util::FutureExt;
 
         let guarded = async move {
@@ -346,9 +349,9 @@ impl KeyInner {
             Some(len) => ecdsa_der_to_fixed(&signature, len).ok_or_else(|| {
                 Error::client_auth("a DPoP proof's ECDSA signature is neither r || s nor DER")
             }),
-            None if signature.is_empty() => {
-                Err(Error::client_auth("the DPoP proof signer returned no signature"))
-            }
+            None if signature.is_empty() => Err(Error::client_auth(
+                "the DPoP proof signer returned no signature",
+            )),
             None => Ok(signature),
         }
     }
@@ -362,7 +365,9 @@ impl Prove for KeyInner {
         access_token: Option<&'a str>,
     ) -> BoxFuture<'a, Result<HeaderValue, Error>> {
         Box::pin(async move {
-            let jws = self.make_proof(method.as_str(), target, access_token).await?;
+            let jws = self
+                .make_proof(method.as_str(), target, access_token)
+                .await?;
             let mut header = HeaderValue::try_from(jws)
                 .map_err(|_| Error::client_auth("a DPoP proof is not a valid header value"))?;
             header.set_sensitive(true);

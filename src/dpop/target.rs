@@ -40,7 +40,11 @@ impl Target {
             htu.push_str(&port.to_string());
         }
         let origin_len = htu.len();
-        htu.push_str(if uri.path().is_empty() { "/" } else { uri.path() });
+        htu.push_str(if uri.path().is_empty() {
+            "/"
+        } else {
+            uri.path()
+        });
         Ok(Target { htu, origin_len })
     }
 

@@ -153,9 +153,7 @@ where
                             // next proof to this origin carries.
                             let mut response = response;
                             let cache = watch.map(|watch| watch.cache);
-                            response
-                                .extensions_mut()
-                                .insert(NonceRequested { cache });
+                            response.extensions_mut().insert(NonceRequested { cache });
                             return Poll::Ready(Ok(response));
                         }
                     }
