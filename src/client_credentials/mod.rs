@@ -69,20 +69,34 @@ impl Caching {
         #[cfg(feature = "shared-cache")]
         if let Some(fleet) = &self.fleet {
             let template = &endpoint.template;
-            let token_url = template.url.to_string();
-            let identity = crate::shared::Identity {
-                token_url: &token_url,
-                auth: template.auth.auth(),
-                grant: &template.grant,
-            };
-            let shared = fleet.source(
-                endpoint.clone(),
-                identity,
-                &self.policy,
-                endpoint.transport.timeout,
-                endpoint.default_lifetime,
-            )?;
-            return Ok(TokenCache::with_policy(shared, self.policy.clone()));
+            // Tokens bound to a key this process made are of no use to another process.
+            let per_process = template.dpop.as_ref().is_some_and(|key| !key.shareable());
+            if !per_process {
+                let token_url = template.url.to_string();
+                let identity = crate::shared::Identity {
+                    token_url: &token_url,
+                    auth: template.auth.auth(),
+                    grant: &template.grant,
+                    dpop_jkt: template.dpop.as_ref().map(|key| key.thumbprint()),
+                };
+                let shared = fleet.source(
+                    endpoint.clone(),
+                    identity,
+                    &self.policy,
+                    endpoint.transport.timeout,
+                    endpoint.default_lifetime,
+                )?;
+                return Ok(match &template.dpop {
+                    Some(key) => TokenCache::with_policy(
+                        crate::dpop::BoundSource {
+                            inner: shared,
+                            key: key.clone(),
+                        },
+                        self.policy.clone(),
+                    ),
+                    None => TokenCache::with_policy(shared, self.policy.clone()),
+                });
+            }
         }
         Ok(TokenCache::with_policy(
             endpoint.clone(),

@@ -254,11 +254,6 @@ impl DpopKey {
     pub(crate) fn bound(&self) -> Bound {
         self.inner.clone()
     }
-
-    /// Whether other processes may hold it (from a PEM or a signer), so share its tokens.
-    pub(crate) fn shareable(&self) -> bool {
-        self.inner.shareable
-    }
 }
 
 impl KeyInner {
@@ -381,6 +376,10 @@ impl Prove for KeyInner {
 
     fn thumbprint(&self) -> &str {
         &self.thumbprint
+    }
+
+    fn shareable(&self) -> bool {
+        self.shareable
     }
 }
 

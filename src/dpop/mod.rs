@@ -78,6 +78,10 @@ pub(crate) trait Prove: Send + Sync + 'static {
 
     /// The key's RFC 7638 thumbprint.
     fn thumbprint(&self) -> &str;
+
+    /// Whether other processes may hold the same key (from a PEM or a signer), so share the
+    /// tokens bound to it.
+    fn shareable(&self) -> bool;
 }
 
 /// The key a token is bound to.
@@ -136,4 +140,29 @@ pub(crate) async fn prove(
             target,
         }),
     )))
+}
+
+/// A source whose tokens are bound to `key`: tokens a shared store hands back (sealed without
+/// the key) are bound again, so that none is ever sent as a bearer token.
+#[cfg(feature = "shared-cache")]
+pub(crate) struct BoundSource<S> {
+    pub(crate) inner: S,
+    pub(crate) key: Bound,
+}
+
+#[cfg(feature = "shared-cache")]
+impl<S: crate::TokenSource> crate::TokenSource for BoundSource<S> {
+    fn token(&self) -> crate::source::TokenFuture<'_> {
+        Box::pin(async move {
+            let token = self.inner.token().await?;
+            Ok(match token.dpop() {
+                Some(_) => token,
+                None => token.with_dpop(self.key.clone()),
+            })
+        })
+    }
+
+    fn invalidate(&self, token: &AccessToken) -> bool {
+        self.inner.invalidate(token)
+    }
 }

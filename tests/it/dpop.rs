@@ -492,3 +492,69 @@ async fn the_layers_response_body_is_untouched() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"ok");
 }
+
+/// The fleet: a DPoP token goes through the shared cache only to processes holding its key.
+#[cfg(feature = "redis")]
+mod fleet {
+    use super::*;
+    use tower_oauth2::shared::RedisStore;
+    use tower_oauth2::test_util::RedisServer;
+
+    fn member(tokens: &TokenServer, redis: &RedisServer, key: DpopKey) -> ClientCredentials {
+        ClientCredentials::builder()
+            .token_url(tokens.url())
+            .client_id("test-client")
+            .client_secret("test-secret")
+            .dpop(key)
+            .shared_cache(RedisStore::new(&redis.url()).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn p256_pem() -> String {
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_pem()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_processes_holding_the_same_key_share_a_dpop_token() {
+        let redis = RedisServer::start().unwrap_or_else(|error| panic!("{error}"));
+        let (tokens, _) = token_server(None).await;
+        let resource = Resource::start(tokens.clone(), None).await;
+        let pem = p256_pem();
+
+        let first = member(&tokens, &redis, DpopKey::from_pem(&pem).unwrap());
+        let token = first.token().await.unwrap();
+        assert_eq!(tokens.requests(), 1);
+
+        // Another process with the same key reads the token from the store, bound to its key.
+        let second = member(&tokens, &redis, DpopKey::from_pem(&pem).unwrap());
+        let shared = second.token().await.unwrap();
+        assert_eq!(tokens.requests(), 1, "shared through the store");
+        assert_eq!(shared.secret(), token.secret());
+        assert_eq!(shared.token_type(), "DPoP");
+        let response = ServiceBuilder::new()
+            .layer(BearerAuthLayer::new(second))
+            .service(http_client())
+            .oneshot(request(Method::GET, &resource.url("/shared")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{:?}", resource.log());
+
+        // Another key: another entry. A key made in the process: never through the store.
+        let other = member(&tokens, &redis, DpopKey::from_pem(p256_pem()).unwrap());
+        assert_ne!(other.token().await.unwrap().secret(), token.secret());
+        assert_eq!(tokens.requests(), 2);
+        let generated = DpopKey::generate(JwsAlgorithm::ES256).unwrap();
+        let made_here = member(&tokens, &redis, generated.clone());
+        made_here.token().await.unwrap();
+        let made_here_too = member(&tokens, &redis, generated);
+        made_here_too.token().await.unwrap();
+        assert_eq!(
+            tokens.requests(),
+            4,
+            "tokens of a generated key stay per process"
+        );
+    }
+}
