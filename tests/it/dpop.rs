@@ -72,13 +72,15 @@ fn credentials(server: &TokenServer, key: DpopKey) -> ClientCredentials {
         .unwrap()
 }
 
+/// Every proof a resource server received, and why each was refused (`None`: accepted).
+type ProofLog = Vec<(String, Option<String>)>;
+
 /// A resource server that accepts only DPoP tokens the token server issued, with a valid
 /// proof by the key each is bound to; with `nonce`, proofs must carry it.
 #[derive(Clone)]
 struct Resource {
     addr: std::net::SocketAddr,
-    /// Every proof received, and why each was refused (`None`: accepted).
-    log: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    log: Arc<Mutex<ProofLog>>,
     hits: Arc<AtomicUsize>,
 }
 
@@ -131,7 +133,7 @@ impl Resource {
         format!("http://{}{path}", self.addr)
     }
 
-    fn log(&self) -> Vec<(String, Option<String>)> {
+    fn log(&self) -> ProofLog {
         self.log.lock().unwrap().clone()
     }
 }
