@@ -61,6 +61,7 @@ struct KeyInner {
     provider: Arc<CryptoProvider>,
     sha256: &'static dyn rustls::crypto::hash::Hash,
     /// Whether other processes may hold the same key (so share its tokens).
+    #[cfg_attr(not(feature = "shared-cache"), allow(dead_code))]
     shareable: bool,
 }
 

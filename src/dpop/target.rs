@@ -49,6 +49,8 @@ impl Target {
     }
 
     /// `htu`.
+    // Read by proofs, which need a crypto provider.
+    #[cfg_attr(not(feature = "rustls-no-provider"), allow(dead_code))]
     pub(crate) fn htu(&self) -> &str {
         &self.htu
     }
