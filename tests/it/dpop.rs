@@ -635,3 +635,94 @@ fn the_counters_count_attached_tokens_replays_and_nonce_retries() {
         1
     );
 }
+
+/// tonic: the proof names the gRPC method URL; a client made with `with_origin` sends it.
+mod grpc {
+    use super::*;
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::server::TcpIncoming;
+    use tonic::transport::{Endpoint, Server};
+    use tonic::Status;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    /// A gRPC health server on loopback that verifies each call's DPoP proof for the method
+    /// URL `http://addr/grpc.health.v1.Health/Check` and the token's binding.
+    async fn grpc_server(tokens: Arc<TokenServer>) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let checker = Arc::new(ProofChecker::default());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counting = accepted.clone();
+        let htu = format!("http://{addr}/grpc.health.v1.Health/Check");
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let check = move |request: tonic::Request<()>| {
+            let metadata = request.metadata();
+            let text = |name: &str| {
+                metadata
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let authorization = text("authorization");
+            let token = authorization
+                .strip_prefix("DPoP ")
+                .ok_or_else(|| Status::unauthenticated("not DPoP"))?;
+            let expect = Expect {
+                htm: "POST",
+                htu: &htu,
+                token: Some(token),
+                nonce: None,
+            };
+            let checked = checker
+                .check(&text("dpop"), &expect)
+                .map_err(Status::unauthenticated)?;
+            if tokens.cnf_jkt(token).as_deref() != Some(checked.jkt.as_str()) {
+                return Err(Status::unauthenticated("bound to another key"));
+            }
+            counting.fetch_add(1, Ordering::SeqCst);
+            Ok(request)
+        };
+        tokio::spawn(
+            Server::builder()
+                .add_service(InterceptedService::new(health, check))
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_tonic_client_with_an_origin_sends_a_proof_for_the_method_url() {
+        let (tokens, _) = token_server(None).await;
+        let (addr, accepted) = grpc_server(tokens.clone()).await;
+        let credentials = credentials(&tokens, DpopKey::generate(JwsAlgorithm::ES256).unwrap());
+        let origin = format!("http://{addr}");
+        let channel = Endpoint::from_shared(origin.clone())
+            .unwrap()
+            .connect_lazy();
+        let service = ServiceBuilder::new()
+            .layer(BearerAuthLayer::new(credentials.clone()))
+            .service(channel);
+        let mut client = HealthClient::with_origin(service.clone(), origin.parse().unwrap());
+        for _ in 0..3 {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(tokens.requests(), 1);
+
+        // Without an origin the request's URI is the path alone, which no proof can name.
+        let status = HealthClient::new(service)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert!(status.message().contains("with_origin"), "{status:?}");
+    }
+}
