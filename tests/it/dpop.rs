@@ -726,3 +726,83 @@ mod grpc {
         assert!(status.message().contains("with_origin"), "{status:?}");
     }
 }
+
+/// A key held elsewhere: a KMS-like signer answering with DER signatures, and one that panics.
+mod remote {
+    use super::*;
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    use tower_oauth2::client_auth::{SignFuture, Signer};
+
+    struct Kms {
+        key: EcdsaKeyPair,
+        panics: bool,
+    }
+
+    impl Signer for Kms {
+        fn algorithm(&self) -> JwsAlgorithm {
+            JwsAlgorithm::ES256
+        }
+
+        fn sign<'a>(&'a self, message: &'a [u8]) -> SignFuture<'a> {
+            assert!(!self.panics, "KMS client bug");
+            Box::pin(async move {
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                let signature = self.key.sign(&rng, message).map_err(|_| "KMS failed")?;
+                Ok(signature.as_ref().to_vec())
+            })
+        }
+    }
+
+    fn kms_key(panics: bool) -> DpopKey {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pair.serialize_der())
+            .unwrap();
+        DpopKey::from_signer(Kms { key, panics }, pair.public_key_pem()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_key_held_elsewhere_signs_proofs_the_servers_accept() {
+        let (tokens, _) = token_server(None).await;
+        let resource = Resource::start(tokens.clone(), None).await;
+        let key = kms_key(false);
+        let credentials = credentials(&tokens, key.clone());
+        let mut client = ServiceBuilder::new()
+            .layer(BearerAuthLayer::new(credentials.clone()))
+            .service(http_client());
+        for i in 0..3 {
+            let response = client
+                .ready()
+                .await
+                .unwrap()
+                .call(request(Method::PUT, &resource.url(&format!("/kms/{i}"))))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{:?}", resource.log());
+        }
+        let token = credentials.token().await.unwrap();
+        assert_eq!(
+            tokens.cnf_jkt(token.secret()).as_deref(),
+            Some(key.thumbprint())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_signer_is_an_error() {
+        let (tokens, _) = token_server(None).await;
+        let credentials = credentials(&tokens, kms_key(true));
+        let error = credentials.token().await.unwrap_err();
+        assert!(error.to_string().contains("DPoP proof signer"), "{error}");
+        assert_eq!(tokens.requests(), 0, "no token request without a proof");
+    }
+
+    #[test]
+    fn a_public_key_that_is_not_the_signers_kind_is_refused() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &p256.serialize_der())
+            .unwrap();
+        let error =
+            DpopKey::from_signer(Kms { key, panics: false }, pair.public_key_pem()).unwrap_err();
+        assert!(error.to_string().contains("EdDSA"), "{error}");
+    }
+}
