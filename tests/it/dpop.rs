@@ -806,3 +806,38 @@ mod remote {
         assert!(error.to_string().contains("EdDSA"), "{error}");
     }
 }
+
+#[tokio::test]
+async fn credentials_chosen_per_request_keep_their_dpop_binding() {
+    use tower_oauth2::cache::PerRequestCaches;
+    use tower_oauth2::layer::PerRequestLayer;
+
+    let (tokens, _) = token_server(None).await;
+    let resource = Resource::start(tokens.clone(), None).await;
+    let key = DpopKey::generate(JwsAlgorithm::EdDSA).unwrap();
+    let base = credentials(&tokens, key.clone());
+    let caches = PerRequestCaches::new(
+        |request| {
+            let api = request.path().trim_start_matches('/').split('/').next()?;
+            ["orders", "billing"].into_iter().find(|known| *known == api)
+        },
+        move |audience| base.with_audience(audience),
+    );
+    let mut client = ServiceBuilder::new()
+        .layer(PerRequestLayer::new(caches))
+        .service(http_client());
+    for path in ["/orders/1", "/billing/1", "/orders/2", "/billing/2"] {
+        let response = client
+            .ready()
+            .await
+            .unwrap()
+            .call(request(Method::GET, &resource.url(path)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{:?}", resource.log());
+    }
+    assert_eq!(tokens.requests(), 2, "one token per audience");
+    for received in tokens.received() {
+        assert!(received.header("dpop").is_some());
+    }
+}
