@@ -473,6 +473,10 @@ impl fmt::Debug for Endpoint {
             .field("client_auth", self.template.auth.auth())
             .field("grant_type", &self.template.grant.grant_type())
             .field("params", &self.template.grant.param_names())
+            .field(
+                "dpop_jkt",
+                &self.template.dpop.as_ref().map(|key| key.thumbprint()),
+            )
             .field("timeout", &self.transport.timeout)
             .finish_non_exhaustive()
     }

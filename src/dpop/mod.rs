@@ -77,8 +77,6 @@ pub(crate) trait Prove: Send + Sync + 'static {
     fn nonces(&self) -> &nonces::Nonces;
 
     /// The key's RFC 7638 thumbprint.
-    // The shared cache's identity is its only reader.
-    #[cfg_attr(not(feature = "shared-cache"), allow(dead_code))]
     fn thumbprint(&self) -> &str;
 
     /// Whether other processes may hold the same key (from a PEM or a signer), so share the

@@ -819,7 +819,9 @@ async fn credentials_chosen_per_request_keep_their_dpop_binding() {
     let caches = PerRequestCaches::new(
         |request| {
             let api = request.path().trim_start_matches('/').split('/').next()?;
-            ["orders", "billing"].into_iter().find(|known| *known == api)
+            ["orders", "billing"]
+                .into_iter()
+                .find(|known| *known == api)
         },
         move |audience| base.with_audience(audience),
     );
