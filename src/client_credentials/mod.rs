@@ -311,8 +311,12 @@ impl Endpoint {
         let invalid_client = error
             .oauth_error()
             .is_some_and(|oauth| oauth.code() == "invalid_client");
+        let dpop_refused = error
+            .oauth_error()
+            .is_some_and(|oauth| oauth.code() == "invalid_dpop_proof");
         let hint = match error.status().map(|status| status.as_u16()) {
             _ if error.hint().is_some() => None,
+            Some(400 | 401) if dpop_refused => Some(crate::error::hints::DPOP_PROOF_REFUSED),
             Some(404 | 405) => Some(crate::error::hints::CHECK_TOKEN_URL),
             Some(400 | 401) if invalid_client => Some(self.template.auth.invalid_client_hint()),
             _ => None,

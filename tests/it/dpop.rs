@@ -843,3 +843,17 @@ async fn credentials_chosen_per_request_keep_their_dpop_binding() {
         assert!(received.header("dpop").is_some());
     }
 }
+
+#[tokio::test]
+async fn a_refused_proof_is_an_error_saying_what_to_check() {
+    let tokens = TokenServer::builder()
+        .dpop_proofs(|_, _| None)
+        .start()
+        .await
+        .unwrap();
+    let credentials = credentials(&tokens, DpopKey::generate(JwsAlgorithm::ES256).unwrap());
+    let error = credentials.token().await.unwrap_err();
+    let shown = error.to_string();
+    assert!(shown.contains("invalid_dpop_proof"), "{shown}");
+    assert!(shown.contains("algorithm"), "{shown}");
+}
