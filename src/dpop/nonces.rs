@@ -30,6 +30,8 @@ pub(crate) fn acceptable(nonce: &HeaderValue) -> bool {
 
 impl Nonces {
     /// The nonce to put in proofs to `origin`, if a server gave one.
+    // Read by proofs, which need a crypto provider.
+    #[cfg_attr(not(feature = "rustls-no-provider"), allow(dead_code))]
     pub(crate) fn for_origin(&self, origin: &str) -> Option<String> {
         let all = self.by_origin.load();
         all.iter()
