@@ -857,3 +857,52 @@ async fn a_refused_proof_is_an_error_saying_what_to_check() {
     assert!(shown.contains("invalid_dpop_proof"), "{shown}");
     assert!(shown.contains("algorithm"), "{shown}");
 }
+
+#[tokio::test]
+async fn a_token_exchange_binds_its_tokens_through_configure() {
+    use tower_oauth2::source::StaticToken;
+    use tower_oauth2::token_exchange::{TokenExchange, TokenType};
+
+    let checker = Arc::new(ProofChecker::default());
+    let verifying = checker.clone();
+    let tokens = Arc::new(
+        TokenServer::builder()
+            .grant(
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+                |params| params.get("subject_token").map(String::as_str) == Some("workload-token"),
+            )
+            .public_clients()
+            .dpop_proofs(move |proof, request| {
+                let htu = url_of(&request.headers, request.uri.path());
+                let expect = Expect {
+                    htm: "POST",
+                    htu: &htu,
+                    token: None,
+                    nonce: None,
+                };
+                verifying
+                    .check(proof, &expect)
+                    .ok()
+                    .map(|checked| checked.jkt)
+            })
+            .start()
+            .await
+            .unwrap(),
+    );
+    let resource = Resource::start(tokens.clone(), None).await;
+    let key = DpopKey::generate(JwsAlgorithm::ES256).unwrap();
+    let exchange = TokenExchange::builder()
+        .token_url(tokens.url())
+        .subject_token_source(StaticToken::new("workload-token"), TokenType::Jwt)
+        .configure(|client| client.dpop(key.clone()))
+        .build()
+        .unwrap();
+    let response = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(exchange))
+        .service(http_client())
+        .oneshot(request(Method::GET, &resource.url("/exchanged")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{:?}", resource.log());
+    assert_eq!(tokens.requests(), 1);
+}
