@@ -197,6 +197,7 @@ impl Middleware for BearerAuthMiddleware {
                 let authorization = header_from(&cache, &replay)
                     .await
                     .map_err(reqwest_middleware::Error::middleware)?;
+                let generation = authorization.1;
                 authorize(&mut replay, authorization);
                 crate::cache::count_replay(cache.slot(), true);
                 cache.count_attached();
