@@ -102,12 +102,13 @@ impl DpopKey {
     pub fn generate(algorithm: JwsAlgorithm) -> Result<DpopKey, ConfigError> {
         #[cfg(any(feature = "aws-lc-rs", feature = "ring"))]
         {
-            let pkcs8 = crate::crypto::generate_pkcs8(algorithm).ok_or_else(|| {
+            let mut pkcs8 = crate::crypto::generate_pkcs8(algorithm).ok_or_else(|| {
                 config(format!(
                     "dpop: cannot make a {algorithm} key (ES256, ES384 or EdDSA can be made)"
                 ))
             })?;
-            let der = PrivateKeyDer::Pkcs8(pkcs8.to_vec().into());
+            // Moved, not copied: `load` keeps it in a zeroizing wrapper.
+            let der = PrivateKeyDer::Pkcs8(std::mem::take(&mut *pkcs8).into());
             DpopKey::load(der, false)
         }
         #[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
