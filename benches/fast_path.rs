@@ -20,7 +20,11 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use support::Row;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::set_header::SetRequestHeader;
-use tower_oauth2::{source::StaticToken, AccessToken, BearerAuth, BearerAuthLayer};
+use tower_oauth2::client_auth::JwsAlgorithm;
+use tower_oauth2::dpop::DpopKey;
+use tower_oauth2::{
+    source::StaticToken, AccessToken, BearerAuth, BearerAuthLayer, ClientCredentials,
+};
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCJ9.c2lnbmF0dXJl";
 
@@ -90,6 +94,91 @@ where
         Poll::Ready(Ok(response)) => response,
         _ => panic!("the fast path completes at once"),
     }
+}
+
+/// A layer holding a DPoP token bound to a new `algorithm` key, from a token server on
+/// loopback, with the runtime (and server) it was fetched on: every request it sends carries
+/// a new proof. Requests need a full URL (the proof names it).
+fn dpop_layer(
+    algorithm: JwsAlgorithm,
+) -> (
+    BearerAuth<Noop>,
+    tokio::runtime::Runtime,
+    tower_oauth2::test_util::TokenServer,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (service, server) = runtime.block_on(async {
+        let server = tower_oauth2::test_util::TokenServer::builder()
+            .dpop_proofs(|_, _| Some("bench-thumbprint".into()))
+            .start()
+            .await
+            .unwrap();
+        let credentials = ClientCredentials::builder()
+            .token_url(server.url())
+            .client_id("test-client")
+            .client_secret("test-secret")
+            .dpop(DpopKey::generate(algorithm).unwrap())
+            .build()
+            .unwrap();
+        let mut service = BearerAuthLayer::new(credentials).layer(Noop);
+        let ready = ServiceExt::<Request<()>>::ready(&mut service)
+            .await
+            .unwrap();
+        ready.call(dpop_request()).await.unwrap();
+        (service, server)
+    });
+    (service, runtime, server)
+}
+
+/// A request as a hyper client hands it over, with the full URL a proof names.
+fn dpop_request() -> Request<()> {
+    let mut request = request();
+    *request.uri_mut() = http::Uri::from_static("https://api.example.com/v1/orders?page=2");
+    request
+}
+
+/// What one proof costs: a DPoP request through the layer (token cached, a new proof signed),
+/// and the same request through the bearer fast path.
+fn dpop(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dpop");
+    let mut bearer = cached_layer();
+    group.bench_function("bearer_fast_path", |b| {
+        b.iter_batched(
+            dpop_request,
+            |request| call_now(&mut bearer, request),
+            BatchSize::SmallInput,
+        )
+    });
+    for (name, algorithm) in [
+        ("dpop_es256", JwsAlgorithm::ES256),
+        ("dpop_eddsa", JwsAlgorithm::EdDSA),
+    ] {
+        let (mut service, runtime, _server) = dpop_layer(algorithm);
+        let _entered = runtime.enter();
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                dpop_request,
+                |request| call_now(&mut service, request),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// Microseconds per DPoP request through the layer, `algorithm`, timed over many requests.
+fn dpop_micros(algorithm: JwsAlgorithm) -> f64 {
+    const REQUESTS: u32 = 5_000;
+    let (mut service, runtime, _server) = dpop_layer(algorithm);
+    let _entered = runtime.enter();
+    let began = Instant::now();
+    for _ in 0..REQUESTS {
+        drop(std::hint::black_box(call_now(&mut service, dpop_request())));
+    }
+    began.elapsed().as_secs_f64() * 1e6 / f64::from(REQUESTS)
 }
 
 fn single_thread(c: &mut Criterion) {
@@ -456,6 +545,7 @@ fn main() {
     single_thread(&mut c);
     scaling(&mut c);
     versus_mutex(&mut c);
+    dpop(&mut c);
     c.final_summary();
 
     let mut rows = Vec::new();
@@ -546,6 +636,39 @@ fn main() {
             "  vs one shared HeaderValue behind arc-swap, 2 workers",
             two,
         ));
+    }
+    if !filtered {
+        for (name, algorithm) in [
+            (
+                "DPoP request through the layer, ES256 (one proof signed)",
+                JwsAlgorithm::ES256,
+            ),
+            (
+                "DPoP request through the layer, EdDSA (one proof signed)",
+                JwsAlgorithm::EdDSA,
+            ),
+        ] {
+            let micros = dpop_micros(algorithm);
+            rows.push(Row {
+                name,
+                ratio: micros,
+                unit: "us",
+                goal: "<= 30 us",
+                met: micros <= 30.0,
+            });
+        }
+    }
+    for proof in ["dpop_es256", "dpop_eddsa"] {
+        if let Some(ratio) = support::ratio("dpop", proof, "bearer_fast_path") {
+            rows.push(Row::reference(
+                if proof == "dpop_es256" {
+                    "  ES256 vs the bearer fast path (criterion medians)"
+                } else {
+                    "  EdDSA vs the bearer fast path (criterion medians)"
+                },
+                ratio,
+            ));
+        }
     }
     support::report("fast path ratios (same run)", &rows);
 }

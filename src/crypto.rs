@@ -35,18 +35,25 @@ pub(crate) fn provider_sha256(
     provider: &rustls::crypto::CryptoProvider,
     data: &[u8],
 ) -> Result<Vec<u8>, ConfigError> {
-    let hash = provider
+    let hash = provider_sha256_hash(provider).ok_or_else(|| {
+        ConfigError::new(
+            "private_key_jwt",
+            "private_key_jwt: the crypto provider has no SHA-256 for x5t#S256",
+        )
+    })?;
+    Ok(hash.hash(data).as_ref().to_vec())
+}
+
+#[cfg(feature = "rustls-no-provider")]
+/// The provider's own SHA-256, if it has one (every TLS 1.3 provider does).
+pub(crate) fn provider_sha256_hash(
+    provider: &rustls::crypto::CryptoProvider,
+) -> Option<&'static dyn rustls::crypto::hash::Hash> {
+    provider
         .cipher_suites
         .iter()
         .filter_map(|suite| suite.tls13().map(|tls13| tls13.common.hash_provider))
         .find(|hash| hash.algorithm() == rustls::crypto::hash::HashAlgorithm::SHA256)
-        .ok_or_else(|| {
-            ConfigError::new(
-                "private_key_jwt",
-                "private_key_jwt: the crypto provider has no SHA-256 for x5t#S256",
-            )
-        })?;
-    Ok(hash.hash(data).as_ref().to_vec())
 }
 
 #[cfg(all(
@@ -93,6 +100,32 @@ mod primitives {
         let mut out = [0u8; 32];
         out.copy_from_slice(context.finish().as_ref());
         out
+    }
+
+    /// A new private key as PKCS#8 DER, for a DPoP key made in this process: P-256 for
+    /// `ES256`, P-384 for `ES384`, Ed25519 for `EdDSA`; `None` for other algorithms or when the
+    /// random number generator fails.
+    #[cfg(feature = "rustls-no-provider")]
+    pub(crate) fn generate_pkcs8(
+        algorithm: crate::client_auth::JwsAlgorithm,
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use crate::client_auth::JwsAlgorithm;
+        use library::signature::{
+            EcdsaKeyPair, Ed25519KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+            ECDSA_P384_SHA384_FIXED_SIGNING,
+        };
+        let random = SystemRandom::new();
+        let document = match algorithm {
+            JwsAlgorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &random).ok()?
+            }
+            JwsAlgorithm::ES384 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &random).ok()?
+            }
+            JwsAlgorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&random).ok()?,
+            _ => return None,
+        };
+        Some(zeroize::Zeroizing::new(document.as_ref().to_vec()))
     }
 
     /// An HMAC-SHA256 key.

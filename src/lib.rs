@@ -51,6 +51,7 @@
 //! | [`token_exchange`] | [`TokenExchange`](token_exchange::TokenExchange): RFC 8693 token exchange (workload identity federation, chained tokens) |
 //! | [`workload`] | recipes: Azure / Entra workload identity from its environment, Google `external_account` files |
 //! | [`jwt_bearer`] | [`JwtBearer`](jwt_bearer::JwtBearer): the RFC 7523 jwt-bearer grant |
+//! | [`dpop`] | [`DpopKey`](dpop::DpopKey): tokens bound to a key, with a proof on every request (RFC 9449) |
 //! | [`client_auth`] | [`ClientAuth`]: how a client authenticates (secrets, secret files, `private_key_jwt`, assertions made elsewhere, mTLS) |
 //! | [`source`] | [`TokenSource`], "get me a token", and small sources ([`StaticToken`](source::StaticToken), [`from_fn`](source::from_fn)) |
 //! | [`cache`] | [`TokenCache`] in front of any source, and its [`CachePolicy`](cache::CachePolicy) |
@@ -91,6 +92,7 @@ pub mod client_auth;
 pub mod client_credentials;
 mod clock;
 mod crypto;
+pub mod dpop;
 pub mod error;
 mod grant;
 pub mod guide;

@@ -20,6 +20,11 @@ use crate::TokenCache;
 /// With [`replay_once_on_401`](Self::replay_once_on_401), a request rejected with `401` is
 /// sent once more with a new token, if its body can be cloned (streaming bodies cannot).
 ///
+/// A DPoP token (see [`dpop`](crate::dpop)) goes as `Authorization: DPoP …` with a fresh
+/// proof for each request (and each replay). A `401` asking for the server's DPoP nonce is
+/// answered by sending the request once more with it, if its body can be cloned, whatever
+/// `replay_once_on_401` says: the server refused it before doing anything.
+///
 /// ```no_run
 /// use tower_oauth2::{BearerAuthMiddleware, ClientCredentials};
 ///
@@ -112,13 +117,46 @@ impl BearerAuthMiddleware {
     }
 }
 
-/// The header for the next request from `cache`, and the generation of its token.
-async fn header_from(cache: &TokenCache) -> Result<(HeaderValue, u64), crate::Error> {
-    if let Some(fresh) = cache.fresh_header() {
-        return Ok(fresh);
+/// What goes on a request: the `Authorization` header, the generation of its token, and for
+/// a DPoP token the proof and what to watch in the answer.
+type Authorization = (
+    HeaderValue,
+    u64,
+    Option<(HeaderValue, Box<crate::dpop::DpopWatch>)>,
+);
+
+/// The headers for `request` from `cache`.
+async fn header_from(
+    cache: &TokenCache,
+    request: &reqwest::Request,
+) -> Result<Authorization, crate::Error> {
+    if let Some((header, generation)) = cache.fresh_header() {
+        return Ok((header, generation, None));
     }
     let entry = cache.entry().await?;
-    Ok((entry.header.clone(), entry.generation))
+    let proof = match entry.token.dpop() {
+        None => None,
+        Some(_) => {
+            let uri: http::Uri =
+                request.url().as_str().parse().map_err(|_| {
+                    crate::Error::config("a DPoP proof cannot name this request's URL")
+                })?;
+            crate::dpop::prove(&entry.token, request.method(), &uri).await?
+        }
+    };
+    Ok((entry.header.clone(), entry.generation, proof))
+}
+
+/// Put the headers on `request`; the DPoP watch, if any.
+fn authorize(
+    request: &mut reqwest::Request,
+    (header, _, proof): Authorization,
+) -> Option<Box<crate::dpop::DpopWatch>> {
+    request.headers_mut().insert(AUTHORIZATION, header);
+    proof.map(|(proof, watch)| {
+        request.headers_mut().insert(crate::dpop::DPOP, proof);
+        watch
+    })
 }
 
 #[async_trait::async_trait]
@@ -135,32 +173,63 @@ impl Middleware for BearerAuthMiddleware {
         let Some(cache) = self.cache_for(&request) else {
             return next.run(request, extensions).await;
         };
-        let (header, generation) = header_from(&cache)
+        let authorization = header_from(&cache, &request)
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
-        let replay = if self.replay {
+        let generation = authorization.1;
+        let dpop = authorization.2.is_some();
+        // A DPoP request may have to be sent again with the server's nonce.
+        let replay = if self.replay || dpop {
             request.try_clone()
         } else {
             None
         };
-        request.headers_mut().insert(AUTHORIZATION, header);
+        let watch = authorize(&mut request, authorization);
+        cache.count_attached();
         let response = next.clone().run(request, extensions).await?;
+        if let Some(watch) = &watch {
+            crate::dpop::remember_nonce(&watch.key, &watch.target, response.headers());
+            if crate::dpop::resource_wants_nonce(response.status(), response.headers()) {
+                // The token is fine; the next proof carries the nonce.
+                let Some(mut replay) = replay else {
+                    return Ok(response);
+                };
+                let authorization = header_from(&cache, &replay)
+                    .await
+                    .map_err(reqwest_middleware::Error::middleware)?;
+                let generation = authorization.1;
+                authorize(&mut replay, authorization);
+                crate::cache::count_replay(cache.slot(), true);
+                cache.count_attached();
+                drop(response);
+                let response = next.run(replay, extensions).await?;
+                crate::dpop::remember_nonce(&watch.key, &watch.target, response.headers());
+                if response.status() == StatusCode::UNAUTHORIZED
+                    && !crate::dpop::resource_wants_nonce(response.status(), response.headers())
+                {
+                    report_rejected(cache.slot(), generation);
+                }
+                return Ok(response);
+            }
+        }
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
         report_rejected(cache.slot(), generation);
-        let Some(mut replay) = replay else {
+        let Some(mut replay) = replay.filter(|_| self.replay) else {
             return Ok(response);
         };
-        let (header, replacement) = header_from(&cache)
+        let authorization = header_from(&cache, &replay)
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
-        if replacement == generation {
+        if authorization.1 == generation {
             // The cache kept the rejected token (invalidations are rate-limited): a replay
             // would send the same request with the same token again.
             return Ok(response);
         }
-        replay.headers_mut().insert(AUTHORIZATION, header);
+        authorize(&mut replay, authorization);
+        crate::cache::count_replay(cache.slot(), false);
+        cache.count_attached();
         // The first answer is not read: its connection goes back to the pool once dropped.
         drop(response);
         next.run(replay, extensions).await

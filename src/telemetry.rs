@@ -14,7 +14,13 @@
 //! | `tower_oauth2_consecutive_failures` | gauge | failed fetches in a row (0: healthy; above: backing off) |
 //! | `tower_oauth2_shared_store_errors_total` | counter, `cause` = `certificate`, `tls`, `auth`, `timeout`, `other`; no `client` label | failed operations on a [`RedisStore`](crate::shared::RedisStore) |
 //! | `tower_oauth2_shared_store_failures` | gauge | failures of the shared store in a row (0: healthy; above: fetching alone, backing off) |
-//! | `tower_oauth2_keys_evicted_total` | counter | keys a [`PerRequestCaches`](crate::cache::PerRequestCaches) dropped past its bound (`client` = its `name`) |
+//! | `tower_oauth2_tokens_attached_total` | counter | requests the layer or middleware sent with a token |
+//! | `tower_oauth2_requests_replayed_total` | counter | requests sent again after a `401` (a new token, or a DPoP nonce) |
+//! | `tower_oauth2_dpop_nonce_retries_total` | counter, `endpoint` = `token`, `resource` | requests retried with a server's DPoP nonce |
+//! | `tower_oauth2_keys_evicted_total` | counter | per-request keys dropped by `PerRequestCaches` (labelled by its own name) |
+//!
+//! The per-request counter (`tokens_attached`) is a handle resolved when the cache is made, so
+//! counting costs the fast path no lookup and no allocation.
 
 use std::time::Duration;
 
@@ -28,20 +34,66 @@ use std::sync::Arc;
 pub(crate) struct Metrics {
     #[cfg(feature = "metrics")]
     labels: Arc<[metrics::Label]>,
+    /// Resolved once: the fast path increments it without a registry lookup.
+    #[cfg(feature = "metrics")]
+    attached: Option<metrics::Counter>,
 }
 
 impl Metrics {
     pub(crate) fn new(name: &str, extra: &[(&'static str, Arc<str>)]) -> Self {
         let _ = (name, extra);
-        Metrics {
-            #[cfg(feature = "metrics")]
-            labels: std::iter::once(metrics::Label::new("client", name.to_owned()))
+        #[cfg(feature = "metrics")]
+        let labels: Arc<[metrics::Label]> =
+            std::iter::once(metrics::Label::new("client", name.to_owned()))
                 .chain(
                     extra
                         .iter()
                         .map(|(key, value)| metrics::Label::new(*key, value.to_string())),
                 )
-                .collect(),
+                .collect();
+        Metrics {
+            #[cfg(feature = "metrics")]
+            attached: Some(metrics::counter!(
+                "tower_oauth2_tokens_attached_total",
+                labels.iter()
+            )),
+            #[cfg(feature = "metrics")]
+            labels,
+        }
+    }
+
+    /// A request went out with a token of this cache's.
+    #[inline]
+    pub(crate) fn attached(&self) {
+        #[cfg(feature = "metrics")]
+        if let Some(counter) = &self.attached {
+            counter.increment(1);
+        }
+    }
+
+    /// A request was sent again after a `401`.
+    pub(crate) fn replayed(&self) {
+        #[cfg(feature = "metrics")]
+        metrics::counter!("tower_oauth2_requests_replayed_total", self.labels()).increment(1);
+    }
+
+    /// A token request was retried with the token endpoint's DPoP nonce.
+    pub(crate) fn dpop_nonce_retried(&self) {
+        self.nonce_retried("token");
+    }
+
+    /// A resource request is retried with the resource server's DPoP nonce.
+    pub(crate) fn resource_nonce_retried(&self) {
+        self.nonce_retried("resource");
+    }
+
+    fn nonce_retried(&self, endpoint: &'static str) {
+        let _ = endpoint;
+        #[cfg(feature = "metrics")]
+        {
+            let mut labels = self.labels.to_vec();
+            labels.push(metrics::Label::new("endpoint", endpoint));
+            metrics::counter!("tower_oauth2_dpop_nonce_retries_total", labels).increment(1);
         }
     }
 

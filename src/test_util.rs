@@ -210,7 +210,12 @@ pub struct TokenServerBuilder {
     prefix: String,
     latency: Duration,
     path: String,
+    dpop: Option<Arc<DpopCheck>>,
+    dpop_nonce: Option<String>,
 }
+
+/// A DPoP proof's key thumbprint, if the proof is valid for a token request to this server.
+type DpopCheck = dyn Fn(&str, &Received) -> Option<String> + Send + Sync;
 
 /// Whether a client assertion is valid, as the identity provider would check it.
 type AssertionCheck = dyn Fn(&str, &AssertionContext) -> bool + Send + Sync;
@@ -240,6 +245,10 @@ struct State {
     issued: Mutex<HashMap<String, Instant>>,
     failures: Mutex<VecDeque<Failure>>,
     last_auth: Mutex<Option<ClientAuth>>,
+    dpop: Option<Arc<DpopCheck>>,
+    dpop_nonce: Option<String>,
+    /// The key thumbprint (`cnf.jkt`) of every DPoP-bound token issued.
+    bound: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for TokenServerBuilder {
@@ -321,6 +330,27 @@ impl TokenServerBuilder {
         verify: impl Fn(&HashMap<String, String>) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.grants.push((grant_type.into(), Arc::new(verify)));
+        self
+    }
+
+    /// Issue DPoP-bound tokens (RFC 9449) to token requests with a `DPoP` proof when
+    /// `verify(proof, request)` returns the proof key's RFC 7638 thumbprint: check the proof's
+    /// signature with its `jwk`, its `htm`, `htu`, `iat` and `jti` there, as your identity
+    /// provider would. Such tokens have `token_type: DPoP`; [`TokenServer::cnf_jkt`] gives the
+    /// thumbprint each is bound to. A proof it refuses is answered `400 invalid_dpop_proof`.
+    /// Without this, proofs are ignored and bearer tokens issued, like a server without DPoP.
+    pub fn dpop_proofs(
+        mut self,
+        verify: impl Fn(&str, &Received) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.dpop = Some(Arc::new(verify));
+        self
+    }
+
+    /// Require DPoP proofs to carry `nonce` (RFC 9449 §8): a proof without it is answered
+    /// `400 use_dpop_nonce` with `DPoP-Nonce: <nonce>`.
+    pub fn dpop_nonce(mut self, nonce: impl Into<String>) -> Self {
+        self.dpop_nonce = Some(nonce.into());
         self
     }
 
@@ -429,6 +459,9 @@ impl TokenServerBuilder {
             issued: Mutex::new(HashMap::new()),
             failures: Mutex::new(VecDeque::new()),
             last_auth: Mutex::new(None),
+            dpop: self.dpop,
+            dpop_nonce: self.dpop_nonce,
+            bound: Mutex::new(HashMap::new()),
         });
         let serving = state.clone();
         let accepting = tokio::spawn(async move {
@@ -482,7 +515,15 @@ impl TokenServer {
             prefix: "token".into(),
             latency: Duration::ZERO,
             path: "/oauth/token".into(),
+            dpop: None,
+            dpop_nonce: None,
         }
+    }
+
+    /// The key thumbprint (`cnf.jkt`) the DPoP token `token` is bound to; `None` for a bearer
+    /// token or one not issued here. See [`TokenServerBuilder::dpop_proofs`].
+    pub fn cnf_jkt(&self, token: &str) -> Option<String> {
+        lock(&self.state.bound).get(token).cloned()
     }
 
     /// The token endpoint URL, for `ClientCredentials::builder().token_url(..)`.
@@ -573,7 +614,7 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     };
     lock(&state.received).push(received.clone());
     if let Some(script) = &state.script {
-        if let Some(response) = script(received, n).await {
+        if let Some(response) = script(received.clone(), n).await {
             return response;
         }
     }
@@ -605,6 +646,25 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         }) => return plain(status, &content_type, body),
         None => {}
     }
+    let dpop = match (parts.headers.get("dpop"), &state.dpop) {
+        (Some(proof), Some(verify)) => {
+            let proof = proof.to_str().unwrap_or_default();
+            if let Some(nonce) = &state.dpop_nonce {
+                if proof_claim(proof, "nonce").as_deref() != Some(nonce.as_str()) {
+                    let mut response = oauth_error(400, "use_dpop_nonce");
+                    if let Ok(nonce) = HeaderValue::from_str(nonce) {
+                        response.headers_mut().insert("dpop-nonce", nonce);
+                    }
+                    return response;
+                }
+            }
+            match verify(proof, &received) {
+                Some(thumbprint) => Some(thumbprint),
+                None => return oauth_error(400, "invalid_dpop_proof"),
+            }
+        }
+        _ => None,
+    };
     let is_json = parts
         .headers
         .get(CONTENT_TYPE)
@@ -633,14 +693,14 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         {
             return oauth_error(401, "invalid_client");
         }
-        return issue(state, &params);
+        return issue(state, &params, dpop);
     }
     let unauthenticated = !parts.headers.contains_key(AUTHORIZATION)
         && !params.contains_key("client_secret")
         && !params.contains_key("client_assertion");
     if state.public_clients && unauthenticated {
         *lock(&state.last_auth) = Some(ClientAuth::None);
-        return issue(state, &params);
+        return issue(state, &params, dpop);
     }
     // Exactly one client authentication method (RFC 6749 §2.3).
     let (auth, id, secret) = match (basic(&parts.headers), params.get("client_id")) {
@@ -665,14 +725,18 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         );
         return response;
     }
-    issue(state, &params)
+    issue(state, &params, dpop)
 }
 
 /// How long the accept loop waits after a failed accept.
 const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
 /// A new token, if the grant type is right.
-fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes>> {
+fn issue(
+    state: &State,
+    params: &HashMap<String, String>,
+    dpop: Option<String>,
+) -> Response<Full<Bytes>> {
     let grant_type = params
         .get("grant_type")
         .map(String::as_str)
@@ -696,9 +760,13 @@ fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes
         );
         token
     };
+    let token_type = if dpop.is_some() { "DPoP" } else { "Bearer" };
+    if let Some(thumbprint) = dpop {
+        lock(&state.bound).insert(token.clone(), thumbprint);
+    }
     let mut body = serde_json::json!({
         "access_token": token,
-        "token_type": "Bearer",
+        "token_type": token_type,
         "expires_in": lifetime.as_secs(),
     });
     if let Some(scope) = params.get("scope") {
@@ -718,6 +786,16 @@ fn issue(state: &State, params: &HashMap<String, String>) -> Response<Full<Bytes
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// A claim of a JWT, read without verifying it.
+fn proof_claim(jwt: &str, name: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    claims.get(name)?.as_str().map(str::to_owned)
 }
 
 /// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))`, decoded.

@@ -44,6 +44,8 @@ struct Inner {
     scope: Option<String>,
     /// RFC 8693 `issued_token_type`, from a token exchange.
     issued_token_type: Option<String>,
+    /// The key a DPoP token is bound to (RFC 9449): it is only ever sent with a proof by it.
+    dpop: Option<crate::dpop::Bound>,
 }
 
 impl AccessToken {
@@ -55,6 +57,7 @@ impl AccessToken {
                 expires_at: None,
                 scope: None,
                 issued_token_type: None,
+                dpop: None,
             }),
             origin: Origin::Fresh,
         }
@@ -94,6 +97,16 @@ impl AccessToken {
         self.inner.issued_token_type.as_deref()
     }
 
+    /// The same token, bound to a DPoP key: sent only as `DPoP`, with a proof by that key.
+    pub(crate) fn with_dpop(self, key: crate::dpop::Bound) -> Self {
+        self.map(|inner| inner.dpop = Some(key))
+    }
+
+    /// The key a DPoP token is bound to; `None` for a bearer token.
+    pub(crate) fn dpop(&self) -> Option<&crate::dpop::Bound> {
+        self.inner.dpop.as_ref()
+    }
+
     fn map(self, change: impl FnOnce(&mut Inner)) -> Self {
         let origin = self.origin;
         let mut inner = match Arc::try_unwrap(self.inner) {
@@ -103,6 +116,7 @@ impl AccessToken {
                 expires_at: shared.expires_at,
                 scope: shared.scope.clone(),
                 issued_token_type: shared.issued_token_type.clone(),
+                dpop: shared.dpop.clone(),
             },
         };
         change(&mut inner);
@@ -117,9 +131,13 @@ impl AccessToken {
         &self.inner.secret
     }
 
-    /// Always `"Bearer"`: the only type this crate accepts (compared case-insensitively).
+    /// `"DPoP"` for a token bound to a [`DpopKey`](crate::dpop::DpopKey) (RFC 9449), sent with
+    /// a proof by that key; otherwise `"Bearer"`.
     pub fn token_type(&self) -> &str {
-        "Bearer"
+        match self.inner.dpop {
+            Some(_) => "DPoP",
+            None => "Bearer",
+        }
     }
 
     /// When the token stops being valid, if the server said (`expires_in`) or a default applied.

@@ -67,7 +67,7 @@ impl Entry {
 
     /// `token`, fetched now, planned by `policy`.
     pub(crate) fn new(token: AccessToken, policy: &CachePolicy) -> Result<Entry, Error> {
-        let header = bearer_header(&token)?;
+        let header = authorization_header(&token)?;
         let (fetched_at, virtual_clock) = runs_on_a_virtual_clock();
         let coarse = coarse_now();
         let plan = if token.is_relayed() {
@@ -109,11 +109,15 @@ fn outside_real_time(before: Instant, tokio_now: Instant, after: Instant) -> boo
     tokio_now > after || tokio_now.checked_add(LAG).is_some_and(|t| t < before)
 }
 
-/// `Bearer <token>`, marked sensitive so that logging layers redact it, in memory that is
-/// zeroized when the last copy drops.
-fn bearer_header(token: &AccessToken) -> Result<HeaderValue, Error> {
-    let mut value = Zeroizing::new(Vec::with_capacity(7 + token.secret().len()));
-    value.extend_from_slice(b"Bearer ");
+/// `Bearer <token>` (or `DPoP <token>` for a DPoP-bound one), marked sensitive so that
+/// logging layers redact it, in memory that is zeroized when the last copy drops.
+fn authorization_header(token: &AccessToken) -> Result<HeaderValue, Error> {
+    let scheme: &[u8] = match token.dpop() {
+        Some(_) => b"DPoP ",
+        None => b"Bearer ",
+    };
+    let mut value = Zeroizing::new(Vec::with_capacity(scheme.len() + token.secret().len()));
+    value.extend_from_slice(scheme);
     value.extend_from_slice(token.secret().as_bytes());
     crate::wiped::sensitive_header(value).ok_or_else(|| {
         Error::invalid_response("the access token contains characters not allowed in a header")

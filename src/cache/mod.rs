@@ -66,7 +66,7 @@ use entry::Freshness;
 pub(crate) use per_request::Chosen;
 pub use per_request::{PerRequestCaches, RequestHead};
 use registry::slots;
-pub(crate) use registry::{holds_generation, report_rejected};
+pub(crate) use registry::{count_replay, holds_generation, report_rejected};
 use single_flight::{Outcome, Owner, Stall};
 
 /// A flight of this cache: its waiters get the installed entry.
@@ -220,6 +220,12 @@ impl TokenCache {
         }
     }
 
+    /// A request went out with a token of this cache's (the `tokens_attached` counter).
+    #[inline]
+    pub(crate) fn count_attached(&self) {
+        self.inner.metrics.attached();
+    }
+
     /// The fast path: this thread's copy of the header, and its generation, if it may be sent.
     #[inline]
     pub(crate) fn fresh_header(&self) -> Option<(HeaderValue, u64)> {
@@ -233,6 +239,10 @@ impl TokenCache {
     fn sync_header(&self) -> Option<(HeaderValue, u64)> {
         let epoch = fast_path::epoch();
         let entry = self.inner.current.load_full()?;
+        if entry.token.dpop().is_some() {
+            // A DPoP token goes with a new proof on every request: never from a copy.
+            return None;
+        }
         let coarse = coarse_now();
         let check_at = match entry.freshness_at(coarse, now()) {
             Freshness::Fresh => entry.fresh_until,

@@ -44,3 +44,18 @@ pub(crate) fn holds_generation(slot: usize, generation: u64) -> bool {
         .is_some_and(|entry| entry.generation == generation);
     holds
 }
+
+/// A request that carried a token of the cache in `slot` is sent again after a `401`: with a
+/// new token, or (`nonce`) with the resource server's DPoP nonce.
+pub(crate) fn count_replay(slot: usize, nonce: bool) {
+    let Some(cache) = slots()
+        .get(slot)
+        .and_then(|cache| cache.as_ref()?.upgrade())
+    else {
+        return;
+    };
+    cache.metrics.replayed();
+    if nonce {
+        cache.metrics.resource_nonce_retried();
+    }
+}

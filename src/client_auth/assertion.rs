@@ -73,7 +73,7 @@ impl JwsAlgorithm {
         }
     }
 
-    fn scheme(self) -> SignatureScheme {
+    pub(crate) fn scheme(self) -> SignatureScheme {
         match self {
             JwsAlgorithm::RS256 => SignatureScheme::RSA_PKCS1_SHA256,
             JwsAlgorithm::RS384 => SignatureScheme::RSA_PKCS1_SHA384,
@@ -88,7 +88,7 @@ impl JwsAlgorithm {
     }
 
     /// The size of `r` and of `s` in a JWS ECDSA signature.
-    pub(super) fn ecdsa_scalar_len(self) -> Option<usize> {
+    pub(crate) fn ecdsa_scalar_len(self) -> Option<usize> {
         match self {
             JwsAlgorithm::ES256 => Some(32),
             JwsAlgorithm::ES384 => Some(48),
@@ -513,7 +513,7 @@ impl KeySigner {
 
 /// An ECDSA signature as DER `SEQUENCE { INTEGER r, INTEGER s }` (what TLS uses) turned into
 /// `r || s`, each left-padded to `len` bytes (what JWS uses, RFC 7518 §3.4).
-pub(super) fn ecdsa_der_to_fixed(der: &[u8], len: usize) -> Option<Vec<u8>> {
+pub(crate) fn ecdsa_der_to_fixed(der: &[u8], len: usize) -> Option<Vec<u8>> {
     let (tag, sequence, rest) = der_element(der)?;
     if tag != 0x30 || !rest.is_empty() {
         return None;

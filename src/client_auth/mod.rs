@@ -38,10 +38,10 @@
 //! when the secret rotates.
 
 #[cfg(feature = "rustls-no-provider")]
-mod assertion;
+pub(crate) mod assertion;
 #[cfg(not(feature = "rustls-no-provider"))]
 #[path = "no_assertion.rs"]
-mod assertion;
+pub(crate) mod assertion;
 pub(crate) mod external;
 mod shorthands;
 #[cfg(feature = "rustls-no-provider")]

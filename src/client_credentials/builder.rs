@@ -43,6 +43,8 @@ pub struct ClientCredentialsBuilder {
     #[cfg(feature = "shared-cache")]
     shared_key: Option<Zeroizing<Vec<u8>>>,
     policy: CachePolicy,
+    /// The key tokens are bound to (DPoP, RFC 9449).
+    dpop: Option<crate::dpop::Bound>,
     /// Another grant than client credentials, set by its own builder (token exchange,
     /// jwt-bearer), which then owns `audience`.
     pub(crate) grant: Option<OtherGrant>,
@@ -71,6 +73,7 @@ impl Default for ClientCredentialsBuilder {
             #[cfg(feature = "shared-cache")]
             shared_key: None,
             policy: CachePolicy::default(),
+            dpop: None,
             grant: None,
         }
     }
@@ -424,6 +427,31 @@ impl ClientCredentialsBuilder {
         self
     }
 
+    /// Bind tokens to `key` (DPoP, RFC 9449): every token request carries a proof by it, the
+    /// endpoint must answer with a token of type `DPoP`, and the layer and middleware send that
+    /// token as `Authorization: DPoP …` with a fresh proof on every request. See
+    /// [`dpop`](crate::dpop).
+    ///
+    /// ```no_run
+    /// use tower_oauth2::{client_auth::JwsAlgorithm, dpop::DpopKey, ClientCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let credentials = ClientCredentials::builder()
+    ///     .token_url("https://idp.example.com/oauth/token")
+    ///     .client_id("my-service")
+    ///     .client_secret("…")
+    ///     .dpop(DpopKey::generate(JwsAlgorithm::ES256)?)
+    ///     .build()?;
+    /// # let _ = credentials;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "rustls-no-provider")]
+    pub fn dpop(mut self, key: crate::dpop::DpopKey) -> Self {
+        self.dpop = Some(key.bound());
+        self
+    }
+
     /// Timing rules of the built-in cache.
     pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
         self.policy = policy;
@@ -457,7 +485,12 @@ impl ClientCredentialsBuilder {
         };
         let rules = self.transport.url_rules();
         let transport = self.transport.build(auth.auth().certificate())?;
-        let template = RequestTemplate { url, auth, grant };
+        let template = RequestTemplate {
+            url,
+            auth,
+            grant,
+            dpop: self.dpop.take(),
+        };
         let redact = secrets_sent(&template);
         let shown = shown(&template.url);
         let mtls = template.auth.auth().certificate().is_some();
@@ -478,6 +511,7 @@ impl ClientCredentialsBuilder {
             transport,
             default_lifetime: self.default_lifetime,
             redact,
+            metrics: crate::telemetry::Metrics::new(&self.policy.name, &self.policy.labels),
         });
         let caching = Arc::new(Caching {
             policy: self.policy,

@@ -69,23 +69,37 @@ impl Caching {
         #[cfg(feature = "shared-cache")]
         if let Some(fleet) = &self.fleet {
             let template = &endpoint.template;
-            let token_url = template.url.to_string();
-            let identity = crate::shared::Identity {
-                token_url: &token_url,
-                auth: template.auth.auth(),
-                grant: &template.grant,
-            };
-            let shared = fleet.source(
-                endpoint.clone(),
-                identity,
-                &self.policy,
-                crate::shared::FetchShape {
-                    request_timeout: endpoint.transport.timeout,
-                    discovery: endpoint.discovery.is_some(),
-                },
-                endpoint.default_lifetime,
-            )?;
-            return Ok(TokenCache::with_policy(shared, self.policy.clone()));
+            // Tokens bound to a key this process made are of no use to another process.
+            let per_process = template.dpop.as_ref().is_some_and(|key| !key.shareable());
+            if !per_process {
+                let token_url = template.url.to_string();
+                let identity = crate::shared::Identity {
+                    token_url: &token_url,
+                    auth: template.auth.auth(),
+                    grant: &template.grant,
+                    dpop_jkt: template.dpop.as_ref().map(|key| key.thumbprint()),
+                };
+                let shared = fleet.source(
+                    endpoint.clone(),
+                    identity,
+                    &self.policy,
+                    crate::shared::FetchShape {
+                        request_timeout: endpoint.transport.timeout,
+                        discovery: endpoint.discovery.is_some(),
+                    },
+                    endpoint.default_lifetime,
+                )?;
+                return Ok(match &template.dpop {
+                    Some(key) => TokenCache::with_policy(
+                        crate::dpop::BoundSource {
+                            inner: shared,
+                            key: key.clone(),
+                        },
+                        self.policy.clone(),
+                    ),
+                    None => TokenCache::with_policy(shared, self.policy.clone()),
+                });
+            }
         }
         Ok(TokenCache::with_policy(
             endpoint.clone(),
@@ -166,6 +180,7 @@ impl ClientCredentials {
             transport: self.endpoint.transport.clone(),
             default_lifetime: self.endpoint.default_lifetime,
             redact: self.endpoint.redact.clone(),
+            metrics: self.endpoint.metrics.clone(),
         });
         // Its metrics report apart from the parent's and the other siblings'.
         let mut policy = self.caching.policy.clone();
@@ -239,6 +254,7 @@ pub(crate) fn fuzz_decode(status: u16, content_type: &str, retry_after: &str, bo
     let context = DecodeContext {
         default_lifetime: Duration::from_secs(3600),
         redact: &[SECRET],
+        dpop: false,
     };
     match decode(status, &headers, body, &context) {
         Ok(token) => {
@@ -266,6 +282,8 @@ struct Endpoint {
     default_lifetime: Duration,
     /// Every form of a credential we send, so that no error can echo one back.
     redact: Vec<Zeroizing<String>>,
+    /// Counts DPoP nonce retries, labelled like the client's cache.
+    metrics: crate::telemetry::Metrics,
 }
 
 impl Endpoint {
@@ -296,8 +314,12 @@ impl Endpoint {
         let invalid_client = error
             .oauth_error()
             .is_some_and(|oauth| oauth.code() == "invalid_client");
+        let dpop_refused = error
+            .oauth_error()
+            .is_some_and(|oauth| oauth.code() == "invalid_dpop_proof");
         let hint = match error.status().map(|status| status.as_u16()) {
             _ if error.hint().is_some() => None,
+            Some(400 | 401) if dpop_refused => Some(crate::error::hints::DPOP_PROOF_REFUSED),
             Some(404 | 405) => Some(crate::error::hints::CHECK_TOKEN_URL),
             Some(400 | 401) if invalid_client => Some(self.template.auth.invalid_client_hint()),
             _ => None,
@@ -309,7 +331,39 @@ impl Endpoint {
         error.at_endpoint(shown)
     }
 
+    /// One token request, and with DPoP one more if the endpoint asks for its nonce
+    /// (`use_dpop_nonce`, RFC 9449 §8); the token bound to the key.
     async fn fetch_once(&self, url: &Uri) -> Result<AccessToken, Error> {
+        let mut nonce_retried = false;
+        loop {
+            let (result, nonce_given) = self.attempt(url).await;
+            match (result, &self.template.dpop) {
+                (Ok(token), Some(key)) => return Ok(token.with_dpop(key.clone())),
+                (Err(error), Some(_))
+                    if nonce_given
+                        && !nonce_retried
+                        && error
+                            .oauth_error()
+                            .is_some_and(|oauth| oauth.code() == "use_dpop_nonce") =>
+                {
+                    tracing::debug!(target: "tower_oauth2::fetch", "the token endpoint asked for a DPoP nonce: retrying with it");
+                    self.metrics.dpop_nonce_retried();
+                    nonce_retried = true;
+                }
+                (result, _) => return result,
+            }
+        }
+    }
+
+    /// One token request; whether the answer gave a DPoP nonce.
+    async fn attempt(&self, url: &Uri) -> (Result<AccessToken, Error>, bool) {
+        match self.attempt_inner(url).await {
+            Ok(answer) => answer,
+            Err(error) => (Err(error), false),
+        }
+    }
+
+    async fn attempt_inner(&self, url: &Uri) -> Result<(Result<AccessToken, Error>, bool), Error> {
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
         let encoded = self.template.encode(url, self.transport.timeout).await?;
@@ -325,6 +379,11 @@ impl Endpoint {
                 return Err(error);
             }
         };
+        let nonce_given = match &self.template.dpop {
+            Some(key) => crate::dpop::Target::of(url)
+                .is_ok_and(|target| crate::dpop::remember_nonce(key, &target, &parts.headers)),
+            None => false,
+        };
         let redact: Vec<&str> = self
             .redact
             .iter()
@@ -334,6 +393,7 @@ impl Endpoint {
         let context = DecodeContext {
             default_lifetime: self.default_lifetime,
             redact: &redact,
+            dpop: self.template.dpop.is_some(),
         };
         let result = match body {
             Ok(body) => decode(parts.status, &parts.headers, &body, &context),
@@ -380,7 +440,7 @@ impl Endpoint {
                 "token request rejected"
             ),
         }
-        result
+        Ok((result, nonce_given))
     }
 }
 
@@ -420,6 +480,10 @@ impl fmt::Debug for Endpoint {
             .field("client_auth", self.template.auth.auth())
             .field("grant_type", &self.template.grant.grant_type())
             .field("params", &self.template.grant.param_names())
+            .field(
+                "dpop_jkt",
+                &self.template.dpop.as_ref().map(|key| key.thumbprint()),
+            )
             .field("timeout", &self.transport.timeout)
             .finish_non_exhaustive()
     }

@@ -19,6 +19,8 @@ pub(crate) struct RequestTemplate {
     pub(crate) url: Uri,
     pub(crate) auth: PreparedAuth,
     pub(crate) grant: Grant,
+    /// The key tokens are bound to (DPoP): every token request carries a proof by it.
+    pub(crate) dpop: Option<crate::dpop::Bound>,
 }
 
 const USER_AGENT_VALUE: &str = concat!("tower-oauth2/", env!("CARGO_PKG_VERSION"));
@@ -63,6 +65,11 @@ impl RequestTemplate {
             .map_err(|e| Error::config(format!("cannot build the token request: {e}")))?;
         if let Some(header) = credentials.header {
             request.headers_mut().insert(AUTHORIZATION, header);
+        }
+        if let Some(key) = &self.dpop {
+            let target = crate::dpop::Target::of(url)?;
+            let proof = key.proof(&Method::POST, &target, None).await?;
+            request.headers_mut().insert(crate::dpop::DPOP, proof);
         }
         Ok(Encoded {
             request,

@@ -24,6 +24,8 @@ pub(crate) struct DecodeContext<'a> {
     pub(crate) default_lifetime: Duration,
     /// Strings we sent that must never be echoed back into an error.
     pub(crate) redact: &'a [&'a str],
+    /// The request carried a DPoP proof: a `DPoP` token is expected, and nothing else.
+    pub(crate) dpop: bool,
 }
 
 /// Turn a complete response into a token or a typed error.
@@ -104,7 +106,12 @@ fn decode_fields(
         Some(Value::String(kind)) => Some(excerpt(kind.as_bytes(), context.redact)),
         _ => None,
     };
-    check_token_type(fields, issued_token_type.is_some(), context.redact)?;
+    check_token_type(
+        fields,
+        issued_token_type.is_some(),
+        context.dpop,
+        context.redact,
+    )?;
     let lifetime = expires_in(fields, context.redact)?.unwrap_or(context.default_lifetime);
     let mut token = AccessToken::new(secret).with_expires_at(Some(expiry_from_now(lifetime)));
     if let Some(Value::String(scope)) = fields.get("scope") {
@@ -249,9 +256,31 @@ fn access_token(fields: &Map<String, Value>) -> Result<String, Error> {
 fn check_token_type(
     fields: &Map<String, Value>,
     exchanged: bool,
+    dpop: bool,
     redact: &[&str],
 ) -> Result<(), Error> {
+    if dpop {
+        return match fields.get("token_type") {
+            Some(Value::String(kind)) if kind.eq_ignore_ascii_case("dpop") => Ok(()),
+            Some(Value::String(kind)) => Err(Error::invalid_response(format!(
+                "the token request carried a DPoP proof, but the token endpoint issued a token \
+                 of type {:?}, not DPoP: it does not bind tokens to keys for this client (enable \
+                 DPoP for it, or remove .dpop(..))",
+                excerpt(kind.as_bytes(), redact)
+            ))),
+            _ => Err(Error::invalid_response(
+                "the token request carried a DPoP proof, but the response has no token_type \
+                 DPoP",
+            )),
+        };
+    }
     match fields.get("token_type") {
+        Some(Value::String(kind)) if kind.eq_ignore_ascii_case("dpop") => {
+            Err(Error::invalid_response(
+                "the token endpoint issued a DPoP token, which needs a proof by a key with every \
+                 request: give the client a key with .dpop(DpopKey::generate(..)?)",
+            ))
+        }
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => Ok(()),
         Some(Value::String(kind)) if exchanged && kind == "N_A" => Ok(()),

@@ -27,6 +27,11 @@ pub(crate) const INTERNAL_TOKEN_ENDPOINT: &str = "the identity provider publishe
      URL (behind a TLS-terminating proxy, tell it its public https URL), or give the token \
      endpoint with .token_url(..)";
 
+/// `invalid_dpop_proof` from the token endpoint.
+pub(crate) const DPOP_PROOF_REFUSED: &str = "the token endpoint refused the DPoP proof: check \
+     that it accepts the key's algorithm (most accept ES256; some only ES256 and EdDSA) and that \
+     this machine's clock is right (proofs carry the time they were made)";
+
 /// `invalid_client` to `client_secret_basic`.
 pub(crate) const INVALID_CLIENT_BASIC: &str = "check the client id and secret; if they are \
      right, the server may want them in the body: .auth_style(AuthStyle::Form)";

@@ -9,7 +9,8 @@
 //! | [`axum`] | an axum service calling another API with a token |
 //! | [`reqwest`] | reqwest through reqwest-middleware (feature `reqwest`) |
 //! | [`fleet`] | one token for every instance of a service, through Redis (feature `redis`) |
-//! | [`client_authentication`] | secrets, `private_key_jwt`, `client_secret_jwt`, mutual TLS |
+//! | [`client_authentication`] | secrets, `private_key_jwt`, `client_secret_jwt`, mutual TLS, credentials made elsewhere |
+//! | [`dpop`] | sender-constrained tokens: a proof by your key on every request (RFC 9449) |
 //! | [`providers`] | Auth0, Okta, Entra ID, Keycloak, Cognito; discovery from an issuer |
 //! | [`testing`] | your tests, against a real token endpoint on loopback (feature `test-util`) |
 //!
@@ -43,6 +44,10 @@ pub mod fleet {
 
 pub mod client_authentication {
     #![doc = include_str!("client_authentication.md")]
+}
+
+pub mod dpop {
+    #![doc = include_str!("dpop.md")]
 }
 
 pub mod providers {

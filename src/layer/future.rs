@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::cache::{holds_generation, report_rejected, Entry};
+use crate::dpop::{self, DpopWatch};
 use crate::error::BoxError;
 use crate::{Error, TokenCache};
 
@@ -42,11 +43,13 @@ pin_project! {
         Waiting {
             waiting: Option<Box<Waiting<S, ReqBody>>>,
         },
-        /// The inner service has the request; `watch` says which token to drop on a 401.
+        /// The inner service has the request; `watch` says which token to drop on a 401;
+        /// `dpop`, for a DPoP token, where the nonces its server gives go.
         Called {
             #[pin]
             future: S::Future,
             watch: Option<Watch>,
+            dpop: Option<Box<DpopWatch>>,
         },
     }
 }
@@ -61,9 +64,12 @@ struct Watch {
     http2: bool,
 }
 
+/// A token's entry, and for a DPoP token the proof for this request.
+type Authorized = (Arc<Entry>, Option<(http::HeaderValue, Box<DpopWatch>)>);
+
 /// What the slow path holds while the token is on its way.
 struct Waiting<S, ReqBody> {
-    token: BoxFuture<'static, Result<Arc<Entry>, Error>>,
+    token: BoxFuture<'static, Result<Authorized, Error>>,
     cache: TokenCache,
     service: S,
     request: Request<ReqBody>,
@@ -78,6 +84,7 @@ where
             state: State::Called {
                 future,
                 watch: None,
+                dpop: None,
             },
         }
     }
@@ -96,16 +103,23 @@ where
                     generation,
                     http2: version == Version::HTTP_2,
                 }),
+                dpop: None,
             },
         }
     }
 
     pub(crate) fn waiting(cache: TokenCache, service: S, request: Request<ReqBody>) -> Self {
         let waiting_on = cache.clone();
+        let method = request.method().clone();
+        let uri = request.uri().clone();
         ResponseFuture {
             state: State::Waiting {
                 waiting: Some(Box::new(Waiting {
-                    token: Box::pin(async move { waiting_on.entry().await }),
+                    token: Box::pin(async move {
+                        let entry = waiting_on.entry().await?;
+                        let proof = dpop::prove(&entry.token, &method, &uri).await?;
+                        Ok((entry, proof))
+                    }),
                     cache,
                     service,
                     request,
@@ -126,8 +140,23 @@ where
         let mut state = self.project().state;
         loop {
             match state.as_mut().project() {
-                StateProj::Called { future, watch } => {
+                StateProj::Called {
+                    future,
+                    watch,
+                    dpop,
+                } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if let Some(sent) = dpop.take() {
+                        dpop::remember_nonce(&sent.key, &sent.target, response.headers());
+                        if dpop::resource_wants_nonce(response.status(), response.headers()) {
+                            // The token is fine: the proof lacked the server's nonce, which the
+                            // next proof to this origin carries.
+                            let mut response = response;
+                            let cache = watch.map(|watch| watch.cache);
+                            response.extensions_mut().insert(NonceRequested { cache });
+                            return Poll::Ready(Ok(response));
+                        }
+                    }
                     if let Some(Watch {
                         cache,
                         generation,
@@ -139,6 +168,7 @@ where
                             report_rejected(cache, generation);
                             response.extensions_mut().insert(TokenRejected {
                                 still_cached: holds_generation(cache, generation),
+                                cache,
                             });
                             return Poll::Ready(Ok(response));
                         }
@@ -168,7 +198,7 @@ where
     let pending = waiting
         .as_mut()
         .expect("a ResponseFuture is not polled after it completes");
-    let entry = ready!(pending.token.as_mut().poll(cx))?;
+    let (entry, proof) = ready!(pending.token.as_mut().poll(cx))?;
     let Some(pending) = waiting.take() else {
         unreachable!("checked above");
     };
@@ -181,6 +211,11 @@ where
     request
         .headers_mut()
         .insert(AUTHORIZATION, entry.header.clone());
+    let dpop = proof.map(|(proof, watch)| {
+        request.headers_mut().insert(dpop::DPOP, proof);
+        watch
+    });
+    cache.count_attached();
     let http2 = request.version() == Version::HTTP_2;
     let future = service.call(request);
     state.set(State::Called {
@@ -190,6 +225,7 @@ where
             generation: entry.generation,
             http2,
         }),
+        dpop,
     });
     Poll::Ready(Ok(()))
 }
@@ -199,6 +235,16 @@ where
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TokenRejected {
     pub(crate) still_cached: bool,
+    /// The cache's slot, to count a replay.
+    pub(crate) cache: usize,
+}
+
+/// Put on a `401` that asked for the resource server's DPoP nonce: the token was kept, and
+/// the next proof to that origin carries the nonce, so a replay is worth it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NonceRequested {
+    /// The cache's slot, to count the retry.
+    pub(crate) cache: Option<usize>,
 }
 
 /// HTTP 401, or a gRPC trailers-only UNAUTHENTICATED (looked for only over HTTP/2).

@@ -48,6 +48,9 @@ use crate::TokenCache;
 /// # }
 /// ```
 ///
+/// - A token bound to a key ([DPoP](crate::dpop), RFC 9449) goes as `Authorization: DPoP …`
+///   with a new `DPoP` proof for the request's method and URL (which must be absolute: for a
+///   tonic client, make it `with_origin`), never as a bearer token.
 /// - A request that already has an `Authorization` header is passed on untouched.
 /// - When no token can be had, the call fails with a [`BoxError`] that downcasts to
 ///   [`crate::Error`].
@@ -155,6 +158,7 @@ where
 {
     if let Some((header, generation)) = cache.fresh_header() {
         request.headers_mut().insert(AUTHORIZATION, header);
+        cache.count_attached();
         let version = request.version();
         return ResponseFuture::sent(inner.call(request), cache, generation, version);
     }

@@ -6,19 +6,28 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower::retry::Policy;
 
-use super::future::{rejects_token, TokenRejected};
+use super::future::{rejects_token, NonceRequested, TokenRejected};
 
-/// Whether the layer dropped the rejected token, so that a replay carries another one. A
-/// response the layer did not mark carried no token of ours.
-fn replaced<B>(response: &Response<B>) -> bool {
+/// Whether a replay is worth it, and the slot of the cache whose token the request carried:
+/// the layer dropped the rejected token, so that a replay carries another one; or the
+/// resource server asked for its DPoP nonce, which the replay's proof carries. A response the
+/// layer did not mark carried no token of ours.
+fn worth_replaying<B>(response: &Response<B>) -> Option<(Option<usize>, bool)> {
+    if let Some(asked) = response.extensions().get::<NonceRequested>() {
+        return Some((asked.cache, true));
+    }
     response
         .extensions()
         .get::<TokenRejected>()
-        .is_some_and(|rejected| !rejected.still_cached)
+        .filter(|rejected| !rejected.still_cached)
+        .map(|rejected| (Some(rejected.cache), false))
 }
 
 /// A [`tower::retry::Policy`] that replays a request once when the response says its token was
-/// rejected (HTTP 401, or gRPC UNAUTHENTICATED in the headers).
+/// rejected (HTTP 401, or gRPC UNAUTHENTICATED in the headers), or, for a DPoP token, that the
+/// resource server wants its nonce in the proof (`401` with `WWW-Authenticate: DPoP
+/// error="use_dpop_nonce"`): the replay carries a new proof with that nonce, and the same
+/// token.
 ///
 /// [`BearerAuth`](crate::BearerAuth) has already dropped the rejected token by then, so the
 /// replay carries a fresh one. When it kept the token (a second rejection within
@@ -66,15 +75,16 @@ where
         result: &mut Result<Response<ResBody>, E>,
     ) -> Option<Self::Future> {
         let http2 = request.version() == http::Version::HTTP_2;
-        match result {
-            Ok(response)
-                if !self.retried && rejects_token(response, http2) && replaced(response) =>
-            {
-                self.retried = true;
-                Some(ready(()))
-            }
-            _ => None,
+        let Ok(response) = result else { return None };
+        if self.retried || !rejects_token(response, http2) {
+            return None;
         }
+        let (cache, nonce) = worth_replaying(response)?;
+        self.retried = true;
+        if let Some(cache) = cache {
+            crate::cache::count_replay(cache, nonce);
+        }
+        Some(ready(()))
     }
 
     fn clone_request(&mut self, request: &Request<ReqBody>) -> Option<Request<ReqBody>> {

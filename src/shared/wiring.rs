@@ -68,6 +68,8 @@ pub(crate) struct Identity<'a> {
     pub(crate) token_url: &'a str,
     pub(crate) auth: &'a ClientAuth,
     pub(crate) grant: &'a Grant,
+    /// The thumbprint of the key DPoP tokens are bound to: only holders of that key share them.
+    pub(crate) dpop_jkt: Option<&'a str>,
 }
 
 impl Fleet {
@@ -106,6 +108,9 @@ impl Fleet {
             .collect();
         let mut parts = vec![identity.token_url, client_id, method, &bound_to];
         parts.extend(identity.grant.identity());
+        if let Some(jkt) = identity.dpop_jkt {
+            parts.extend(["dpop_jkt", jkt]);
+        }
         Ok(SharedSource::new(
             fetch,
             SharedConfig {

@@ -10,6 +10,8 @@ mod support;
 
 mod cache;
 mod client_credentials;
+#[cfg(feature = "test-util")]
+mod dpop;
 mod faults;
 #[cfg(feature = "test-util")]
 mod jwt_bearer;

@@ -2,6 +2,7 @@
 //! protected API, any handler), client keys for assertions, and HTTPS endpoints.
 #![allow(dead_code)]
 
+pub mod dpop;
 #[cfg(feature = "redis")]
 pub mod fleet;
 pub mod issuer;
