@@ -1,0 +1,311 @@
+//! Adversarial repros for the fleet's shared cache (issue 22), against real `redis-server`
+//! processes on loopback stopped by PID. Each test here FAILED on the code as merged; it
+//! passes once the defect it names is fixed. What was tried and held is in the report, not here.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::support::fleet::{client, connect, entries, redis_server, short_lived, SECRET};
+use crate::support::{self, json};
+use http::StatusCode;
+use tower_oauth2::cache::CachePolicy;
+use tower_oauth2::shared::RedisStore;
+use tower_oauth2::test_util::{RedisServer, TokenServer};
+use tower_oauth2::ClientCredentials;
+
+/// Wait (bounded: Redis offers no signal) until `redis` holds no token entry.
+async fn until_no_entry(redis: &RedisServer, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !entries(redis).is_empty() {
+        assert!(Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The entry key a client of `tokens` uses in `redis`: one fetch publishes it; the entry is
+/// then deleted so that the next client starts cold.
+async fn entry_key(tokens: &TokenServer, redis: &RedisServer) -> String {
+    client(tokens, &redis.url(), CachePolicy::default())
+        .token()
+        .await
+        .unwrap();
+    let (key, _) = entries(redis).remove(0);
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query(&mut connect(redis))
+        .unwrap();
+    key
+}
+
+/// A fleet member whose token request times out after `timeout` (so its lease and patience
+/// are short enough for a test).
+fn client_with_timeout(tokens: &TokenServer, redis: &RedisServer, timeout: Duration) -> ClientCredentials {
+    ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("fleet-client")
+        .client_secret(SECRET)
+        .timeout(timeout)
+        .shared_cache(RedisStore::new(&redis.url()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Redis's count of commands processed so far.
+fn commands_processed(redis: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut connect(redis))
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO stats has total_commands_processed")
+}
+
+/// Rollback (defect 4 again): the rejected list lives in the same Redis the writer can write.
+/// Deleting `…:rejected` and putting the old sealed value back gets the rejected token adopted
+/// by every new process. `guide/security.md`: "a token the fleet saw rejected is never adopted
+/// again".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_token_is_adopted_again_once_a_writer_also_deletes_the_rejected_list() {
+    let redis = redis_server();
+    let tokens = support::issuing(3600).await;
+    let a = client(&tokens, &redis.url(), CachePolicy::default());
+    let first = a.token().await.unwrap();
+    let (key, token_1) = entries(&redis).remove(0);
+    a.invalidate(&first);
+    until_no_entry(&redis, "the rejected token is still in Redis after invalidate").await;
+
+    // The writer: the rejected list goes, the old value comes back.
+    let mut writer = connect(&redis);
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{key}:rejected"))
+        .query(&mut writer)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&token_1)
+        .arg("PX")
+        .arg(3_600_000)
+        .query(&mut writer)
+        .unwrap();
+
+    let newcomer = client(&tokens, &redis.url(), CachePolicy::default());
+    assert_ne!(
+        newcomer.token().await.unwrap().secret(),
+        "token-1",
+        "a new process adopted the token the fleet saw rejected"
+    );
+}
+
+/// Rollback of an expired token: the sealed value carries its lifetime but not its age, so a
+/// value put back with a fresh expiry after the token expired at the identity provider is
+/// adopted as brand new. Issue 22: "no call carries an expired token".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_put_back_with_a_fresh_expiry_is_not_adopted() {
+    let redis = redis_server();
+    let tokens = support::issuing(1).await;
+    let a = client(&tokens, &redis.url(), short_lived());
+    assert_eq!(a.token().await.unwrap().secret(), "token-1");
+    let (key, token_1) = entries(&redis).remove(0);
+
+    // Until the identity provider no longer accepts it (no signal to wait on: bounded poll).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while tokens.accepts("token-1") {
+        assert!(Instant::now() < deadline, "token-1 never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&token_1)
+        .arg("PX")
+        .arg(1000)
+        .query(&mut connect(&redis))
+        .unwrap();
+
+    let newcomer = client(&tokens, &redis.url(), short_lived());
+    let got = newcomer.token().await.unwrap();
+    assert!(
+        tokens.accepts(got.secret()),
+        "a new process handed out {}, expired at the identity provider",
+        got.secret()
+    );
+}
+
+/// A lease of another type (a list) without expiry: the lease is seen as foreign, but its
+/// removal (a Lua `GET`) fails with WRONGTYPE, which trips the breaker: every process then
+/// fetches alone and publishes nothing, and the lease is never removed. Sharing is off for the
+/// whole fleet, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_of_another_type_without_expiry_is_removed_and_the_fleet_still_shares() {
+    let redis = redis_server();
+    let tokens = support::issuing(3600).await;
+    let key = entry_key(&tokens, &redis).await;
+    let lease = format!("{key}:lease");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&lease)
+        .arg("squatter")
+        .query(&mut connect(&redis))
+        .unwrap();
+    let before = tokens.requests();
+
+    for _ in 0..3 {
+        client(&tokens, &redis.url(), CachePolicy::default())
+            .token()
+            .await
+            .unwrap();
+    }
+
+    let mut connection = connect(&redis);
+    let exists = |key: &str| -> bool {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query(&mut connection)
+            .unwrap()
+    };
+    let published = exists(&key);
+    let squatted = exists(&lease);
+    assert_eq!(
+        (tokens.requests() - before, published, squatted),
+        (1, true, false),
+        "(token requests by 3 cold processes, entry published, foreign lease left)"
+    );
+}
+
+/// A string lease longer than `MAX_VALUE_BYTES` without expiry: seen as foreign, but the
+/// store hands it over as an empty value, so compare-and-delete with that empty value never
+/// matches; the waiter spins (no delay) GET/SET NX/GET/EVAL until its patience is spent, then
+/// fetches alone. Every cold start of the fleet pays the whole patience and hammers Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_lease_without_expiry_is_removed_and_costs_no_wait() {
+    let redis = redis_server();
+    let tokens = support::issuing(3600).await;
+    let key = entry_key(&tokens, &redis).await;
+    let lease = format!("{key}:lease");
+    let huge = vec![b'x'; 100 * 1024];
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg(&huge)
+        .query(&mut connect(&redis))
+        .unwrap();
+
+    let commands = commands_processed(&redis);
+    let started = Instant::now();
+    // A 1 s request timeout: a lease of 2 s, a patience of 4 s.
+    client_with_timeout(&tokens, &redis, Duration::from_secs(1))
+        .token()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let commands = commands_processed(&redis) - commands;
+
+    assert!(
+        took < Duration::from_secs(1) && commands < 100,
+        "a huge squatted lease cost {took:?} and {commands} Redis commands"
+    );
+}
+
+/// Short tokens (2 s): the default policy's `min_lifetime` is 2 s, and a token adopted from the
+/// store always has a little less left, so no process ever adopts one. Cold-starting
+/// together, the processes take the lease in turn, each finds the last one's token "not
+/// fresh" and fetches its own: one token request per process, serialized behind the IdP's
+/// latency, where processes without a shared cache would all be ready after one latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_fleet_with_two_second_tokens_makes_one_token_request() {
+    const LATENCY: Duration = Duration::from_millis(300);
+    let redis = redis_server();
+    let tokens = support::scripted_async(|_, n| async move {
+        tokio::time::sleep(LATENCY).await;
+        json(
+            StatusCode::OK,
+            serde_json::json!({
+                "access_token": format!("token-{n}"),
+                "token_type": "Bearer",
+                "expires_in": 2,
+            }),
+        )
+    })
+    .await;
+    let fleet: Vec<_> = (0..6)
+        .map(|_| client(&tokens, &redis.url(), CachePolicy::default()))
+        .collect();
+
+    let started = Instant::now();
+    let ready: Vec<Duration> = futures_util::future::join_all(fleet.iter().map(|member| async {
+        member.token().await.unwrap();
+        started.elapsed()
+    }))
+    .await;
+
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "token requests by 6 cold processes (ready after {ready:?})"
+    );
+}
+
+/// A Redis writer re-taking the lease whenever it is free, with an expiry a lease of ours
+/// could have (so it is not "foreign"). `guide/security.md`: squatting the lease costs "at most
+/// one lease"; here a cold start costs the whole patience (two leases).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_squatted_again_and_again_costs_at_most_one_lease() {
+    let redis = redis_server();
+    let tokens = support::issuing(3600).await;
+    let key = entry_key(&tokens, &redis).await;
+    let lease = format!("{key}:lease");
+    let stop = Arc::new(AtomicBool::new(false));
+    let squatter = {
+        let stop = stop.clone();
+        let mut writer = connect(&redis);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // 2 s, as our lease with a 1 s request timeout.
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(&lease)
+                    .arg("squatter")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(2000)
+                    .query(&mut writer)
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+
+    let started = Instant::now();
+    client_with_timeout(&tokens, &redis, Duration::from_secs(1))
+        .token()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    squatter.join().unwrap();
+
+    assert!(
+        took <= Duration::from_millis(2500),
+        "a re-squatted lease (2 s) cost a cold start {took:?}"
+    );
+}
+
+/// A user's test under a paused tokio clock with a real Redis (`test_util::RedisServer`):
+/// `guide/behaviour.md` promises that advancing time expires tokens and starts refreshes. With
+/// a shared cache, the refresh asks Redis, whose clock did not move, and adopts the token
+/// the test just expired.
+#[tokio::test(start_paused = true)]
+async fn under_a_paused_clock_advancing_past_expiry_refreshes_with_a_shared_cache() {
+    let _ticker = support::ticker();
+    let redis = redis_server();
+    let tokens = support::issuing(3600).await;
+    let a = client(&tokens, &redis.url(), CachePolicy::default());
+    assert_eq!(a.token().await.unwrap().secret(), "token-1");
+
+    tokio::time::advance(Duration::from_secs(3601)).await;
+
+    assert_ne!(
+        a.token().await.unwrap().secret(),
+        "token-1",
+        "the token expired on the test's clock was handed out again"
+    );
+}
