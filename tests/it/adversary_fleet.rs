@@ -158,7 +158,7 @@ async fn a_lease_of_another_type_without_expiry_is_removed_and_the_fleet_still_s
     }
 
     let mut connection = connect(&redis);
-    let exists = |key: &str| -> bool {
+    let mut exists = |key: &str| -> bool {
         redis::cmd("EXISTS")
             .arg(key)
             .query(&mut connection)
