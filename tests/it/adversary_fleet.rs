@@ -23,20 +23,6 @@ async fn until_no_entry(redis: &RedisServer, why: &str) {
     }
 }
 
-/// The token entries in `redis` (string values only: a Redis writer may have put other types
-/// under the lease or the rejected list).
-fn token_entries(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
-    let mut connection = connect(redis);
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
-    keys.into_iter()
-        .filter(|key| !key.ends_with(":lease") && !key.ends_with(":rejected"))
-        .map(|key| {
-            let value: Vec<u8> = redis::cmd("GET").arg(&key).query(&mut connection).unwrap();
-            (key, value)
-        })
-        .collect()
-}
-
 /// The entry key a client of `tokens` uses in `redis`: one fetch publishes it; the entry is
 /// then deleted so that the next client starts cold.
 async fn entry_key(tokens: &TokenServer, redis: &RedisServer) -> String {
@@ -54,7 +40,11 @@ async fn entry_key(tokens: &TokenServer, redis: &RedisServer) -> String {
 
 /// A fleet member whose token request times out after `timeout` (so its lease and patience
 /// are short enough for a test).
-fn client_with_timeout(tokens: &TokenServer, redis: &RedisServer, timeout: Duration) -> ClientCredentials {
+fn client_with_timeout(
+    tokens: &TokenServer,
+    redis: &RedisServer,
+    timeout: Duration,
+) -> ClientCredentials {
     ClientCredentials::builder()
         .token_url(tokens.url())
         .client_id("fleet-client")
@@ -89,7 +79,11 @@ async fn a_rejected_token_is_adopted_again_once_a_writer_also_deletes_the_reject
     let first = a.token().await.unwrap();
     let (key, token_1) = entries(&redis).remove(0);
     a.invalidate(&first);
-    until_no_entry(&redis, "the rejected token is still in Redis after invalidate").await;
+    until_no_entry(
+        &redis,
+        "the rejected token is still in Redis after invalidate",
+    )
+    .await;
 
     // The writer: the rejected list goes, the old value comes back.
     let mut writer = connect(&redis);
@@ -324,147 +318,13 @@ async fn under_a_paused_clock_advancing_past_expiry_refreshes_with_a_shared_cach
     );
 }
 
-// ---- probes (removed if they hold) ----
-
+/// Two deployments of one client (a batch job with a 30 s request timeout, a web service with
+/// 2 s) share the entry, but not the idea of a lease: the batch job's lease (31 s) outlives
+/// any lease of the web service, which takes it for a squatter's (WARN "not set by this
+/// crate"), deletes it and fetches too. The same during a rolling deploy that changes the
+/// timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_a_401_storm_makes_one_token_request() {
-    let redis = redis_server();
-    let tokens = support::issuing(3600).await;
-    let fleet: Vec<_> = (0..8)
-        .map(|_| client(&tokens, &redis.url(), CachePolicy::default()))
-        .collect();
-    let mut got = Vec::new();
-    for member in &fleet {
-        got.push(member.token().await.unwrap());
-    }
-    assert!(got.iter().all(|t| t.secret() == "token-1"));
-    for (member, token) in fleet.iter().zip(&got) {
-        member.invalidate(token);
-    }
-    let after: Vec<String> = futures_util::future::join_all(fleet.iter().map(|m| m.token()))
-        .await
-        .into_iter()
-        .map(|t| t.unwrap().secret().to_owned())
-        .collect();
-    assert!(after.iter().all(|t| t != "token-1"), "{after:?}");
-    assert_eq!(tokens.requests(), 2, "{after:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_no_expires_in_is_shared() {
-    let redis = redis_server();
-    let tokens = support::scripted(|_, n| {
-        json(
-            StatusCode::OK,
-            serde_json::json!({"access_token": format!("token-{n}"), "token_type": "Bearer"}),
-        )
-    })
-    .await;
-    for lifetime in [None, Some(Duration::MAX), Some(Duration::from_secs(u64::MAX / 1000))] {
-        let before = tokens.requests();
-        let _: () = redis::cmd("FLUSHALL").query(&mut connect(&redis)).unwrap();
-        for _ in 0..3 {
-            let mut builder = ClientCredentials::builder()
-                .token_url(tokens.url())
-                .client_id("fleet-client")
-                .client_secret(SECRET)
-                .shared_cache(RedisStore::new(&redis.url()).unwrap());
-            if let Some(lifetime) = lifetime {
-                builder = builder.default_lifetime(lifetime);
-            }
-            builder.build().unwrap().token().await.unwrap();
-        }
-        assert_eq!(tokens.requests() - before, 1, "default lifetime {lifetime:?}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_an_idp_outage_fails_each_call_within_about_one_request_timeout() {
-    let redis = redis_server();
-    let tokens = support::scripted_async(|_, _| async move {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        json(StatusCode::OK, serde_json::json!({}))
-    })
-    .await;
-    let fleet: Vec<_> = (0..4)
-        .map(|_| client_with_timeout(&tokens, &redis, Duration::from_millis(500)))
-        .collect();
-    let started = Instant::now();
-    let failed: Vec<Duration> = futures_util::future::join_all(fleet.iter().map(|m| async {
-        assert!(m.token().await.is_err());
-        started.elapsed()
-    }))
-    .await;
-    let requests = tokens.requests();
-    assert!(
-        failed.iter().all(|t| *t < Duration::from_millis(1200)),
-        "calls failed after {failed:?} ({requests} token requests)"
-    );
-}
-
-#[test]
-fn probe_siblings_on_two_runtimes_share_one_store() {
-    let redis = redis_server();
-    let rt_a = tokio::runtime::Runtime::new().unwrap();
-    let rt_b = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let tokens = rt_a.block_on(support::issuing(3600));
-    let a = client(&tokens, &redis.url(), CachePolicy::default());
-    let orders = a.with_audience("orders");
-    let billing = a.with_audience("billing");
-    let commands = commands_processed(&redis);
-    for _ in 0..20 {
-        rt_a.block_on(async { orders.token().await.unwrap() });
-        rt_b.block_on(async { billing.token().await.unwrap() });
-    }
-    let after = commands_processed(&redis) - commands;
-    assert_eq!(tokens.requests(), 2);
-    let clients: String = redis::cmd("INFO").arg("stats").query(&mut connect(&redis)).unwrap();
-    let connections = clients
-        .lines()
-        .find_map(|l| l.strip_prefix("total_connections_received:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    assert!(after < 40, "{after} commands, {connections} connections");
-    drop(rt_b);
-    // A third runtime after the second one is gone.
-    let rt_c = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let fresh = a.with_audience("fresh");
-    rt_c.block_on(async { fresh.token().await.unwrap() });
-    assert_eq!(tokens.requests(), 3);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_a_rejected_list_of_another_type_or_huge_is_replaced() {
-    let redis = redis_server();
-    let tokens = support::issuing(3600).await;
-    for (i, kind) in ["list", "huge"].iter().enumerate() {
-        let a = client(&tokens, &redis.url(), CachePolicy::default());
-        let first = a.token().await.unwrap();
-        let (key, value) = token_entries(&redis).remove(0);
-        let rejected = format!("{key}:rejected");
-        let mut writer = connect(&redis);
-        let _: () = redis::cmd("DEL").arg(&rejected).query(&mut writer).unwrap();
-        if *kind == "list" {
-            let _: () = redis::cmd("RPUSH").arg(&rejected).arg("x").query(&mut writer).unwrap();
-        } else {
-            let _: () = redis::cmd("SET").arg(&rejected).arg(vec![b'x'; 200_000]).query(&mut writer).unwrap();
-        }
-        a.invalidate(&first);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !token_entries(&redis).is_empty() {
-            assert!(Instant::now() < deadline, "{kind}: rejected token not deleted");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let _: () = redis::cmd("SET").arg(&key).arg(&value).arg("PX").arg(3_600_000).query(&mut writer).unwrap();
-        let newcomer = client(&tokens, &redis.url(), CachePolicy::default());
-        assert_ne!(newcomer.token().await.unwrap().secret(), first.secret(), "{kind}");
-        let _ = i;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_processes_with_different_timeouts_make_one_token_request() {
+async fn processes_with_different_request_timeouts_make_one_token_request() {
     const LATENCY: Duration = Duration::from_millis(800);
     let redis = redis_server();
     let tokens = support::scripted_async(|_, n| async move {
@@ -489,52 +349,31 @@ async fn probe_processes_with_different_timeouts_make_one_token_request() {
     );
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[test]
-fn probe_nothing_secret_in_trace_logs_of_a_fleet() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let port = crate::support::redis_deployments::free_port();
-    let redis = crate::support::redis_deployments::start(port, &["--requirepass", "right-hunter2-pw"]);
-    runtime.block_on(async {
-        let tokens = support::issuing(3600).await;
-        for password in ["wrong-hunter2-pw", "right-hunter2-pw"] {
-            let url = format!("redis://:{password}@127.0.0.1:{}/", redis.port());
-            let member = ClientCredentials::builder()
-                .token_url(tokens.url())
-                .client_id("fleet-client")
-                .client_secret(SECRET)
-                .shared_cache(RedisStore::new(&url).unwrap())
-                .build()
-                .unwrap();
-            let token = member.token().await.unwrap();
-            member.invalidate(&token);
-            let again = member.token().await.unwrap();
-            assert_ne!(again.secret(), token.secret());
-        }
-    });
-    let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
-    for secret in ["hunter2", SECRET, "token-1", "token-2", "token-3", "token-4"] {
-        assert!(!text.contains(secret), "{secret} in the logs:\n{text}");
-    }
-    assert!(text.contains("auth"), "no auth failure logged:\n{text}");
+/// An identity provider that hangs (an outage): the lease holder's request times out, then
+/// the next waiter takes the lease and tries, and so on; the k-th process fails only after k
+/// request timeouts (bounded by its patience plus one timeout: up to 29 s with the default
+/// 10 s timeout). The holder's failure is not shared; each process pays for the ones before it.
+/// (Arguably a trade-off: the IdP sees one request at a time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_an_idp_outage_each_process_fails_within_about_one_request_timeout() {
+    let redis = redis_server();
+    let tokens = support::scripted_async(|_, _| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        json(StatusCode::OK, serde_json::json!({}))
+    })
+    .await;
+    let fleet: Vec<_> = (0..4)
+        .map(|_| client_with_timeout(&tokens, &redis, Duration::from_millis(500)))
+        .collect();
+    let started = Instant::now();
+    let failed: Vec<Duration> = futures_util::future::join_all(fleet.iter().map(|m| async {
+        assert!(m.token().await.is_err());
+        started.elapsed()
+    }))
+    .await;
+    let requests = tokens.requests();
+    assert!(
+        failed.iter().all(|t| *t < Duration::from_millis(1200)),
+        "calls failed after {failed:?} ({requests} token requests)"
+    );
 }

@@ -504,4 +504,3 @@ async fn a_read_only_replica_keeps_the_breaker_open_with_backoff() {
         );
     }
 }
-
