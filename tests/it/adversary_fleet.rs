@@ -377,3 +377,84 @@ async fn during_an_idp_outage_each_process_fails_within_about_one_request_timeou
         "calls failed after {failed:?} ({requests} token requests)"
     );
 }
+
+/// A least-privilege ACL user (`~tower-oauth2:* +@read +@write +@scripting +@connection`, no
+/// `@transaction`): every `get` is a MULTI pipeline, which Redis refuses with NOPERM; the redis
+/// crate's driver task then panics ("attempt to subtract with overflow",
+/// multiplexed_connection.rs:358, debug builds), the breaker opens, and every process fetches
+/// alone. `guide/fleet.md` does not say which commands the ACL user needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_without_transactions_still_shares_one_token() {
+    let port = crate::support::redis_deployments::free_port();
+    let redis = crate::support::redis_deployments::start(
+        port,
+        &[
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "app",
+            "on",
+            ">app-pw-123456",
+            "~tower-oauth2:*",
+            "+@read",
+            "+@write",
+            "+@scripting",
+            "+@connection",
+        ],
+    );
+    let tokens = support::issuing(3600).await;
+    let url = format!("redis://app:app-pw-123456@127.0.0.1:{}/", redis.port());
+    for _ in 0..3 {
+        let member = ClientCredentials::builder()
+            .token_url(tokens.url())
+            .client_id("fleet-client")
+            .client_secret(SECRET)
+            .shared_cache(RedisStore::new(&url).unwrap())
+            .build()
+            .unwrap();
+        member.token().await.unwrap();
+    }
+    assert_eq!(tokens.requests(), 1, "token requests by 3 processes");
+}
+
+/// One store used from six runtimes (thread-per-core servers, siblings on their own
+/// runtimes): it keeps the connections of the last four runtimes and drops the oldest first,
+/// so in round robin every operation opens a new connection (a TLS handshake on managed Redis).
+#[test]
+fn a_store_used_from_six_runtimes_does_not_reconnect_on_every_operation() {
+    use tower_oauth2::shared::SharedStore;
+    let redis = redis_server();
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let runtimes: Vec<_> = (0..6)
+        .map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let info = |redis: &RedisServer| -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(&mut connect(redis))
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = info(&redis);
+    for _ in 0..10 {
+        for runtime in &runtimes {
+            runtime.block_on(async { store.get("k").await.unwrap() });
+        }
+    }
+    let opened = info(&redis) - before - 1;
+    assert!(
+        opened <= 6,
+        "60 operations from 6 runtimes opened {opened} connections"
+    );
+}
