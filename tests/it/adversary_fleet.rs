@@ -458,3 +458,43 @@ fn a_store_used_from_six_runtimes_does_not_reconnect_on_every_operation() {
         "60 operations from 6 runtimes opened {opened} connections"
     );
 }
+
+/// Three sentinels are deployed so that one can be down. Here the first one named in the URL
+/// hangs (a host that is gone: it accepts nothing back, here a listener that never answers);
+/// the store asks the sentinels in turn within one operation's 250 ms and has no deadline per
+/// sentinel, so it never reaches the healthy second one: every operation times out, the
+/// breaker opens, and the fleet fetches alone for as long as that sentinel is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_first_sentinel_does_not_turn_sharing_off() {
+    use crate::support::redis_deployments as deploy;
+    let scratch = deploy::Scratch::new("adversary-sentinel");
+    let (_master, _replica, sentinel) = deploy::sentinel_pair(&scratch);
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_port = hung.local_addr().unwrap().port();
+    // Accepts connections and never answers; the thread ends with the test binary.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hung.incoming() {
+            held.push(stream);
+        }
+    });
+    let url = format!(
+        "redis+sentinel://:{}@127.0.0.1:{hung_port},127.0.0.1:{}/mymaster",
+        deploy::SENTINEL_MASTER_PASSWORD,
+        sentinel.port
+    );
+    let tokens = support::issuing(3600).await;
+    for _ in 0..3 {
+        ClientCredentials::builder()
+            .token_url(tokens.url())
+            .client_id("fleet-client")
+            .client_secret(SECRET)
+            .shared_cache(RedisStore::new(&url).unwrap())
+            .build()
+            .unwrap()
+            .token()
+            .await
+            .unwrap();
+    }
+    assert_eq!(tokens.requests(), 1, "token requests by 3 processes");
+}
