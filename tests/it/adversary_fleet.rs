@@ -498,3 +498,38 @@ async fn a_hung_first_sentinel_does_not_turn_sharing_off() {
     }
     assert_eq!(tokens.requests(), 1, "token requests by 3 processes");
 }
+
+/// A cluster's seed list with one node that hangs (a host that is gone and drops packets, a
+/// node replaced while the config still names it), the five others healthy: the cluster
+/// client opens its connections to every seed without a deadline (the store turned the redis
+/// crate's tokio timeouts off), so connecting never ends within an operation's 250 ms, every
+/// operation times out and the fleet fetches alone. (A seed that refuses connections is fine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_one_hung_seed_node_still_shares() {
+    use crate::support::redis_deployments as deploy;
+    let cluster = deploy::Cluster::start();
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_port = hung.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hung.incoming() {
+            held.push(stream);
+        }
+    });
+    let mut urls = vec![format!("redis://127.0.0.1:{hung_port}")];
+    urls.extend(cluster.urls());
+    let tokens = support::issuing(3600).await;
+    for _ in 0..3 {
+        ClientCredentials::builder()
+            .token_url(tokens.url())
+            .client_id("fleet-client")
+            .client_secret(SECRET)
+            .shared_cache(RedisStore::cluster(&urls).unwrap())
+            .build()
+            .unwrap()
+            .token()
+            .await
+            .unwrap();
+    }
+    assert_eq!(tokens.requests(), 1, "token requests by 3 processes");
+}
