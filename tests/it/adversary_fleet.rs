@@ -533,3 +533,36 @@ async fn a_cluster_with_one_hung_seed_node_still_shares() {
     }
     assert_eq!(tokens.requests(), 1, "token requests by 3 processes");
 }
+
+/// Identity providers and token proxies that hand out the same token until it nears expiry
+/// (many do): after one 401 (spurious, or an API misconfigured for a minute), the fetch that
+/// follows gets the same token back. It is in the fleet's rejected list (kept at least an hour),
+/// so no process adopts it: every new process and every refresh makes its own token request,
+/// and deletes the entry the last one published, for the token's whole lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_idp_issues_again_after_a_401_is_shared_again() {
+    let redis = redis_server();
+    let tokens = support::scripted(|_, _| {
+        json(
+            StatusCode::OK,
+            serde_json::json!({"access_token": "same-token", "token_type": "Bearer", "expires_in": 3600}),
+        )
+    })
+    .await;
+    let a = client(&tokens, &redis.url(), CachePolicy::default());
+    let t = a.token().await.unwrap();
+    a.invalidate(&t);
+    assert_eq!(a.token().await.unwrap().secret(), "same-token");
+    let before = tokens.requests();
+    for _ in 0..4 {
+        client(&tokens, &redis.url(), CachePolicy::default())
+            .token()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        tokens.requests() - before,
+        0,
+        "token requests by 4 new processes"
+    );
+}
