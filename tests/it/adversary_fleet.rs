@@ -566,3 +566,95 @@ async fn a_token_the_idp_issues_again_after_a_401_is_shared_again() {
         "token requests by 4 new processes"
     );
 }
+
+/// A master that hangs (a paused VM, a long fork stall; here SIGSTOP) and holds none of our
+/// slots, left out of the seeds: the cluster client connects to every node of the topology
+/// without a deadline, so each new connection of each process hangs past the store's 250 ms and
+/// the fleet fetches alone until the cluster fails that master over (`cluster-node-timeout`,
+/// 15 s by default), although the master of our slot answers all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_master_of_other_slots_does_not_turn_sharing_off() {
+    use crate::support::redis_deployments as deploy;
+    let cluster = deploy::Cluster::start();
+    let tokens = support::issuing(3600).await;
+    let member = |urls: &[String]| {
+        ClientCredentials::builder()
+            .token_url(tokens.url())
+            .client_id("fleet-client")
+            .client_secret(SECRET)
+            .shared_cache(RedisStore::cluster(urls).unwrap())
+            .build()
+            .unwrap()
+    };
+    let urls = cluster.urls();
+    member(&urls).token().await.unwrap();
+    // Our entry's key, found on whichever master holds it.
+    let mut key = None;
+    for node in &cluster.nodes {
+        let mut c = redis::Client::open(node.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        if let Some(k) = keys
+            .into_iter()
+            .find(|k| !k.ends_with(":lease") && !k.ends_with(":rejected"))
+        {
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c).unwrap();
+            if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                let _: () = redis::cmd("DEL").arg(&k).query(&mut c).unwrap();
+                key = Some(k);
+            }
+        }
+    }
+    let key = key.expect("an entry");
+    let ours = cluster.master_of(&key);
+    let other = (0..6)
+        .find(|&i| {
+            i != ours && {
+                let mut c = redis::Client::open(cluster.nodes[i].url())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c).unwrap();
+                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+            }
+        })
+        .unwrap();
+    let pid: String = {
+        let mut c = redis::Client::open(cluster.nodes[other].url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let before = tokens.requests();
+    let started = Instant::now();
+    // Seeds without the hung node: it is found in the cluster's own topology.
+    let seeds: Vec<String> = (0..6)
+        .filter(|&i| i != other)
+        .map(|i| cluster.nodes[i].url())
+        .collect();
+    for _ in 0..3 {
+        member(&seeds).token().await.unwrap();
+    }
+    let took = started.elapsed();
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    assert_eq!(
+        tokens.requests() - before,
+        1,
+        "token requests by 3 processes ({took:?})"
+    );
+}
