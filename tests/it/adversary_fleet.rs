@@ -55,6 +55,20 @@ fn client_with_timeout(
         .unwrap()
 }
 
+/// A loopback port that accepts connections and never answers (a host that is gone and drops
+/// packets behaves alike, minus the accept); it closes with the test's runtime.
+async fn never_answering() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}
+
 /// Redis's count of commands processed so far.
 fn commands_processed(redis: &RedisServer) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -469,15 +483,7 @@ async fn a_hung_first_sentinel_does_not_turn_sharing_off() {
     use crate::support::redis_deployments as deploy;
     let scratch = deploy::Scratch::new("adversary-sentinel");
     let (_master, _replica, sentinel) = deploy::sentinel_pair(&scratch);
-    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let hung_port = hung.local_addr().unwrap().port();
-    // Accepts connections and never answers; the thread ends with the test binary.
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in hung.incoming() {
-            held.push(stream);
-        }
-    });
+    let hung_port = never_answering().await;
     let url = format!(
         "redis+sentinel://:{}@127.0.0.1:{hung_port},127.0.0.1:{}/mymaster",
         deploy::SENTINEL_MASTER_PASSWORD,
@@ -508,14 +514,7 @@ async fn a_hung_first_sentinel_does_not_turn_sharing_off() {
 async fn a_cluster_with_one_hung_seed_node_still_shares() {
     use crate::support::redis_deployments as deploy;
     let cluster = deploy::Cluster::start();
-    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let hung_port = hung.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in hung.incoming() {
-            held.push(stream);
-        }
-    });
+    let hung_port = never_answering().await;
     let mut urls = vec![format!("redis://127.0.0.1:{hung_port}")];
     urls.extend(cluster.urls());
     let tokens = support::issuing(3600).await;
