@@ -20,6 +20,12 @@ use crate::{AccessToken, Error};
 /// How often a process that lost the lease looks for the winner's token.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
+/// The least a shared token must have left to be adopted: more than the store round trips
+/// that follow and the request it is first used for need. No more than that: an adopted token
+/// goes to the cache as relayed (never stretched to the policy's `min_lifetime`), so a short
+/// one is refreshed when it runs out rather than used past its expiry.
+const ADOPT_AT_LEAST: Duration = Duration::from_millis(100);
+
 /// How many rejected tokens are remembered, by each process and in the store: enough for
 /// every token a replay could plausibly bring back, small enough to read on each adoption.
 const REJECTED_KEPT: usize = 16;
@@ -257,7 +263,11 @@ impl Inner {
             ?remaining,
             "adopted the fleet's token"
         );
-        Ok(Some(shared.to_access_token(remaining)))
+        // Relayed: the cache takes its expiry as it is. Its own fetch would stretch a token
+        // shorter than `min_lifetime` to that floor, past what the store says is left.
+        let token = shared.to_access_token(remaining);
+        let until = token.expires_at();
+        Ok(Some(token.relayed(until)))
     }
 
     /// Whether no process would refresh a token of `lifetime` with `remaining` left yet, had it
@@ -267,14 +277,15 @@ impl Inner {
     ///
     /// A token is due a little early (2 % of its lifetime): its store expiry was set after the
     /// fetch, and this process's refresh may fire a few milliseconds early on the coarse
-    /// clock. And a token with less left than the policy's
-    /// [`min_lifetime`](CachePolicy::min_lifetime) is not adopted: the cache would use it for
-    /// that floor, past its expiry.
+    /// clock. A token with less than [`ADOPT_AT_LEAST`] left is not adopted. The policy's
+    /// [`min_lifetime`](CachePolicy::min_lifetime) is no condition: the adopted token is
+    /// relayed (see [`adoptable`](Self::adoptable)), so the cache never stretches it to that
+    /// floor, and a fleet of short-lived tokens still shares them.
     fn fresh(&self, lifetime: Duration, remaining: Duration) -> bool {
         let age = lifetime.saturating_sub(remaining);
         let slack = lifetime / 50;
         age.saturating_add(slack) < self.policy.earliest_refresh(lifetime)
-            && remaining >= self.policy.min_lifetime.max(Duration::from_millis(1))
+            && remaining >= ADOPT_AT_LEAST
     }
 
     async fn fetch_and_publish(&self, owner: &str) -> Result<AccessToken, Failure> {
