@@ -26,6 +26,11 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 /// one is refreshed when it runs out rather than used past its expiry.
 const ADOPT_AT_LEAST: Duration = Duration::from_millis(100);
 
+/// A lease expiring later than this (and later than our own lease) was not taken by a member
+/// of the fleet: no fetch with a sane request timeout lasts that long. Generous, since
+/// members may be configured with request timeouts far longer than ours.
+const FOREIGN_LEASE_BEYOND: Duration = Duration::from_secs(300);
+
 /// How many rejected tokens are remembered, by each process and in the store: enough for
 /// every token a replay could plausibly bring back, small enough to read on each adoption.
 const REJECTED_KEPT: usize = 16;
@@ -213,9 +218,16 @@ impl Inner {
     }
 
     /// Whether a lease was set by someone else than a process of this fleet: without expiry,
-    /// or expiring later than any lease this process would take (leases only run down).
+    /// or expiring later than any lease a fleet member could take (leases only run down).
+    ///
+    /// Not "later than ours": members of one fleet may differ in request timeout (a batch job
+    /// at 30 s beside a web service at 2 s, or a rolling deploy changing it), and so in lease.
+    /// Removing a longer lease of a member still fetching would make a second token request.
+    /// So a lease is foreign only beyond both ours and [`FOREIGN_LEASE_BEYOND`].
     fn foreign(&self, lease: &Stored) -> bool {
-        lease.expires_in.is_none_or(|left| left > self.lease)
+        lease
+            .expires_in
+            .is_none_or(|left| left > self.lease.max(FOREIGN_LEASE_BEYOND))
     }
 
     /// The shared token, if it is one of ours, not rejected, and fresh by our policy. A rejected
