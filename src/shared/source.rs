@@ -645,6 +645,9 @@ mod tests {
         // wait): a few dozen reads in 300 ms, not thousands.
         let rounds = (patience.as_millis() / POLL_EVERY.as_millis()) as usize + 1;
         let reads = store.reads.load(Ordering::Relaxed);
-        assert!(reads <= rounds * 4, "{reads} reads of the store in {patience:?}");
+        assert!(
+            reads <= rounds * 4,
+            "{reads} reads of the store in {patience:?}"
+        );
     }
 }
