@@ -25,7 +25,9 @@
 //! one the user gives), bound to the value's key, so the store never holds a bearer token or a
 //! secret in the clear. A value that does not open (corrupt, foreign, another secret) is
 //! ignored and overwritten. A rejected token is deleted at once and its fingerprint shared
-//! (the last 16, sealed), so that an old value put back is adopted by nobody. The store
+//! (the last 16, sealed), so that an old value put back is adopted by nobody while that list
+//! stands (a writer who deletes it too gets the token adopted by processes that never saw the
+//! rejection, until their own first 401: see `guide/security.md`). The store
 //! failing never fails a call (`breaker`): the process fetches alone, and tries the store
 //! again after a backoff; only a write or an adoption closes the breaker again, so a
 //! read-only store keeps it open.

@@ -20,6 +20,17 @@ use crate::{AccessToken, Error};
 /// How often a process that lost the lease looks for the winner's token.
 const POLL_EVERY: Duration = Duration::from_millis(50);
 
+/// The least a shared token must have left to be adopted: more than the store round trips
+/// that follow and the request it is first used for need. No more than that: an adopted token
+/// goes to the cache as relayed (never stretched to the policy's `min_lifetime`), so a short
+/// one is refreshed when it runs out rather than used past its expiry.
+const ADOPT_AT_LEAST: Duration = Duration::from_millis(100);
+
+/// A lease expiring later than this (and later than our own lease) was not taken by a member
+/// of the fleet: no fetch with a sane request timeout lasts that long. Generous, since
+/// members may be configured with request timeouts far longer than ours.
+const FOREIGN_LEASE_BEYOND: Duration = Duration::from_secs(300);
+
 /// How many rejected tokens are remembered, by each process and in the store: enough for
 /// every token a replay could plausibly bring back, small enough to read on each adoption.
 const REJECTED_KEPT: usize = 16;
@@ -65,6 +76,9 @@ struct Inner {
     default_lifetime: Duration,
     breaker: Breaker,
     rejections: Mutex<Rejections>,
+    /// Held while this process rewrites the fleet's rejected list, so that sharing a rejection
+    /// and withdrawing it (the identity provider issued the token again) happen in order.
+    list_writer: tokio::sync::Mutex<()>,
 }
 
 /// Tokens a server rejected, so that none is adopted again.
@@ -85,6 +99,39 @@ impl Rejections {
             }
             self.known.push_back(fingerprint);
         }
+    }
+
+    /// A token this process saw rejected, with how long it had left: remembered, and to be
+    /// shared. Bounded like `known`: while the breaker is open nothing is shared, and a
+    /// process rejecting token after token must not grow without end (the fleet's list
+    /// keeps no more anyway).
+    fn reject(&mut self, fingerprint: [u8; 32], left: Duration) {
+        self.remember(fingerprint);
+        self.unshared.retain(|(known, _)| *known != fingerprint);
+        self.unshared.push((fingerprint, left));
+        self.cap_unshared();
+    }
+
+    /// `unshared` failed to be shared: back in front of what was rejected since.
+    fn unshare(&mut self, failed: Vec<([u8; 32], Duration)>) {
+        let since = std::mem::replace(&mut self.unshared, failed);
+        for (fingerprint, left) in since {
+            self.unshared.retain(|(known, _)| *known != fingerprint);
+            self.unshared.push((fingerprint, left));
+        }
+        self.cap_unshared();
+    }
+
+    fn cap_unshared(&mut self) {
+        let excess = self.unshared.len().saturating_sub(REJECTED_KEPT);
+        self.unshared.drain(..excess);
+    }
+
+    /// The identity provider issued `fingerprint`'s token to this process again: it vouches
+    /// for it anew, so it is no longer rejected here, nor to be shared as rejected.
+    fn withdraw(&mut self, fingerprint: &[u8; 32]) {
+        self.known.retain(|known| known != fingerprint);
+        self.unshared.retain(|(known, _)| known != fingerprint);
     }
 }
 
@@ -121,6 +168,7 @@ impl SharedSource {
                 default_lifetime: config.default_lifetime,
                 breaker,
                 rejections: Mutex::default(),
+                list_writer: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -136,14 +184,14 @@ fn store_usable() -> bool {
 impl Inner {
     async fn token(&self) -> Result<AccessToken, Error> {
         if !store_usable() || !self.breaker.closed() {
-            return self.fetch.token().await;
+            return self.fetch_own().await;
         }
         match self.through_store().await {
             Ok(token) => Ok(token),
             Err(Failure::Fetch(error)) => Err(error),
             Err(Failure::Store(error)) => {
                 self.breaker.trip(&error);
-                self.fetch.token().await
+                self.fetch_own().await
             }
         }
     }
@@ -156,6 +204,8 @@ impl Inner {
         // failing or dying; and past our patience, our own fetch would not end within the
         // cache's fetch timeout: fetch alone rather than wait on.
         let give_up_at = Instant::now() + self.patience;
+        // A foreign lease is reported once per fetch, not at every round.
+        let mut warned = false;
         loop {
             if let Some(token) = self.adoptable().await? {
                 return Ok(token);
@@ -186,14 +236,21 @@ impl Inner {
                 match self.store.get(&self.lease_key).await? {
                     None => break,
                     Some(lease) if self.foreign(&lease) => {
-                        tracing::warn!(
-                            target: "tower_oauth2::shared",
-                            expires_in = ?lease.expires_in,
-                            lease = ?self.lease,
-                            "the shared lease has no expiry or outlives any fetch (not set by \
-                             this crate); removing it"
-                        );
+                        if !warned {
+                            warned = true;
+                            tracing::warn!(
+                                target: "tower_oauth2::shared",
+                                expires_in = ?lease.expires_in,
+                                lease = ?self.lease,
+                                "the shared lease has no expiry or outlives any fetch (not set \
+                                 by this crate); removing it"
+                            );
+                        }
                         self.store.delete_if(&self.lease_key, &lease.value).await?;
+                        // Then wait like any round, removed or not: a lease that cannot be
+                        // removed (or a writer setting it again at once) must not turn this
+                        // into a busy loop against the store until our patience runs out.
+                        futures_timer::Delay::new(POLL_EVERY).await;
                         break;
                     }
                     Some(_) => {}
@@ -207,9 +264,16 @@ impl Inner {
     }
 
     /// Whether a lease was set by someone else than a process of this fleet: without expiry,
-    /// or expiring later than any lease this process would take (leases only run down).
+    /// or expiring later than any lease a fleet member could take (leases only run down).
+    ///
+    /// Not "later than ours": members of one fleet may differ in request timeout (a batch job
+    /// at 30 s beside a web service at 2 s, or a rolling deploy changing it), and so in lease.
+    /// Removing a longer lease of a member still fetching would make a second token request.
+    /// So a lease is foreign only beyond both ours and [`FOREIGN_LEASE_BEYOND`].
     fn foreign(&self, lease: &Stored) -> bool {
-        lease.expires_in.is_none_or(|left| left > self.lease)
+        lease
+            .expires_in
+            .is_none_or(|left| left > self.lease.max(FOREIGN_LEASE_BEYOND))
     }
 
     /// The shared token, if it is one of ours, not rejected, and fresh by our policy. A rejected
@@ -257,7 +321,11 @@ impl Inner {
             ?remaining,
             "adopted the fleet's token"
         );
-        Ok(Some(shared.to_access_token(remaining)))
+        // Relayed: the cache takes its expiry as it is. Its own fetch would stretch a token
+        // shorter than `min_lifetime` to that floor, past what the store says is left.
+        let token = shared.to_access_token(remaining);
+        let until = token.expires_at();
+        Ok(Some(token.relayed(until)))
     }
 
     /// Whether no process would refresh a token of `lifetime` with `remaining` left yet, had it
@@ -267,14 +335,15 @@ impl Inner {
     ///
     /// A token is due a little early (2 % of its lifetime): its store expiry was set after the
     /// fetch, and this process's refresh may fire a few milliseconds early on the coarse
-    /// clock. And a token with less left than the policy's
-    /// [`min_lifetime`](CachePolicy::min_lifetime) is not adopted: the cache would use it for
-    /// that floor, past its expiry.
+    /// clock. A token with less than [`ADOPT_AT_LEAST`] left is not adopted. The policy's
+    /// [`min_lifetime`](CachePolicy::min_lifetime) is no condition: the adopted token is
+    /// relayed (see [`adoptable`](Self::adoptable)), so the cache never stretches it to that
+    /// floor, and a fleet of short-lived tokens still shares them.
     fn fresh(&self, lifetime: Duration, remaining: Duration) -> bool {
         let age = lifetime.saturating_sub(remaining);
         let slack = lifetime / 50;
         age.saturating_add(slack) < self.policy.earliest_refresh(lifetime)
-            && remaining >= self.policy.min_lifetime.max(Duration::from_millis(1))
+            && remaining >= ADOPT_AT_LEAST
     }
 
     async fn fetch_and_publish(&self, owner: &str) -> Result<AccessToken, Failure> {
@@ -295,13 +364,22 @@ impl Inner {
     }
 
     async fn fetch_and_publish_now(&self) -> Result<AccessToken, Failure> {
-        let fetched = self.fetch.token().await;
-        let token = fetched.map_err(Failure::Fetch)?;
+        let token = self.fetch_own().await.map_err(Failure::Fetch)?;
         // The token is good whatever the store does; its failure only opens the breaker.
         match self.publish(&token).await {
             Ok(()) => self.breaker.reset(),
             Err(error) => self.breaker.trip(&error),
         }
+        Ok(token)
+    }
+
+    /// A token from the identity provider itself. Identity providers and token proxies often
+    /// hand out the same token again until it nears expiry: one issued to us again after a
+    /// 401 is vouched for anew, so it is no longer rejected (by this process now; in the
+    /// fleet's list once published).
+    async fn fetch_own(&self) -> Result<AccessToken, Error> {
+        let token = self.fetch.token().await?;
+        self.rejections().withdraw(&fingerprint(token.secret()));
         Ok(token)
     }
 
@@ -312,7 +390,22 @@ impl Inner {
             return Err("could not encrypt the token for the shared store".into());
         };
         let ttl = shared.lifetime().max(Duration::from_millis(1));
-        self.store.set(&self.key, &value, ttl).await
+        self.store.set(&self.key, &value, ttl).await?;
+        self.withdraw_from_fleet(&fingerprint(&shared.secret)).await
+    }
+
+    /// Take `fingerprint` off the fleet's rejected list, if there: its token was just issued
+    /// to this process again (see [`fetch_and_publish_now`](Self::fetch_and_publish_now)), and
+    /// other processes would otherwise refuse, and delete, the entry just published.
+    async fn withdraw_from_fleet(&self, fingerprint: &[u8; 32]) -> Result<(), BoxError> {
+        let _writing = self.list_writer.lock().await;
+        let (mut listed, kept_for) = self.read_fleet_rejections().await?;
+        if !listed.contains(fingerprint) {
+            return Ok(());
+        }
+        listed.retain(|known| known != fingerprint);
+        self.write_fleet_rejections(&listed, kept_for.unwrap_or(REJECTED_FOR))
+            .await
     }
 
     fn rejections(&self) -> std::sync::MutexGuard<'_, Rejections> {
@@ -331,14 +424,23 @@ impl Inner {
         let left = token.expires_at().map_or(self.default_lifetime, |at| {
             at.saturating_duration_since(crate::token::now())
         });
-        let mut rejections = self.rejections();
-        rejections.remember(rejected);
-        rejections.unshared.push((rejected, left));
+        self.rejections().reject(rejected, left);
     }
 
     /// The fleet's rejected list, merged into ours; the sealed list and the time the store
     /// keeps it.
     async fn learn_fleet_rejections(&self) -> Result<(Vec<[u8; 32]>, Option<Duration>), BoxError> {
+        let (listed, kept_for) = self.read_fleet_rejections().await?;
+        let mut rejections = self.rejections();
+        for fingerprint in &listed {
+            rejections.remember(*fingerprint);
+        }
+        Ok((listed, kept_for))
+    }
+
+    /// The fleet's rejected list as the store holds it (empty if it holds none of ours), and
+    /// the time the store keeps it.
+    async fn read_fleet_rejections(&self) -> Result<(Vec<[u8; 32]>, Option<Duration>), BoxError> {
         let stored = self.store.get(&self.rejected_key).await?;
         let Some(stored) = stored else {
             return Ok((Vec::new(), None));
@@ -351,23 +453,37 @@ impl Inner {
             .chunks_exact(32)
             .filter_map(|chunk| chunk.try_into().ok())
             .collect();
-        let mut rejections = self.rejections();
-        for fingerprint in &listed {
-            rejections.remember(*fingerprint);
-        }
         Ok((listed, stored.expires_in))
+    }
+
+    /// Store `listed` (its last [`REJECTED_KEPT`]) as the fleet's rejected list, for `ttl`.
+    async fn write_fleet_rejections(
+        &self,
+        listed: &[[u8; 32]],
+        ttl: Duration,
+    ) -> Result<(), BoxError> {
+        let start = listed.len().saturating_sub(REJECTED_KEPT);
+        let plain = zeroize::Zeroizing::new(listed[start..].concat());
+        let Some(value) = self.rejected_sealer.seal_bytes(&plain) else {
+            return Err("could not encrypt the rejected tokens for the shared store".into());
+        };
+        self.store.set(&self.rejected_key, &value, ttl).await
     }
 
     /// Share this process's rejections through the store, and delete the entry if it holds a
     /// rejected token. Idempotent; what fails stays to be shared at the next fetch.
     async fn settle_rejections(&self) -> Result<(), BoxError> {
+        if self.rejections().unshared.is_empty() {
+            return Ok(());
+        }
+        let _writing = self.list_writer.lock().await;
         let unshared = std::mem::take(&mut self.rejections().unshared);
         if unshared.is_empty() {
             return Ok(());
         }
         let settled = self.share_rejections(&unshared).await;
         if settled.is_err() {
-            self.rejections().unshared.extend(unshared);
+            self.rejections().unshare(unshared);
         }
         settled
     }
@@ -380,17 +496,12 @@ impl Inner {
             listed.retain(|known| known != rejected);
             listed.push(*rejected);
         }
-        let start = listed.len().saturating_sub(REJECTED_KEPT);
-        let plain: Vec<u8> = listed[start..].concat();
         let ttl = unshared
             .iter()
             .map(|(_, left)| *left)
             .chain(kept_for)
             .fold(REJECTED_FOR, Duration::max);
-        let Some(value) = self.rejected_sealer.seal_bytes(&plain) else {
-            return Err("could not encrypt the rejected tokens for the shared store".into());
-        };
-        self.store.set(&self.rejected_key, &value, ttl).await?;
+        self.write_fleet_rejections(&listed, ttl).await?;
         // Now the entry: deleted only while it still holds a rejected token.
         if let Some(stored) = self.store.get(&self.key).await? {
             let holds_rejected = self
@@ -434,5 +545,109 @@ impl std::fmt::Debug for SharedSource {
         f.debug_struct("SharedSource")
             .field("key", &self.inner.key)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::shared::StoreFuture;
+
+    fn fingerprint_of(n: u32) -> [u8; 32] {
+        let mut fingerprint = [0u8; 32];
+        fingerprint[..4].copy_from_slice(&n.to_be_bytes());
+        fingerprint
+    }
+
+    /// While the breaker is open nothing is shared, so rejections pile up unshared: bounded,
+    /// the newest kept.
+    #[test]
+    fn rejections_waiting_to_be_shared_are_bounded() {
+        let mut rejections = Rejections::default();
+        for n in 0..1000 {
+            rejections.reject(fingerprint_of(n), Duration::from_secs(60));
+        }
+        assert_eq!(rejections.unshared.len(), REJECTED_KEPT);
+        assert_eq!(rejections.unshared.last().unwrap().0, fingerprint_of(999));
+
+        let failed = std::mem::take(&mut rejections.unshared);
+        rejections.reject(fingerprint_of(1000), Duration::from_secs(60));
+        rejections.unshare(failed);
+        assert_eq!(rejections.unshared.len(), REJECTED_KEPT);
+        assert_eq!(rejections.unshared.last().unwrap().0, fingerprint_of(1000));
+    }
+
+    /// A store whose lease key holds a foreign lease (no expiry) that it never removes, as a
+    /// store refusing the compare-and-delete would; it counts the reads.
+    #[derive(Default)]
+    struct UnremovableLease {
+        reads: AtomicUsize,
+    }
+
+    impl SharedStore for UnremovableLease {
+        fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Stored>> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let lease = key
+                .ends_with(":lease")
+                .then(|| Stored::without_expiry(b"squatter".to_vec()));
+            Box::pin(async move { Ok(lease) })
+        }
+
+        fn set<'a>(&'a self, _: &'a str, _: &'a [u8], _: Duration) -> StoreFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn set_if_absent<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a [u8],
+            _: Duration,
+        ) -> StoreFuture<'a, bool> {
+            Box::pin(async { Ok(false) })
+        }
+
+        fn delete_if<'a>(&'a self, _: &'a str, _: &'a [u8]) -> StoreFuture<'a, bool> {
+            Box::pin(async { Ok(false) })
+        }
+    }
+
+    struct Issuing;
+
+    impl TokenSource for Issuing {
+        fn token(&self) -> TokenFuture<'_> {
+            Box::pin(async { Ok(AccessToken::new("own").with_lifetime(Duration::from_secs(60))) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_foreign_lease_that_cannot_be_removed_is_polled_not_spun_on() {
+        let store = Arc::new(UnremovableLease::default());
+        let patience = Duration::from_millis(300);
+        let source = SharedSource::new(
+            Arc::new(Issuing),
+            SharedConfig {
+                store: store.clone(),
+                key: "token:{test}".into(),
+                key_material: zeroize::Zeroizing::new(vec![7; 32]),
+                policy: CachePolicy::default(),
+                lease: Duration::from_secs(1),
+                patience,
+                default_lifetime: Duration::from_secs(60),
+            },
+        );
+
+        let token = source.token().await.unwrap();
+
+        assert_eq!(token.secret(), "own", "fetched alone past the patience");
+        // A round every 50 ms reads the entry and the lease (and the entry again after the
+        // wait): a few dozen reads in 300 ms, not thousands.
+        let rounds = (patience.as_millis() / POLL_EVERY.as_millis()) as usize + 1;
+        let reads = store.reads.load(Ordering::Relaxed);
+        assert!(
+            reads <= rounds * 4,
+            "{reads} reads of the store in {patience:?}"
+        );
     }
 }
