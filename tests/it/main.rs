@@ -8,6 +8,8 @@
 
 mod support;
 
+#[cfg(feature = "redis")]
+mod adversary_fleet;
 mod cache;
 mod client_credentials;
 #[cfg(feature = "test-util")]
