@@ -6,6 +6,8 @@
 //! (`futures_timer`), because tokio's are auto-advanced under a paused clock (`start_paused`
 //! in a user's test), which would time out every operation while Redis is still answering.
 
+use std::time::Duration;
+
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value};
 
@@ -48,18 +50,45 @@ fn without_tokio_timers() -> AsyncConnectionConfig {
 impl Target {
     /// A connection that Redis has accepted: a `PING` answered, so that a server wanting
     /// credentials the URL lacks says so here (as an `auth` failure) rather than in the middle
-    /// of a transaction (the redis crate's driver task panics in debug builds when `MULTI`
-    /// itself is refused).
-    pub(super) async fn connect(&self) -> Result<Connection, BoxError> {
-        let mut connection = self.open().await?;
+    /// of a transaction; and whether the ACL lets us use transactions (`MULTI`). That is asked
+    /// here, by a `MULTI` and a `DISCARD` pipelined with the `PING` (no extra round trip) on a
+    /// connection nobody else uses yet, because a `MULTI` refused inside a transaction
+    /// pipeline panics the redis crate's driver task (debug builds) or garbles its replies.
+    pub(super) async fn connect(&self, timeout: Duration) -> Result<(Connection, bool), BoxError> {
+        let mut connection = self.open(timeout).await?;
+        if let Connection::Node(_) = connection {
+            let mut replies: Vec<redis::RedisResult<Value>> = redis::pipe()
+                .ignore_errors()
+                .cmd("PING")
+                .cmd("MULTI")
+                .cmd("DISCARD")
+                .query_async(&mut connection)
+                .await
+                .map_err(explain)?;
+            replies.truncate(2);
+            let (Some(multi), Some(ping)) = (replies.pop(), replies.pop()) else {
+                return Err("Redis answered PING, MULTI and DISCARD with too few replies".into());
+            };
+            ping.map_err(explain)?;
+            let transactions = match multi {
+                Ok(_) => true,
+                Err(error) if error.code() == Some("NOPERM") => false,
+                Err(error) => return Err(explain(error)),
+            };
+            return Ok((connection, transactions));
+        }
+        // A cluster: its client spreads key-less commands over the nodes; transactions are
+        // assumed (the ACL user needs `@transaction`, see the guide).
         let _: () = redis::cmd("PING")
             .query_async(&mut connection)
             .await
             .map_err(explain)?;
-        Ok(connection)
+        Ok((connection, true))
     }
 
-    async fn open(&self) -> Result<Connection, BoxError> {
+    /// `timeout` is the whole operation's (the store bounds it); a target that asks several
+    /// servers in turn gives each a share of it.
+    async fn open(&self, timeout: Duration) -> Result<Connection, BoxError> {
         match self {
             Target::Plain(client) => Ok(Connection::Node(
                 client
@@ -85,7 +114,7 @@ impl Target {
                 Ok(Connection::Node(connection))
             }
             Target::Sentinel(sentinels) => Ok(Connection::Node(
-                sentinels.connect(&without_tokio_timers()).await?,
+                sentinels.connect(&without_tokio_timers(), timeout).await?,
             )),
             #[cfg(feature = "redis-cluster")]
             Target::Cluster(client) => Ok(Connection::Cluster(
