@@ -37,11 +37,11 @@ pub(super) enum Target {
 pub(super) enum Connection {
     Node(MultiplexedConnection),
     #[cfg(feature = "redis-cluster")]
-    Cluster(redis::cluster_async::ClusterConnection<NodeConnection>),
+    Cluster(redis::cluster_async::ClusterConnection<super::cluster_node::NodeConnection>),
 }
 
 /// No tokio timers inside the redis crate (see the module's comment).
-fn without_tokio_timers() -> AsyncConnectionConfig {
+pub(super) fn without_tokio_timers() -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(None)
         .set_response_timeout(None)
@@ -117,12 +117,13 @@ impl Target {
                 sentinels.connect(&without_tokio_timers(), timeout).await?,
             )),
             #[cfg(feature = "redis-cluster")]
-            Target::Cluster(client) => Ok(Connection::Cluster(
+            Target::Cluster(client) => Ok(Connection::Cluster({
+                super::cluster_node::bound_by(timeout);
                 client
-                    .get_async_generic_connection::<NodeConnection>()
+                    .get_async_generic_connection::<super::cluster_node::NodeConnection>()
                     .await
-                    .map_err(explain)?,
-            )),
+                    .map_err(explain)?
+            })),
         }
     }
 }
@@ -208,50 +209,5 @@ impl ConnectionLike for Connection {
             #[cfg(feature = "redis-cluster")]
             Connection::Cluster(connection) => connection.get_db(),
         }
-    }
-}
-
-/// A cluster node's connection, opened without the timeouts the cluster client asks for
-/// (tokio timers: see the module's comment); the store's own deadline bounds every operation.
-#[cfg(feature = "redis-cluster")]
-#[derive(Clone)]
-pub(super) struct NodeConnection(MultiplexedConnection);
-
-#[cfg(feature = "redis-cluster")]
-impl redis::cluster_async::Connect for NodeConnection {
-    fn connect_with_config<'a, T>(
-        info: T,
-        _tokio_timeouts: AsyncConnectionConfig,
-    ) -> RedisFuture<'a, Self>
-    where
-        T: redis::IntoConnectionInfo + Send + 'a,
-    {
-        Box::pin(async move {
-            let client = Client::open(info.into_connection_info()?)?;
-            let connection = client
-                .get_multiplexed_async_connection_with_config(&without_tokio_timers())
-                .await?;
-            Ok(NodeConnection(connection))
-        })
-    }
-}
-
-#[cfg(feature = "redis-cluster")]
-impl ConnectionLike for NodeConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.0.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        self.0.req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.0.get_db()
     }
 }

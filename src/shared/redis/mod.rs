@@ -1,6 +1,8 @@
 //! [`RedisStore`]: the shared cache on Redis (feature `redis`): one node over TCP, TLS or a Unix
 //! socket, or a Redis Cluster (feature `redis-cluster`).
 
+#[cfg(feature = "redis-cluster")]
+mod cluster_node;
 mod connection;
 mod sentinel;
 #[cfg(feature = "rustls-no-provider")]
