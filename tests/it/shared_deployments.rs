@@ -502,7 +502,12 @@ async fn every_acl_user_removes_foreign_values_and_the_barest_still_shares() {
 
     let tokens = support::issuing(3600).await;
     let fleet: Vec<_> = (0..3)
-        .map(|_| member(&tokens, RedisStore::new(&url("bare", BARE_PASSWORD)).unwrap()))
+        .map(|_| {
+            member(
+                &tokens,
+                RedisStore::new(&url("bare", BARE_PASSWORD)).unwrap(),
+            )
+        })
         .collect();
     for token in load(&fleet, 10).await {
         assert_eq!(token, "token-1");

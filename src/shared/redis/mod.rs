@@ -384,10 +384,8 @@ impl SharedStore for RedisStore {
             // Never more than MAX_VALUE_BYTES: a huge value under our key (anyone can write
             // Redis) must cost one bounded read, not a read until the timeout. Each command's
             // own result: a WRONGTYPE must not hide PTTL's answer.
-            let mut read: Vec<redis::RedisResult<redis::Value>> = self
-                .read(&key)
-                .query_async(&mut connection)
-                .await?;
+            let mut read: Vec<redis::RedisResult<redis::Value>> =
+                self.read(&key).query_async(&mut connection).await?;
             let (Some(value), Some(length), Some(pttl)) = (read.pop(), read.pop(), read.pop())
             else {
                 return Err(redis::RedisError::from((
