@@ -56,7 +56,7 @@ impl Target {
     /// pipeline panics the redis crate's driver task (debug builds) or garbles its replies.
     pub(super) async fn connect(&self, timeout: Duration) -> Result<(Connection, bool), BoxError> {
         let mut connection = self.open(timeout).await?;
-        if let Connection::Node(_) = connection {
+        if !connection.is_cluster() {
             let mut replies: Vec<redis::RedisResult<Value>> = redis::pipe()
                 .ignore_errors()
                 .cmd("PING")
@@ -177,6 +177,16 @@ pub(super) fn cause(error: &BoxError) -> &'static str {
     error
         .downcast_ref::<Failure>()
         .map_or("other", |failure| failure.cause)
+}
+
+impl Connection {
+    fn is_cluster(&self) -> bool {
+        #[cfg(feature = "redis-cluster")]
+        if let Connection::Cluster(_) = self {
+            return true;
+        }
+        false
+    }
 }
 
 impl ConnectionLike for Connection {
