@@ -79,8 +79,8 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     delete_if: Script,
-    /// Cleared when the server's ACL refuses scripts: compare-and-delete then leaves values
-    /// to expire (see [`SharedStore::delete_if`] below).
+    /// Cleared when the server's ACL refuses scripts: compare-and-delete then runs without
+    /// one (see [`SharedStore::delete_if`] below).
     scripting: AtomicBool,
     /// Cleared when the server's ACL refuses `MULTI` (no `@transaction`), found when a
     /// connection opens: reads then run as plain pipelines (see [`RedisStore::read`]).
