@@ -177,5 +177,10 @@ pub trait SharedStore: Send + Sync + 'static {
     ) -> StoreFuture<'a, bool>;
 
     /// Delete `key` only if it holds `expected`, atomically; whether it was deleted.
+    ///
+    /// An empty `expected` (what [`get`](Self::get) returns for a foreign value) also deletes
+    /// a value of another type or longer than [`MAX_VALUE_BYTES`], in the same atomic step: a
+    /// foreign lease or entry must go, and never as an error (Redis's `WRONGTYPE`), which
+    /// would turn sharing off.
     fn delete_if<'a>(&'a self, key: &'a str, expected: &'a [u8]) -> StoreFuture<'a, bool>;
 }

@@ -515,6 +515,7 @@ async fn a_hung_first_sentinel_does_not_turn_sharing_off() {
 /// client opens its connections to every seed without a deadline (the store turned the redis
 /// crate's tokio timeouts off), so connecting never ends within an operation's 250 ms, every
 /// operation times out and the fleet fetches alone. (A seed that refuses connections is fine.)
+#[cfg(feature = "redis-cluster")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_with_one_hung_seed_node_still_shares() {
     use crate::support::redis_deployments as deploy;
@@ -576,6 +577,7 @@ async fn a_token_the_idp_issues_again_after_a_401_is_shared_again() {
 /// without a deadline, so each new connection of each process hangs past the store's 250 ms and
 /// the fleet fetches alone until the cluster fails that master over (`cluster-node-timeout`,
 /// 15 s by default), although the master of our slot answers all along.
+#[cfg(feature = "redis-cluster")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_master_of_other_slots_does_not_turn_sharing_off() {
     use crate::support::redis_deployments as deploy;

@@ -431,6 +431,96 @@ async fn acl_users_share_tokens_and_a_user_without_scripting_fails_no_call() {
     );
 }
 
+// Least-privilege ACL users (issue 22): with scripting and transactions, without scripting
+// (compare-and-delete in a MULTI), and without either (plain pipelines). For each, a foreign
+// value (a list, a string longer than MAX_VALUE_BYTES) under our key comes back empty and
+// `delete_if(key, "")` removes it, never as an error (WRONGTYPE would open the breaker); a
+// value of ours is compared as ever. Then a fleet of the barest user shares one token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acl_user_removes_foreign_values_and_the_barest_still_shares() {
+    const BARE_PASSWORD: &str = "bare-p4ss-word";
+    let captured = Captured::default();
+    let _log = captured.install();
+    let port = deploy::free_port();
+    let mut acl = deploy::acl_args();
+    acl.extend(
+        format!("--user bare on >{BARE_PASSWORD} ~* +@read +@write +@connection")
+            .split(' ')
+            .map(str::to_owned),
+    );
+    let args: Vec<&str> = acl.iter().map(String::as_str).collect();
+    let _redis = deploy::start(port, &args);
+    let url = |user: &str, password: &str| format!("redis://{user}:{password}@127.0.0.1:{port}/");
+    let mut admin = connect(&url("app", APP_PASSWORD));
+    let huge = vec![b'x'; MAX_VALUE_BYTES + 1];
+
+    for (user, password) in [
+        ("app", APP_PASSWORD),
+        ("noscript", NOSCRIPT_PASSWORD),
+        ("bare", BARE_PASSWORD),
+    ] {
+        let store = RedisStore::new(&url(user, password))
+            .unwrap()
+            .key_prefix("probe:");
+        let _: () = redis::cmd("RPUSH")
+            .arg("probe:k")
+            .arg("squatter")
+            .query(&mut admin)
+            .unwrap();
+        let foreign = store.get("k").await.unwrap().expect("a list is there");
+        assert!(foreign.value.is_empty(), "{user}: a list reads as empty");
+        assert!(
+            store.delete_if("k", &foreign.value).await.unwrap(),
+            "{user}: a list is removed"
+        );
+        assert!(store.get("k").await.unwrap().is_none(), "{user}: list gone");
+
+        let _: () = redis::cmd("SET")
+            .arg("probe:k")
+            .arg(&huge)
+            .query(&mut admin)
+            .unwrap();
+        let foreign = store.get("k").await.unwrap().expect("a string is there");
+        assert!(foreign.value.is_empty(), "{user}: too long reads as empty");
+        assert!(
+            store.delete_if("k", &foreign.value).await.unwrap(),
+            "{user}: too long a string is removed"
+        );
+        assert!(store.get("k").await.unwrap().is_none(), "{user}: huge gone");
+
+        store
+            .set("k", b"theirs", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(!store.delete_if("k", b"").await.unwrap(), "{user}: ours");
+        assert!(!store.delete_if("k", b"mine").await.unwrap(), "{user}");
+        let kept = store.get("k").await.unwrap().expect("kept or put back");
+        assert_eq!(kept.value, b"theirs", "{user}");
+        assert!(store.delete_if("k", b"theirs").await.unwrap(), "{user}");
+        assert!(store.get("k").await.unwrap().is_none(), "{user}");
+    }
+
+    let tokens = support::issuing(3600).await;
+    let fleet: Vec<_> = (0..3)
+        .map(|_| {
+            member(
+                &tokens,
+                RedisStore::new(&url("bare", BARE_PASSWORD)).unwrap(),
+            )
+        })
+        .collect();
+    for token in load(&fleet, 10).await {
+        assert_eq!(token, "token-1");
+    }
+    assert_eq!(tokens.requests(), 1, "one request for the barest fleet");
+    let log = captured.text();
+    assert!(log.contains("forbids transactions"), "{log}");
+    assert!(
+        !log.contains("store failed"),
+        "the breaker never opened: {log}"
+    );
+}
+
 /// Tokens that live `expires_in`, refreshed at half-life, with no floors in the way.
 fn short_lived() -> CachePolicy {
     CachePolicy::default()

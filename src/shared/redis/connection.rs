@@ -6,6 +6,8 @@
 //! (`futures_timer`), because tokio's are auto-advanced under a paused clock (`start_paused`
 //! in a user's test), which would time out every operation while Redis is still answering.
 
+use std::time::Duration;
+
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value};
 
@@ -35,11 +37,11 @@ pub(super) enum Target {
 pub(super) enum Connection {
     Node(MultiplexedConnection),
     #[cfg(feature = "redis-cluster")]
-    Cluster(redis::cluster_async::ClusterConnection<NodeConnection>),
+    Cluster(redis::cluster_async::ClusterConnection<super::cluster_node::NodeConnection>),
 }
 
 /// No tokio timers inside the redis crate (see the module's comment).
-fn without_tokio_timers() -> AsyncConnectionConfig {
+pub(super) fn without_tokio_timers() -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(None)
         .set_response_timeout(None)
@@ -48,18 +50,45 @@ fn without_tokio_timers() -> AsyncConnectionConfig {
 impl Target {
     /// A connection that Redis has accepted: a `PING` answered, so that a server wanting
     /// credentials the URL lacks says so here (as an `auth` failure) rather than in the middle
-    /// of a transaction (the redis crate's driver task panics in debug builds when `MULTI`
-    /// itself is refused).
-    pub(super) async fn connect(&self) -> Result<Connection, BoxError> {
-        let mut connection = self.open().await?;
+    /// of a transaction; and whether the ACL lets us use transactions (`MULTI`). That is asked
+    /// here, by a `MULTI` and a `DISCARD` pipelined with the `PING` (no extra round trip) on a
+    /// connection nobody else uses yet, because a `MULTI` refused inside a transaction
+    /// pipeline panics the redis crate's driver task (debug builds) or garbles its replies.
+    pub(super) async fn connect(&self, timeout: Duration) -> Result<(Connection, bool), BoxError> {
+        let mut connection = self.open(timeout).await?;
+        if !connection.is_cluster() {
+            let mut replies: Vec<redis::RedisResult<Value>> = redis::pipe()
+                .ignore_errors()
+                .cmd("PING")
+                .cmd("MULTI")
+                .cmd("DISCARD")
+                .query_async(&mut connection)
+                .await
+                .map_err(explain)?;
+            replies.truncate(2);
+            let (Some(multi), Some(ping)) = (replies.pop(), replies.pop()) else {
+                return Err("Redis answered PING, MULTI and DISCARD with too few replies".into());
+            };
+            ping.map_err(explain)?;
+            let transactions = match multi {
+                Ok(_) => true,
+                Err(error) if error.code() == Some("NOPERM") => false,
+                Err(error) => return Err(explain(error)),
+            };
+            return Ok((connection, transactions));
+        }
+        // A cluster: its client spreads key-less commands over the nodes; transactions are
+        // assumed (the ACL user needs `@transaction`, see the guide).
         let _: () = redis::cmd("PING")
             .query_async(&mut connection)
             .await
             .map_err(explain)?;
-        Ok(connection)
+        Ok((connection, true))
     }
 
-    async fn open(&self) -> Result<Connection, BoxError> {
+    /// `timeout` is the whole operation's (the store bounds it); a target that asks several
+    /// servers in turn gives each a share of it.
+    async fn open(&self, timeout: Duration) -> Result<Connection, BoxError> {
         match self {
             Target::Plain(client) => Ok(Connection::Node(
                 client
@@ -85,15 +114,16 @@ impl Target {
                 Ok(Connection::Node(connection))
             }
             Target::Sentinel(sentinels) => Ok(Connection::Node(
-                sentinels.connect(&without_tokio_timers()).await?,
+                sentinels.connect(&without_tokio_timers(), timeout).await?,
             )),
             #[cfg(feature = "redis-cluster")]
-            Target::Cluster(client) => Ok(Connection::Cluster(
+            Target::Cluster(client) => Ok(Connection::Cluster({
+                super::cluster_node::bound_by(timeout);
                 client
-                    .get_async_generic_connection::<NodeConnection>()
+                    .get_async_generic_connection::<super::cluster_node::NodeConnection>()
                     .await
-                    .map_err(explain)?,
-            )),
+                    .map_err(explain)?
+            })),
         }
     }
 }
@@ -149,6 +179,16 @@ pub(super) fn cause(error: &BoxError) -> &'static str {
         .map_or("other", |failure| failure.cause)
 }
 
+impl Connection {
+    fn is_cluster(&self) -> bool {
+        #[cfg(feature = "redis-cluster")]
+        if let Connection::Cluster(_) = self {
+            return true;
+        }
+        false
+    }
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -179,50 +219,5 @@ impl ConnectionLike for Connection {
             #[cfg(feature = "redis-cluster")]
             Connection::Cluster(connection) => connection.get_db(),
         }
-    }
-}
-
-/// A cluster node's connection, opened without the timeouts the cluster client asks for
-/// (tokio timers: see the module's comment); the store's own deadline bounds every operation.
-#[cfg(feature = "redis-cluster")]
-#[derive(Clone)]
-pub(super) struct NodeConnection(MultiplexedConnection);
-
-#[cfg(feature = "redis-cluster")]
-impl redis::cluster_async::Connect for NodeConnection {
-    fn connect_with_config<'a, T>(
-        info: T,
-        _tokio_timeouts: AsyncConnectionConfig,
-    ) -> RedisFuture<'a, Self>
-    where
-        T: redis::IntoConnectionInfo + Send + 'a,
-    {
-        Box::pin(async move {
-            let client = Client::open(info.into_connection_info()?)?;
-            let connection = client
-                .get_multiplexed_async_connection_with_config(&without_tokio_timers())
-                .await?;
-            Ok(NodeConnection(connection))
-        })
-    }
-}
-
-#[cfg(feature = "redis-cluster")]
-impl ConnectionLike for NodeConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.0.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        self.0.req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.0.get_db()
     }
 }

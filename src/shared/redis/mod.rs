@@ -1,6 +1,8 @@
 //! [`RedisStore`]: the shared cache on Redis (feature `redis`): one node over TCP, TLS or a Unix
 //! socket, or a Redis Cluster (feature `redis-cluster`).
 
+#[cfg(feature = "redis-cluster")]
+mod cluster_node;
 mod connection;
 mod sentinel;
 #[cfg(feature = "rustls-no-provider")]
@@ -20,16 +22,34 @@ use super::{SharedStore, StoreFuture, Stored, MAX_VALUE_BYTES};
 use crate::error::BoxError;
 use crate::ConfigError;
 /// Deletes `KEYS[1]` only if it holds `ARGV[1]`: releasing our lease, or dropping the token a
-/// server rejected, without touching what another process put there since.
+/// server rejected, without touching what another process put there since. An empty
+/// `ARGV[1]` is what `get` reports for a foreign value (of another type, or longer than
+/// `ARGV[2]` = `MAX_VALUE_BYTES`), so it also deletes such a value: checked by `TYPE` and
+/// `STRLEN` first, never read whole (a 200 MB string would be copied into Lua) and never a
+/// `WRONGTYPE` error (which would open the breaker).
 const DELETE_IF: &str = r"
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then
+    return 0
+end
+local foreign = kind ~= 'string' or redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[2])
+if foreign then
+    if ARGV[1] == '' then
+        return redis.call('DEL', KEYS[1])
+    end
+    return 0
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
 return 0
 ";
 
-/// How many runtimes' connections a store keeps.
-const RUNTIMES_KEPT: usize = 4;
+/// How many runtimes' connections a store keeps, dropping the least recently used beyond:
+/// enough for a thread-per-core server on a large machine or many sibling runtimes, each
+/// connection an idle socket and a parked driver task, where too few would reconnect (a TLS
+/// handshake on managed Redis) on every operation of callers taking turns.
+const RUNTIMES_KEPT: usize = 16;
 
 /// A [`SharedStore`] on Redis: the instances of a fleet share one token through it.
 ///
@@ -59,13 +79,16 @@ pub struct RedisStore {
     prefix: String,
     timeout: Duration,
     delete_if: Script,
-    /// Cleared when the server's ACL refuses scripts: compare-and-delete then leaves values
-    /// to expire (see [`SharedStore::delete_if`] below).
+    /// Cleared when the server's ACL refuses scripts: compare-and-delete then runs without
+    /// one (see [`SharedStore::delete_if`] below).
     scripting: AtomicBool,
-    /// One multiplexed connection per runtime (the last few used): its driver task lives on
-    /// the runtime that opened it, so a caller on another runtime opens its own rather than
-    /// depend on one that may be gone, and callers alternating between runtimes (siblings
-    /// sharing a store) do not reconnect each time.
+    /// Cleared when the server's ACL refuses `MULTI` (no `@transaction`), found when a
+    /// connection opens: reads then run as plain pipelines (see [`RedisStore::read`]).
+    transactions: AtomicBool,
+    /// One multiplexed connection per runtime (the [`RUNTIMES_KEPT`] most recently used): its
+    /// driver task lives on the runtime that opened it, so a caller on another runtime opens
+    /// its own rather than depend on one that may be gone or not running, and callers taking
+    /// turns between runtimes (siblings sharing a store) do not reconnect each time.
     connections: Mutex<Vec<(Option<Id>, Connection)>>,
 }
 
@@ -170,6 +193,7 @@ impl RedisStore {
             timeout: Self::DEFAULT_TIMEOUT,
             delete_if: Script::new(DELETE_IF),
             scripting: AtomicBool::new(true),
+            transactions: AtomicBool::new(true),
             connections: Mutex::new(Vec::new()),
         }
     }
@@ -238,10 +262,23 @@ impl RedisStore {
 
     async fn connection(&self) -> Result<Connection, BoxError> {
         let here = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-        if let Some((_, connection)) = self.lock().iter().find(|(runtime, _)| *runtime == here) {
-            return Ok(connection.clone());
+        {
+            let mut connections = self.lock();
+            if let Some(at) = connections.iter().position(|(runtime, _)| *runtime == here) {
+                // Most recently used last: the first is the one to drop.
+                let entry = connections.remove(at);
+                let connection = entry.1.clone();
+                connections.push(entry);
+                return Ok(connection);
+            }
         }
-        let connection = self.target.connect().await?;
+        let (connection, transactions) = self.target.connect(self.timeout).await?;
+        if !transactions && self.transactions.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                target: "tower_oauth2::shared",
+                "Redis's ACL forbids transactions (MULTI): reads run as plain pipelines"
+            );
+        }
         let mut connections = self.lock();
         connections.retain(|(runtime, _)| *runtime != here);
         if connections.len() >= RUNTIMES_KEPT {
@@ -276,6 +313,31 @@ impl RedisStore {
         }
         // No secret of the URL in what reaches the breaker's log line.
         result.map_err(|error| self.url.scrub(&error.to_string()).into())
+    }
+
+    /// `PTTL`, `STRLEN` and at most [`MAX_VALUE_BYTES`] of `key`'s value, each with its own
+    /// result, in one transaction (`MULTI`), or, where the ACL forbids transactions, as a
+    /// plain pipeline. Without a transaction another client's command may run between them;
+    /// `PTTL` comes first so that a value replaced meanwhile is judged by the expiry of the
+    /// one before (shorter: it was set earlier), which only refreshes early; a value deleted
+    /// meanwhile reads as empty, foreign, and its removal ([`SharedStore::delete_if`]) checks
+    /// again atomically; a value torn between `STRLEN` and `GETRANGE` fails to open and is
+    /// replaced.
+    fn read(&self, key: &str) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        if self.transactions.load(Ordering::Relaxed) {
+            pipe.atomic();
+        }
+        pipe.ignore_errors()
+            .cmd("PTTL")
+            .arg(key)
+            .cmd("STRLEN")
+            .arg(key)
+            .cmd("GETRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(MAX_VALUE_BYTES - 1);
+        pipe
     }
 
     fn key(&self, key: &str) -> String {
@@ -322,27 +384,16 @@ impl SharedStore for RedisStore {
             // Never more than MAX_VALUE_BYTES: a huge value under our key (anyone can write
             // Redis) must cost one bounded read, not a read until the timeout. Each command's
             // own result: a WRONGTYPE must not hide PTTL's answer.
-            let mut read: Vec<redis::RedisResult<redis::Value>> = redis::pipe()
-                .atomic()
-                .ignore_errors()
-                .cmd("STRLEN")
-                .arg(&key)
-                .cmd("GETRANGE")
-                .arg(&key)
-                .arg(0)
-                .arg(MAX_VALUE_BYTES - 1)
-                .cmd("PTTL")
-                .arg(&key)
-                .query_async(&mut connection)
-                .await?;
-            let (Some(pttl), Some(value), Some(length)) = (read.pop(), read.pop(), read.pop())
+            let mut read: Vec<redis::RedisResult<redis::Value>> =
+                self.read(&key).query_async(&mut connection).await?;
+            let (Some(value), Some(length), Some(pttl)) = (read.pop(), read.pop(), read.pop())
             else {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::Client,
-                    "STRLEN, GETRANGE and PTTL answered with fewer than three replies",
+                    "PTTL, STRLEN and GETRANGE answered with fewer than three replies",
                 )));
             };
-            // PTTL: -2 no key, -1 no expiry (atomically with the reads).
+            // PTTL: -2 no key, -1 no expiry.
             let pttl = redis::from_redis_value::<i64>(pttl?)?;
             if pttl == -2 {
                 return Ok(None);
@@ -415,6 +466,7 @@ impl SharedStore for RedisStore {
                         .delete_if
                         .key(key)
                         .arg(expected)
+                        .arg(MAX_VALUE_BYTES)
                         .invoke_async(&mut connection)
                         .await;
                     match deleted {
@@ -447,45 +499,42 @@ impl RedisStore {
     /// put back, if absent, whatever was not `expected` (with the expiry it had). Another
     /// process's value is missing only for one round trip, and one that appeared meanwhile
     /// wins; a value too long to read back whole, or of another type, is foreign anyway and
-    /// stays deleted.
+    /// stays deleted. Where the ACL forbids transactions too, the same commands run as one
+    /// plain pipeline: a value set between the read and the `DEL` is lost (the next fetch
+    /// publishes again), the price of an ACL without either.
     async fn delete_if_without_scripting(
         &self,
         key: &str,
         expected: &[u8],
     ) -> Result<bool, BoxError> {
         self.run(|mut connection| async move {
-            let mut read: Vec<redis::RedisResult<redis::Value>> = redis::pipe()
-                .atomic()
-                .ignore_errors()
-                .cmd("STRLEN")
-                .arg(key)
-                .cmd("GETRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(MAX_VALUE_BYTES - 1)
-                .cmd("PTTL")
-                .arg(key)
+            let mut read: Vec<redis::RedisResult<redis::Value>> = self
+                .read(key)
                 .cmd("DEL")
                 .arg(key)
                 .query_async(&mut connection)
                 .await?;
-            let (Some(_deleted), Some(pttl), Some(value), Some(length)) =
+            let (Some(_deleted), Some(value), Some(length), Some(pttl)) =
                 (read.pop(), read.pop(), read.pop(), read.pop())
             else {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::Client,
-                    "STRLEN, GETRANGE, PTTL and DEL answered with fewer than four replies",
+                    "PTTL, STRLEN, GETRANGE and DEL answered with fewer than four replies",
                 )));
             };
             let pttl = redis::from_redis_value::<i64>(pttl?)?;
-            let (Ok(length), Ok(value)) = (length, value) else {
-                // Not a string: foreign, and gone.
+            if pttl == -2 {
                 return Ok(false);
+            }
+            // A foreign value (not a string, or too long to read back whole) is gone for
+            // good: what `get` reported for it, an empty value, matches it.
+            let (Ok(length), Ok(value)) = (length, value) else {
+                return Ok(expected.is_empty());
             };
             let length = redis::from_redis_value::<usize>(length)?;
             let value = redis::from_redis_value::<Vec<u8>>(value)?;
-            if pttl == -2 || length > MAX_VALUE_BYTES {
-                return Ok(false);
+            if length > MAX_VALUE_BYTES {
+                return Ok(expected.is_empty());
             }
             if value == expected {
                 return Ok(true);

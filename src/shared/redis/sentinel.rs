@@ -7,6 +7,10 @@
 //! failover the old connection fails (or answers `READONLY`), the store drops it, and the next
 //! operation asks the sentinels again.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::future::{self, Either};
 use redis::aio::MultiplexedConnection;
 use redis::{Client, IntoConnectionInfo, RedisConnectionInfo};
 
@@ -15,6 +19,8 @@ use crate::error::BoxError;
 /// The sentinels of one master, and how to log in to that master.
 pub(super) struct Sentinels {
     sentinels: Vec<Client>,
+    /// The sentinel that last named a reachable master: asked first next time.
+    last_good: AtomicUsize,
     master: String,
     login: RedisConnectionInfo,
 }
@@ -61,22 +67,39 @@ impl Sentinels {
         }
         Ok(Sentinels {
             sentinels,
+            last_good: AtomicUsize::new(0),
             master,
             login,
         })
     }
 
     /// A connection to the current master, through the first sentinel that names one that
-    /// answers as a master.
+    /// answers as a master, starting with the one that did last time.
+    ///
+    /// Each sentinel gets a share of the operation's `timeout` (one more share is left for the
+    /// operation itself): three sentinels are deployed so that one can be down, and one that
+    /// hangs (a host gone, packets dropped) must not use up the whole operation before the
+    /// next is asked. Real-time timers, as everywhere in the store.
     pub(super) async fn connect(
         &self,
         config: &redis::AsyncConnectionConfig,
+        timeout: Duration,
     ) -> Result<MultiplexedConnection, BoxError> {
+        let share = timeout / u32::try_from(self.sentinels.len() + 1).unwrap_or(u32::MAX);
+        let first = self.last_good.load(Ordering::Relaxed);
         let mut failures = Vec::new();
-        for sentinel in &self.sentinels {
-            match self.master_through(sentinel, config).await {
-                Ok(connection) => return Ok(connection),
-                Err(error) => failures.push(error.to_string()),
+        for at in (0..self.sentinels.len()).map(|i| (first + i) % self.sentinels.len()) {
+            let asking = std::pin::pin!(self.master_through(&self.sentinels[at], config));
+            let answered = match future::select(asking, futures_timer::Delay::new(share)).await {
+                Either::Left((answered, _)) => answered,
+                Either::Right(_) => Err(format!("no answer within {share:?}").into()),
+            };
+            match answered {
+                Ok(connection) => {
+                    self.last_good.store(at, Ordering::Relaxed);
+                    return Ok(connection);
+                }
+                Err(error) => failures.push(format!("sentinel {}: {error}", at + 1)),
             }
         }
         Err(format!(
