@@ -151,6 +151,7 @@ impl Metrics {
     }
 
     /// The shared store failed `failures` times in a row (0: it works again).
+    #[cfg(feature = "shared-cache")]
     pub(crate) fn store_failures(&self, failures: u32) {
         let _ = failures;
         #[cfg(feature = "metrics")]
