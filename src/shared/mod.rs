@@ -176,6 +176,16 @@ pub trait SharedStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> StoreFuture<'a, bool>;
 
+    /// The store's own clock, as the server holding `key` reads it: time since the Unix epoch
+    /// (Redis: `TIME`). Tokens are published with their expiry by this clock, sealed, so that a
+    /// value put back after it expired (by anyone who can write the store) is never taken for a
+    /// live one, whatever expiry it was given. `None` (the default) when the store has no clock
+    /// to offer; then only the store's expiries judge a shared token.
+    fn time<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Duration>> {
+        let _ = key;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Delete `key` only if it holds `expected`, atomically; whether it was deleted.
     ///
     /// An empty `expected` (what [`get`](Self::get) returns for a foreign value) also deletes

@@ -7,9 +7,12 @@
 //! another key does not open. The AES key is derived with HKDF-SHA256 from the client secret
 //! (or a key the user gives) and the entry's key.
 //!
-//! No wall-clock time is sealed: how long a token has left is what the store says
+//! No process's wall-clock time is sealed: how long a token has left is what the store says
 //! ([`Stored::expires_in`](super::Stored::expires_in), Redis's `PTTL`), the one clock the
-//! fleet shares; a publisher or reader whose clock is off cannot stretch a token's life.
+//! fleet shares; a publisher or reader whose clock is off cannot stretch a token's life. The
+//! store's own clock is ([`SharedStore::time`](super::SharedStore::time), Redis's `TIME`): the
+//! expiry by that clock, sealed, is what refuses a value someone put back after it expired
+//! with a fresh `PTTL`.
 //!
 //! The crypto comes from the library rustls already uses in this build (see `crate::crypto`).
 
@@ -36,11 +39,21 @@ pub(super) struct SharedToken {
     /// left, how old it is.
     #[serde(rename = "l")]
     lifetime_ms: u64,
+    /// When it expires by the store's clock ([`SharedStore::time`](super::SharedStore::time)),
+    /// in Unix milliseconds, if the store has one: a value put back after that is dead,
+    /// whatever expiry the store was given for it.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    store_expiry_ms: Option<u64>,
 }
 
 impl SharedToken {
-    /// `token`, fetched just now: its lifetime is what it has left.
-    pub(super) fn issued_now(token: &AccessToken, default_lifetime: Duration) -> Self {
+    /// `token`, fetched just now: its lifetime is what it has left; `store_now` is the store's
+    /// clock now, if it has one.
+    pub(super) fn issued_now(
+        token: &AccessToken,
+        default_lifetime: Duration,
+        store_now: Option<Duration>,
+    ) -> Self {
         let lifetime = token
             .expires_at()
             .map(|at| at.saturating_duration_since(crate::token::now()))
@@ -49,7 +62,15 @@ impl SharedToken {
             secret: token.secret().to_owned(),
             scope: token.scope().map(str::to_owned),
             lifetime_ms: millis(lifetime),
+            store_expiry_ms: store_now.map(|now| millis(now.saturating_add(lifetime))),
         }
+    }
+
+    /// How long it has left by the store's clock (`store_now`), when both it and the store
+    /// have one.
+    pub(super) fn left_by_store_clock(&self, store_now: Option<Duration>) -> Option<Duration> {
+        let expiry = Duration::from_millis(self.store_expiry_ms?);
+        Some(expiry.saturating_sub(store_now?))
     }
 
     /// Its whole lifetime, as published.
@@ -176,7 +197,29 @@ mod tests {
             secret: "the-token".into(),
             scope: Some("read".into()),
             lifetime_ms: 60_000,
+            store_expiry_ms: Some(1_000_060_000),
         }
+    }
+
+    #[test]
+    fn the_store_clock_expiry_bounds_what_is_left() {
+        let token = token();
+        let at = |ms| Some(Duration::from_millis(ms));
+        assert_eq!(
+            token.left_by_store_clock(at(1_000_000_000)),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            token.left_by_store_clock(at(1_000_070_000)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(token.left_by_store_clock(None), None);
+        let sealer = Sealer::new(b"client-secret", "token:abc");
+        let opened = sealer.open(&sealer.seal(&token).unwrap()).unwrap();
+        assert_eq!(
+            opened.left_by_store_clock(at(1_000_030_000)),
+            Some(Duration::from_secs(30))
+        );
     }
 
     #[test]

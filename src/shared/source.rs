@@ -300,7 +300,12 @@ impl Inner {
             return Ok(None);
         };
         let lifetime = shared.lifetime();
-        let remaining = store_left.min(lifetime).saturating_sub(asked_at.elapsed());
+        let mut remaining = store_left.min(lifetime).saturating_sub(asked_at.elapsed());
+        // A value put back after it expired carries its old expiry by the store's clock, sealed
+        // where no writer can change it: dead, whatever `PTTL` it was given.
+        if let Some(left) = shared.left_by_store_clock(self.store.time(&self.key).await?) {
+            remaining = remaining.min(left);
+        }
         let rejected = fingerprint(&shared.secret);
         if self.is_rejected(&rejected) {
             self.store.delete_if(&self.key, &stored.value).await?;
@@ -385,7 +390,8 @@ impl Inner {
 
     /// Store `token` for the fleet, to expire when it does: its lifetime, from now.
     async fn publish(&self, token: &AccessToken) -> Result<(), BoxError> {
-        let shared = SharedToken::issued_now(token, self.default_lifetime);
+        let store_now = self.store.time(&self.key).await?;
+        let shared = SharedToken::issued_now(token, self.default_lifetime, store_now);
         let Some(value) = self.sealer.seal(&shared) else {
             return Err("could not encrypt the token for the shared store".into());
         };

@@ -122,22 +122,28 @@ async fn a_rejected_token_is_adopted_again_once_a_writer_also_deletes_the_reject
     );
 }
 
-/// Rollback of an expired token: the sealed value carries its lifetime but not its age, so a
-/// value put back with a fresh expiry after the token expired at the identity provider is
-/// adopted as brand new. Issue 22: "no call carries an expired token".
-#[ignore = "documented limit (guide/security.md): the sealed value carries no wall-clock time, so its age cannot be told without trusting another machine clock; the first 401 ends its use"]
+/// Rollback of an expired token: a value put back with a fresh expiry after the token expired
+/// at the identity provider must not be adopted (its expiry by Redis's clock is sealed in it).
+/// Issue 22: "no call carries an expired token".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_put_back_with_a_fresh_expiry_is_not_adopted() {
     let redis = redis_server();
-    let tokens = support::issuing(1).await;
+    // A token server that remembers when each token expires (a scripted one accepts none).
+    let tokens = TokenServer::builder()
+        .client("fleet-client", SECRET)
+        .lifetime(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
     let a = client(&tokens, &redis.url(), short_lived());
-    assert_eq!(a.token().await.unwrap().secret(), "token-1");
+    let first = a.token().await.unwrap();
+    assert!(tokens.accepts(first.secret()), "issued and live");
     let (key, token_1) = entries(&redis).remove(0);
 
     // Until the identity provider no longer accepts it (no signal to wait on: bounded poll).
     let deadline = Instant::now() + Duration::from_secs(3);
-    while tokens.accepts("token-1") {
-        assert!(Instant::now() < deadline, "token-1 never expired");
+    while tokens.accepts(first.secret()) {
+        assert!(Instant::now() < deadline, "the first token never expired");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _: () = redis::cmd("SET")

@@ -416,6 +416,29 @@ impl SharedStore for RedisStore {
         }))
     }
 
+    fn time<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Duration>> {
+        let key = self.key(key);
+        Box::pin(self.run(move |mut connection| async move {
+            // `EXISTS key` routes the pair to the node holding `key` in a cluster, whose clock
+            // sealed the expiries read there.
+            let mut pipe = redis::pipe();
+            if self.transactions.load(Ordering::Relaxed) {
+                pipe.atomic();
+            }
+            pipe.cmd("EXISTS").arg(&key).ignore().cmd("TIME");
+            let read: redis::RedisResult<((u64, u64),)> = pipe.query_async(&mut connection).await;
+            match read {
+                Ok(((seconds, micros),)) => Ok(Some(
+                    Duration::from_secs(seconds) + Duration::from_micros(micros.min(999_999)),
+                )),
+                // An ACL user without `TIME` (it is in `@fast`, not `@read`): no store clock,
+                // so only `PTTL` judges shared tokens, as for a store without one.
+                Err(error) if refused_by_acl(&error) => Ok(None),
+                Err(error) => Err(error),
+            }
+        }))
+    }
+
     fn set<'a>(&'a self, key: &'a str, value: &'a [u8], ttl: Duration) -> StoreFuture<'a, ()> {
         let key = self.key(key);
         Box::pin(self.run(move |mut connection| async move {
@@ -566,4 +589,9 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
+}
+
+/// Whether Redis refused a command to this user (`NOPERM`, or a transaction aborted for it).
+fn refused_by_acl(error: &redis::RedisError) -> bool {
+    matches!(error.code(), Some("NOPERM" | "EXECABORT")) || error.to_string().contains("NOPERM")
 }
