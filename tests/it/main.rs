@@ -8,6 +8,8 @@
 
 mod support;
 
+#[cfg(feature = "test-util")]
+mod adversary_workload;
 mod cache;
 mod client_credentials;
 mod faults;
