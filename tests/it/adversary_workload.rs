@@ -182,3 +182,75 @@ async fn a_failing_actor_token_source_is_named_as_the_actor() {
         "an actor token source timing out is reported as: {error}"
     );
 }
+
+/// `workload::google_external_account` with `credential_source.format.type = "json"` reads
+/// the file with `std::fs::read` in `json_field` (src/workload.rs): none of the guards of
+/// `.subject_token_file` (regular files only, 64 KiB). A FIFO at that path blocks the runtime
+/// thread in `open(2)` past every timeout (the exchange's 1 s included), so the token call
+/// never ends; a device such as /dev/zero would be read until memory runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_google_json_credential_source_that_is_a_pipe_is_refused_not_read() {
+    let mounted = Mounted::new();
+    let fifo = mounted.path("token.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (Debian package coreutils) makes the named pipe this test reads");
+    assert!(made.success());
+    let server = TokenServer::builder()
+        .public_clients()
+        .grant(TOKEN_EXCHANGE, |_| true)
+        .start()
+        .await
+        .unwrap();
+    let config = json!({
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k8s",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": server.url(),
+        "credential_source": {
+            "file": fifo.to_str().unwrap(),
+            "format": { "type": "json", "subject_token_field_name": "id_token" }
+        }
+    });
+    let exchange = tower_oauth2::workload::google_external_account(&config.to_string())
+        .unwrap()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let call = tokio::spawn(async move { exchange.token().await });
+    let outcome = tokio::time::timeout(Duration::from_secs(4), call).await;
+    // Whatever happened, let a blocked open(2) go (a writer appears, then leaves: EOF), so
+    // that the runtime can shut down.
+    let unblock = fifo.clone();
+    std::thread::spawn(move || drop(std::fs::OpenOptions::new().write(true).open(unblock)))
+        .join()
+        .unwrap();
+    let error = outcome
+        .expect("the token call hung on the pipe past its 1 s timeout")
+        .unwrap()
+        .expect_err("a pipe holds no subject token");
+    assert!(error.to_string().contains("not a regular file"), "{error}");
+}
+
+/// `TokenServerBuilder::token_path` with a query (Azure AD B2C's token URL carries its policy:
+/// `/tenant/oauth2/v2.0/token?p=B2C_1_signin`): `url()` includes it and the client sends it,
+/// but the server compares the request's path alone with the whole string, so it answers 404
+/// to every request, at its own URL.
+#[tokio::test]
+async fn a_token_path_with_a_query_answers_at_its_own_url() {
+    let server = TokenServer::builder()
+        .client("svc", "secret")
+        .token_path("/tenant/oauth2/v2.0/token?p=B2C_1_signin")
+        .start()
+        .await
+        .unwrap();
+    let credentials = ClientCredentials::builder()
+        .token_url(server.url())
+        .client_id("svc")
+        .client_secret("secret")
+        .build()
+        .unwrap();
+    let result = credentials.token().await;
+    assert!(result.is_ok(), "{}", result.unwrap_err());
+}
