@@ -254,3 +254,66 @@ async fn a_token_path_with_a_query_answers_at_its_own_url() {
     let result = credentials.token().await;
     assert!(result.is_ok(), "{}", result.unwrap_err());
 }
+
+/// The A54 table in src/error/grpc.rs says "the first rule wins" and lists 401 in the
+/// `UNAUTHENTICATED` row, above the `PERMISSION_DENIED` row of `unauthorized_client` /
+/// `access_denied`; `code_of` looks at the OAuth code first, so a 401 `unauthorized_client`
+/// (the client's credentials refused, as HTTP says) reaches a real tonic caller as
+/// `PERMISSION_DENIED`, and a 401 `invalid_request` as `INTERNAL`.
+#[tokio::test]
+async fn a_401_reaches_a_grpc_caller_as_unauthenticated_whatever_its_oauth_code() {
+    use tonic::transport::server::TcpIncoming;
+    use tonic::transport::{Endpoint, Server};
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tower_oauth2::test_util::Failure;
+    use tower_oauth2::BearerAuthLayer;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        Server::builder()
+            .add_service(health)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let mut wrong = Vec::new();
+    for code in ["unauthorized_client", "access_denied", "invalid_request"] {
+        let tokens = TokenServer::builder()
+            .client("svc", "secret")
+            .start()
+            .await
+            .unwrap();
+        tokens.fail_next(
+            1,
+            Failure::OAuth {
+                status: 401,
+                error: code.to_owned(),
+            },
+        );
+        let credentials = ClientCredentials::builder()
+            .token_url(tokens.url())
+            .client_id("svc")
+            .client_secret("secret")
+            .build()
+            .unwrap();
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let mut client = HealthClient::new(
+            tower::ServiceBuilder::new()
+                .layer(BearerAuthLayer::new(credentials))
+                .service(channel),
+        );
+        let status = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect_err("no token");
+        if status.code() != tonic::Code::Unauthenticated {
+            wrong.push(format!("401 {code}: {:?}", status.code()));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:?}");
+}
