@@ -317,3 +317,54 @@ async fn a_401_reaches_a_grpc_caller_as_unauthenticated_whatever_its_oauth_code(
     }
     assert!(wrong.is_empty(), "{wrong:?}");
 }
+
+/// `.timeout` is "time allowed for a whole token request", but each stage gets the whole of it
+/// anew: the client assertion closure, the subject token closure, the actor token closure
+/// (each `tokio::time::timeout(timeout, ..)` in `External::read`) and then the HTTP exchange.
+/// Four stages each just under a 500 ms timeout make a token request of ~1.8 s that succeeds:
+/// a caller sizing its own deadline from `.timeout` is late by up to 4x.
+#[tokio::test]
+async fn the_timeout_bounds_the_whole_token_request_not_each_stage() {
+    let issuer = Issuer::new("https://kubernetes.default.svc");
+    let server = TokenServer::builder()
+        .client(CLIENT_ID, "")
+        .client_assertions(issuer.verifier(AUDIENCE))
+        .grant(TOKEN_EXCHANGE, |_| true)
+        .latency(Duration::from_millis(400))
+        .start()
+        .await
+        .unwrap();
+    let slow = |value: String| {
+        move || {
+            let value = value.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Ok::<_, std::io::Error>(value)
+            }
+        }
+    };
+    let assertion = issuer.token(
+        "system:serviceaccount:shop:orders",
+        AUDIENCE,
+        3600,
+        json!({}),
+    );
+    let timeout = Duration::from_millis(500);
+    let exchange = TokenExchange::builder()
+        .token_url(server.url())
+        .client_id(CLIENT_ID)
+        .client_assertion_fn(slow(assertion))
+        .subject_token_fn(slow("subject".into()), TokenType::AccessToken)
+        .actor_token_fn(slow("actor".into()), TokenType::AccessToken)
+        .timeout(timeout)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let outcome = exchange.fetch_uncached().await;
+    let took = started.elapsed();
+    assert!(
+        took < timeout + Duration::from_millis(250),
+        "a token request with a {timeout:?} timeout took {took:?} (ok: {})",
+        outcome.is_ok()
+    );
+}
