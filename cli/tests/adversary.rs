@@ -206,3 +206,29 @@ async fn a_refused_secret_hints_at_the_cli_flag() {
     assert!(stderr.contains("--auth-style"), "{stderr}");
     assert!(!stderr.contains(".auth_style("), "{stderr}");
 }
+
+/// The library's `.client_secret_file` trims surrounding whitespace (src/client_auth/external.rs);
+/// the CLI's `--client-secret-file` strips one `\n` (and one `\r`) only. The same mounted file
+/// that the service reads fine (an editor's extra blank line, `echo "$S" >> file` twice) is
+/// refused by the tool meant to debug that service: exit 3 with "client_secret has leading or
+/// trailing whitespace ... pass it trimmed, e.g. .client_secret(secret.trim())", a Rust hint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_file_is_read_as_the_library_reads_it() {
+    let server = server().await;
+    let dir = std::env::temp_dir().join(format!("tower-oauth2-cli-sec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client-secret");
+    std::fs::write(&file, format!("{SECRET}\n\n")).unwrap();
+    let output = run(&[
+        "token",
+        "--token-url",
+        &server.url(),
+        "--client-id",
+        "cli-client",
+        "--client-secret-file",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
