@@ -368,3 +368,90 @@ async fn the_timeout_bounds_the_whole_token_request_not_each_stage() {
         outcome.is_ok()
     );
 }
+
+/// A closure that knows its failure is permanent (no such key in the vault, a credential
+/// revoked) says so the way the crate offers, `Error::custom(false, ..)`; `External::read`
+/// wraps every closure error as `Error::credential_from(.., transient: true, ..)`, so the
+/// caller is told to retry and a gRPC caller gets `UNAVAILABLE` instead of `INTERNAL`. The same
+/// for a subject token closure (and for `workload::google_external_account`'s JSON-field
+/// reader, whose "no string field" mistake is thus retried for ever).
+#[tokio::test]
+async fn a_closure_failing_permanently_is_a_permanent_error() {
+    let server = TokenServer::builder()
+        .public_clients()
+        .grant(TOKEN_EXCHANGE, |_| true)
+        .start()
+        .await
+        .unwrap();
+    let assertion = ClientCredentials::builder()
+        .token_url(server.url())
+        .client_id(CLIENT_ID)
+        .client_assertion_fn(|| async {
+            Err::<String, _>(tower_oauth2::Error::custom(
+                false,
+                "no such key in the vault",
+            ))
+        })
+        .build()
+        .unwrap();
+    let subject = TokenExchange::builder()
+        .token_url(server.url())
+        .subject_token_fn(
+            || async { Err::<String, _>(tower_oauth2::Error::custom(false, "credential revoked")) },
+            TokenType::Jwt,
+        )
+        .build()
+        .unwrap();
+    let errors = [
+        assertion.fetch_uncached().await.unwrap_err(),
+        subject.fetch_uncached().await.unwrap_err(),
+    ];
+    for error in errors {
+        assert!(!error.is_transient(), "said to be transient: {error}");
+    }
+}
+
+/// A subject token closure that asks another client of this crate (a token from a second
+/// identity provider) and passes its `Error` on. With the `tonic` feature the inner error's
+/// `source()` is a `tonic::Status` (so that tonic finds the code), and `Display` walks the
+/// chain (src/error/mod.rs), so the message repeats itself inside a Status dump:
+/// "…: code: 'The request does not have valid authentication credentials', message: \"no
+/// OAuth 2.0 access token: …\"" (the whole inner message, endpoint and hint, twice).
+#[tokio::test]
+async fn an_error_of_this_crate_from_a_closure_is_shown_once_without_a_grpc_status_dump() {
+    let other_idp = TokenServer::builder()
+        .client("svc", "secret")
+        .start()
+        .await
+        .unwrap();
+    let other = ClientCredentials::builder()
+        .token_url(other_idp.url())
+        .client_id("svc")
+        .client_secret("wrong")
+        .build()
+        .unwrap();
+    let server = TokenServer::builder()
+        .public_clients()
+        .grant(TOKEN_EXCHANGE, |_| true)
+        .start()
+        .await
+        .unwrap();
+    let exchange = TokenExchange::builder()
+        .token_url(server.url())
+        .subject_token_fn(
+            move || {
+                let other = other.clone();
+                async move { other.token().await.map(|token| token.secret().to_owned()) }
+            },
+            TokenType::AccessToken,
+        )
+        .build()
+        .unwrap();
+    let shown = exchange.fetch_uncached().await.unwrap_err().to_string();
+    assert!(!shown.contains("code: '"), "{shown}");
+    assert_eq!(
+        shown.matches("no OAuth 2.0 access token").count(),
+        0,
+        "{shown}"
+    );
+}
