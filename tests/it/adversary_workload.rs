@@ -455,3 +455,61 @@ async fn an_error_of_this_crate_from_a_closure_is_shown_once_without_a_grpc_stat
         "{shown}"
     );
 }
+
+/// A source resolved after `build()`, as an application wiring its clients from a registry
+/// does.
+#[derive(Clone, Default)]
+struct Later(std::sync::Arc<std::sync::OnceLock<TokenExchange>>);
+
+impl tower_oauth2::TokenSource for Later {
+    fn token(&self) -> tower_oauth2::source::TokenFuture<'_> {
+        Box::pin(async move { self.0.get().expect("wired").token().await })
+    }
+}
+
+/// Two chained exchanges whose subject token sources are each other (a wiring mistake): A's
+/// flight waits on B's, B's joins A's. A self-reference is caught at once, but this two-cycle
+/// hangs for ever, and no timeout helps: when the 1 s fetch timeouts fire, the futures-timer
+/// thread wakes A's `futures::Shared` flight, whose waker wakes B's, whose waker wakes A's
+/// again and blocks on A's (non-reentrant) waker mutex, which it already holds; the runtime
+/// thread then blocks on that mutex too (gdb: `Shared::record_waker` ← src/cache/
+/// single_flight.rs:323). Even `tokio::time::timeout` around the call never fires. The call
+/// runs on a thread of its own here so that the test can fail instead of hanging.
+#[test]
+fn a_two_exchange_cycle_is_an_error_not_a_deadlock() {
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let server = TokenServer::builder()
+                .public_clients()
+                .grant(TOKEN_EXCHANGE, |_| true)
+                .start()
+                .await
+                .unwrap();
+            let (to_a, to_b) = (Later::default(), Later::default());
+            let exchange = |subject: Later| {
+                TokenExchange::builder()
+                    .token_url(server.url())
+                    .subject_token_source(subject, TokenType::AccessToken)
+                    .timeout(Duration::from_secs(1))
+                    .build()
+                    .unwrap()
+            };
+            let a = exchange(to_b.clone());
+            let b = exchange(to_a.clone());
+            to_a.0.set(a.clone()).unwrap();
+            to_b.0.set(b).unwrap();
+            let result = tokio::time::timeout(Duration::from_secs(5), a.token()).await;
+            let _ = done.send(result.map(|r| r.map_err(|e| e.to_string())));
+        });
+    });
+    let outcome = outcome
+        .recv_timeout(Duration::from_secs(8))
+        .expect("deadlocked: neither the 1 s fetch timeout nor a 5 s tokio timeout fired");
+    let result = outcome.expect("not even an error within 5 s");
+    assert!(result.is_err(), "a cycle cannot yield a token");
+}
