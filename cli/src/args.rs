@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tower_oauth2::token_exchange::TokenType;
 
 /// Debug an OAuth 2.0 setup against a real identity provider with tower-oauth2's own client.
 #[derive(Debug, Parser)]
@@ -14,9 +15,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Fetch one token (client credentials grant) and show its endpoint, type, expiry, scope
-    /// and, for a JWT, its header and claims (not verified). The token itself is printed only
-    /// with --print-token.
+    /// Fetch one token and show its endpoint, type, expiry, scope and, for a JWT, its header
+    /// and claims (not verified). The token itself is printed only with --print-token. The
+    /// grant is client credentials; a token exchange (RFC 8693) with --subject-token-file; the
+    /// jwt-bearer grant (RFC 7523) with --jwt-bearer-assertion-file.
     #[command(after_help = crate::exit::HELP)]
     Token(TokenArgs),
 }
@@ -39,17 +41,33 @@ pub struct TokenArgs {
     #[arg(long, value_name = "URL")]
     pub issuer: Option<String>,
 
-    /// The client id.
-    #[arg(long, value_name = "ID")]
-    pub client_id: String,
+    /// The client id (optional for a token exchange or jwt-bearer grant without client
+    /// authentication).
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present_any = ["subject_token_file", "jwt_bearer_assertion_file"]
+    )]
+    pub client_id: Option<String>,
 
     /// Read the client secret from this environment variable.
     #[arg(long, value_name = "NAME", conflicts_with = "client_secret_file")]
     pub client_secret_env: Option<String>,
 
-    /// Read the client secret from this file (one trailing newline is dropped).
+    /// Read the client secret from this file, as the library does: surrounding whitespace (a
+    /// trailing newline) is not part of the secret.
     #[arg(long, value_name = "PATH")]
     pub client_secret_file: Option<PathBuf>,
+
+    /// Authenticate with a client assertion made elsewhere (a Kubernetes projected
+    /// service-account token, a SPIFFE JWT-SVID, AZURE_FEDERATED_TOKEN_FILE): the JWT in this
+    /// file, sent as client_assertion (RFC 7523 §2.2).
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["client_secret_env", "client_secret_file", "private_key", "client_secret_jwt"]
+    )]
+    pub client_assertion_file: Option<PathBuf>,
 
     /// How the secret is sent.
     #[arg(long, value_enum, value_name = "STYLE")]
@@ -88,6 +106,32 @@ pub struct TokenArgs {
     #[arg(long, value_name = "AUDIENCE")]
     pub audience: Option<String>,
 
+    /// Token exchange (RFC 8693): the subject token is the content of this file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "subject_token_type",
+        conflicts_with = "jwt_bearer_assertion_file"
+    )]
+    pub subject_token_file: Option<PathBuf>,
+
+    /// What the subject token is: access_token, refresh_token, id_token, jwt, saml1, saml2, or
+    /// a token type URI.
+    #[arg(long, value_name = "TYPE", value_parser = token_type, requires = "subject_token_file")]
+    pub subject_token_type: Option<TokenType>,
+
+    /// Token exchange: the `resource` parameter (a URI of the service the token is for).
+    #[arg(long, value_name = "URI", requires = "subject_token_file")]
+    pub resource: Option<String>,
+
+    /// Token exchange: the kind of token wanted (the names of --subject-token-type).
+    #[arg(long, value_name = "TYPE", value_parser = token_type, requires = "subject_token_file")]
+    pub requested_token_type: Option<TokenType>,
+
+    /// The jwt-bearer grant (RFC 7523 §2.1): the assertion is the content of this file.
+    #[arg(long, value_name = "PATH")]
+    pub jwt_bearer_assertion_file: Option<PathBuf>,
+
     /// Any other token request parameter; repeatable.
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = key_value)]
     pub params: Vec<(String, String)>,
@@ -101,8 +145,8 @@ pub struct TokenArgs {
     #[arg(long)]
     pub allow_insecure_http: bool,
 
-    /// Give up on the token endpoint after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    /// Give up on the token endpoint after this many seconds (at least 1).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
 
     /// Print the token alone on stdout (for piping), instead of the report.
@@ -122,6 +166,30 @@ pub enum AuthStyle {
     Form,
     /// In a JSON body.
     Json,
+}
+
+/// A token type by its short name (`jwt`), or its URI.
+fn token_type(text: &str) -> Result<TokenType, String> {
+    let known = [
+        TokenType::AccessToken,
+        TokenType::RefreshToken,
+        TokenType::IdToken,
+        TokenType::Saml1,
+        TokenType::Saml2,
+        TokenType::Jwt,
+    ];
+    if let Some(known) = known
+        .into_iter()
+        .find(|known| known.uri().rsplit(':').next() == Some(text))
+    {
+        return Ok(known);
+    }
+    if text.contains(':') {
+        return Ok(TokenType::from_uri(text));
+    }
+    Err(format!(
+        "expected access_token, refresh_token, id_token, jwt, saml1, saml2 or a URI, got {text:?}"
+    ))
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {

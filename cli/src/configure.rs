@@ -1,26 +1,111 @@
-//! The command line as a `ClientCredentials`: secrets and keys read from where the operator
-//! keeps them, in buffers wiped after use.
+//! The command line as a token source of the crate: client credentials, a token exchange or
+//! the jwt-bearer grant, with secrets and keys read from where the operator keeps them, in
+//! buffers wiped after use.
 
 use std::path::Path;
 use std::time::Duration;
 
 use tower_oauth2::client_auth::{AuthStyle, PrivateKeyJwt};
-use tower_oauth2::ClientCredentials;
+use tower_oauth2::client_credentials::ClientCredentialsBuilder;
+use tower_oauth2::jwt_bearer::JwtBearer;
+use tower_oauth2::token_exchange::{TokenExchange, TokenType};
+use tower_oauth2::{AccessToken, ClientCredentials, Error};
 use zeroize::Zeroizing;
 
 use crate::args::{self, TokenArgs};
 use crate::exit::Failure;
 
-pub fn credentials(args: &TokenArgs) -> Result<ClientCredentials, Failure> {
-    let mut builder = ClientCredentials::builder().client_id(&args.client_id);
+/// The grant the command line asks for, built.
+pub enum Source {
+    ClientCredentials(ClientCredentials),
+    Exchange(TokenExchange),
+    JwtBearer(JwtBearer),
+}
+
+impl Source {
+    /// One token request, past any cache.
+    pub async fn fetch(&self) -> Result<AccessToken, Error> {
+        match self {
+            Source::ClientCredentials(source) => source.fetch_uncached().await,
+            Source::Exchange(source) => source.fetch_uncached().await,
+            Source::JwtBearer(source) => source.fetch_uncached().await,
+        }
+    }
+}
+
+pub fn source(args: &TokenArgs) -> Result<Source, Failure> {
+    let client = client(args)?;
+    if let Some(path) = &args.subject_token_file {
+        readable(path, "--subject-token-file")?;
+        let token_type = args
+            .subject_token_type
+            .clone()
+            .unwrap_or(TokenType::AccessToken);
+        // The grant's builder fills a client builder: hand it the one made from the options.
+        let mut exchange = TokenExchange::builder()
+            .configure(move |_| client)
+            .subject_token_file(path, token_type);
+        if let Some(audience) = &args.audience {
+            exchange = exchange.audience(audience);
+        }
+        if let Some(resource) = &args.resource {
+            exchange = exchange.resource(resource);
+        }
+        if let Some(wanted) = &args.requested_token_type {
+            exchange = exchange.requested_token_type(wanted.clone());
+        }
+        return exchange
+            .build()
+            .map(Source::Exchange)
+            .map_err(Failure::Config);
+    }
+    if let Some(path) = &args.jwt_bearer_assertion_file {
+        readable(path, "--jwt-bearer-assertion-file")?;
+        let mut grant = JwtBearer::builder()
+            .configure(move |_| client)
+            .assertion_file(path);
+        if let Some(audience) = &args.audience {
+            grant = grant.param("audience", audience);
+        }
+        return grant
+            .build()
+            .map(Source::JwtBearer)
+            .map_err(Failure::Config);
+    }
+    let client = match &args.audience {
+        Some(audience) => client.audience(audience),
+        None => client,
+    };
+    client
+        .build()
+        .map(Source::ClientCredentials)
+        .map_err(Failure::Config)
+}
+
+/// The settings every grant shares: endpoint, client authentication, transport.
+fn client(args: &TokenArgs) -> Result<ClientCredentialsBuilder, Failure> {
+    let mut builder = ClientCredentials::builder();
+    if let Some(id) = &args.client_id {
+        builder = builder.client_id(id);
+    }
     builder = match (&args.token_url, &args.issuer) {
         (Some(url), _) => builder.token_url(url),
         (None, Some(issuer)) => builder.issuer(issuer),
         (None, None) => unreachable!("clap requires --token-url or --issuer"),
     };
-    if let Some(mut secret) = secret(args)? {
+    if let Some(mut secret) = secret_from_env(args)? {
         // Moved, not copied: the crate wipes the String it is given.
         builder = builder.client_secret(std::mem::take(&mut *secret));
+    }
+    if let Some(path) = &args.client_secret_file {
+        // Read by the crate, as a service reads it; checked here so that a wrong path is a
+        // configuration error of this command rather than a transient "not mounted yet".
+        readable(path, "--client-secret-file")?;
+        builder = builder.client_secret_file(path);
+    }
+    if let Some(path) = &args.client_assertion_file {
+        readable(path, "--client-assertion-file")?;
+        builder = builder.client_assertion_file(path);
     }
     if let Some(style) = args.auth_style {
         builder = builder.auth_style(match style {
@@ -51,9 +136,6 @@ pub fn credentials(args: &TokenArgs) -> Result<ClientCredentials, Failure> {
     if let Some(scope) = &args.scope {
         builder = builder.scope(scope);
     }
-    if let Some(audience) = &args.audience {
-        builder = builder.audience(audience);
-    }
     for (key, value) in &args.params {
         builder = builder.param(key, value);
     }
@@ -66,7 +148,7 @@ pub fn credentials(args: &TokenArgs) -> Result<ClientCredentials, Failure> {
     if let Some(seconds) = args.timeout {
         builder = builder.timeout(Duration::from_secs(seconds));
     }
-    builder.build().map_err(Failure::Config)
+    Ok(builder)
 }
 
 /// Where the token came from, for the report: the URL without credentials or query (an API
@@ -95,38 +177,27 @@ fn without_secrets(url: &str) -> String {
     }
 }
 
-/// The client secret from `--client-secret-env` or `--client-secret-file`, if either is given.
-fn secret(args: &TokenArgs) -> Result<Option<Zeroizing<String>>, Failure> {
-    if let Some(name) = &args.client_secret_env {
-        return match std::env::var(name) {
-            Ok(secret) if !secret.is_empty() => Ok(Some(Zeroizing::new(secret))),
-            Ok(_) => Err(Failure::Setup(format!(
-                "--client-secret-env: the environment variable {name} is empty"
-            ))),
-            Err(_) => Err(Failure::Setup(format!(
-                "--client-secret-env: the environment variable {name} is not set (or not UTF-8)"
-            ))),
-        };
-    }
-    let Some(path) = &args.client_secret_file else {
+/// The client secret from `--client-secret-env`, if given.
+fn secret_from_env(args: &TokenArgs) -> Result<Option<Zeroizing<String>>, Failure> {
+    let Some(name) = &args.client_secret_env else {
         return Ok(None);
     };
-    let bytes = read(path, "--client-secret-file")?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        Failure::Setup(format!(
-            "--client-secret-file: {} is not UTF-8 text",
-            path.display()
-        ))
-    })?;
-    let text = text.strip_suffix('\n').unwrap_or(text);
-    let text = text.strip_suffix('\r').unwrap_or(text);
-    if text.is_empty() {
-        return Err(Failure::Setup(format!(
-            "--client-secret-file: {} is empty",
-            path.display()
-        )));
+    match std::env::var(name) {
+        Ok(secret) if !secret.is_empty() => Ok(Some(Zeroizing::new(secret))),
+        Ok(_) => Err(Failure::Setup(format!(
+            "--client-secret-env: the environment variable {name} is empty"
+        ))),
+        Err(_) => Err(Failure::Setup(format!(
+            "--client-secret-env: the environment variable {name} is not set (or not UTF-8)"
+        ))),
     }
-    Ok(Some(Zeroizing::new(text.to_owned())))
+}
+
+/// Fails unless the file at `path` can be opened (its content is read by the crate).
+fn readable(path: &Path, option: &str) -> Result<(), Failure> {
+    std::fs::File::open(path).map(drop).map_err(|error| {
+        Failure::Setup(format!("{option}: cannot read {}: {error}", path.display()))
+    })
 }
 
 /// A file's bytes, wiped when dropped (secrets and keys pass through here).

@@ -10,9 +10,11 @@
 mod args;
 mod configure;
 mod exit;
+mod hints;
 mod jwt;
 mod report;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -46,17 +48,25 @@ fn main() -> ExitCode {
 
 /// `tower-oauth2 token`: one token request, then the report (or the token alone).
 async fn token(args: &args::TokenArgs) -> Result<(), Failure> {
-    let credentials = configure::credentials(args)?;
-    let token = credentials.fetch_uncached().await.map_err(Failure::Token)?;
+    let source = configure::source(args)?;
+    let token = source.fetch().await.map_err(Failure::Token)?;
     if args.print_token {
-        println!("{}", token.secret());
-        return Ok(());
+        return write_out(token.secret());
     }
     let report = report::Report::new(&configure::endpoint_shown(args), &token);
     if args.json {
-        println!("{}", report.json());
+        write_out(&report.json().to_string())
     } else {
-        print!("{}", report.text());
+        write_out(report.text().trim_end_matches('\n'))
     }
-    Ok(())
+}
+
+/// `text` and a newline on stdout. A reader that went away (`| head -c0`) is a clean exit
+/// (0), as for any Unix filter; `println!` would panic there, since Rust ignores SIGPIPE.
+fn write_out(text: &str) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Output(error)),
+        _ => Ok(()),
+    }
 }

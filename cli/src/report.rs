@@ -9,6 +9,8 @@ use tower_oauth2::AccessToken;
 pub struct Report {
     endpoint: String,
     token_type: String,
+    /// What a token exchange says it issued (RFC 8693 `issued_token_type`).
+    issued_token_type: Option<String>,
     /// How long it is valid from now, and when that is (seconds since 1970), if it expires.
     expiry: Option<(Duration, u64)>,
     scope: Option<String>,
@@ -28,6 +30,7 @@ impl Report {
         Report {
             endpoint: endpoint.to_owned(),
             token_type: token.token_type().to_owned(),
+            issued_token_type: token.issued_token_type().map(str::to_owned),
             expiry,
             scope: token.scope().map(str::to_owned),
             jwt: crate::jwt::decode(token.secret()),
@@ -38,6 +41,9 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(out, "endpoint:    {}", self.endpoint);
         let _ = writeln!(out, "token type:  {}", self.token_type);
+        if let Some(issued) = &self.issued_token_type {
+            let _ = writeln!(out, "issued type: {issued}");
+        }
         match self.expiry {
             Some((left, at)) => {
                 let _ = writeln!(out, "expires in:  {} s (at {})", left.as_secs(), utc(at));
@@ -73,6 +79,7 @@ impl Report {
         json!({
             "endpoint": self.endpoint,
             "token_type": self.token_type,
+            "issued_token_type": self.issued_token_type,
             "expires_in": self.expiry.map(|(left, _)| left.as_secs()),
             "expires_at": self.expiry.map(|(_, at)| utc(at)),
             "scope": self.scope,

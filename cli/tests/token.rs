@@ -336,3 +336,169 @@ fn a_secret_cannot_be_given_on_the_command_line() {
     assert_eq!(output.status.code(), Some(2));
     assert!(!String::from_utf8_lossy(&output.stderr).contains(SECRET));
 }
+
+/// A file of `content` in a directory of this process, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, content: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tower-oauth2-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
+
+/// A JWT-shaped token expiring in 2100 (its `exp` is read, not verified).
+const WORKLOAD_JWT: &str = "eyJhbGciOiJub25lIn0.eyJleHAiOjQxMDI0NDQ4MDB9.c2ln";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_exchange_sends_the_subject_token_file_and_shows_the_issued_type() {
+    let server = TokenServer::builder()
+        .client("cli-client", SECRET)
+        .grant(
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            |params| params.get("subject_token").map(String::as_str) == Some(WORKLOAD_JWT),
+        )
+        .start()
+        .await
+        .unwrap();
+    let subject = TempFile::new("subject-token", &format!("{WORKLOAD_JWT}\n"));
+    let output = run(&[
+        "token",
+        "--token-url",
+        &server.url(),
+        "--client-id",
+        "cli-client",
+        "--client-secret-env",
+        "CLI_SECRET",
+        "--subject-token-file",
+        subject.path(),
+        "--subject-token-type",
+        "jwt",
+        "--audience",
+        "orders-api",
+        "--resource",
+        "https://orders.example.com/",
+        "--requested-token-type",
+        "access_token",
+        "--json",
+    ])
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(
+        report["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    let form = server.received()[0].form();
+    assert_eq!(
+        form["subject_token_type"],
+        "urn:ietf:params:oauth:token-type:jwt"
+    );
+    assert_eq!(form["audience"], "orders-api");
+    assert_eq!(form["resource"], "https://orders.example.com/");
+    assert_eq!(
+        form["requested_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert!(!stdout(&output).contains(WORKLOAD_JWT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_exchange_needs_no_client_authentication() {
+    let server = TokenServer::builder()
+        .grant(
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            |params| params.get("subject_token").map(String::as_str) == Some("the-service-token"),
+        )
+        .public_clients()
+        .start()
+        .await
+        .unwrap();
+    let subject = TempFile::new("public-subject", "the-service-token");
+    let output = run(&[
+        "token",
+        "--token-url",
+        &server.url(),
+        "--subject-token-file",
+        subject.path(),
+        "--subject-token-type",
+        "urn:ietf:params:oauth:token-type:access_token",
+    ])
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(server.received()[0].header("authorization").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwt_bearer_grant_sends_the_assertion_file() {
+    let server = TokenServer::builder()
+        .client("cli-client", SECRET)
+        .grant("urn:ietf:params:oauth:grant-type:jwt-bearer", |params| {
+            params.get("assertion").map(String::as_str) == Some(WORKLOAD_JWT)
+        })
+        .start()
+        .await
+        .unwrap();
+    let assertion = TempFile::new("jwt-bearer", WORKLOAD_JWT);
+    let output = run(&[
+        "token",
+        "--token-url",
+        &server.url(),
+        "--client-id",
+        "cli-client",
+        "--client-secret-env",
+        "CLI_SECRET",
+        "--jwt-bearer-assertion-file",
+        assertion.path(),
+        "--scope",
+        "orders.read",
+    ])
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(server.received()[0].form()["scope"], "orders.read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_subject_token_file_is_a_configuration_error_naming_it() {
+    let output = run(&[
+        "token",
+        "--token-url",
+        "http://127.0.0.1:9/oauth/token",
+        "--subject-token-file",
+        "/nonexistent/tower-oauth2-cli/subject",
+        "--subject-token-type",
+        "jwt",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(stderr(&output).contains("/nonexistent/tower-oauth2-cli/subject"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_token_type_is_a_usage_error() {
+    let output = run(&[
+        "token",
+        "--token-url",
+        "http://127.0.0.1:9/oauth/token",
+        "--subject-token-file",
+        "/nonexistent",
+        "--subject-token-type",
+        "jwtt",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}
