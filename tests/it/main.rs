@@ -10,6 +10,8 @@ mod support;
 
 #[cfg(feature = "redis")]
 mod adversary_fleet;
+#[cfg(feature = "test-util")]
+mod adversary_workload;
 mod cache;
 mod client_credentials;
 #[cfg(feature = "test-util")]
