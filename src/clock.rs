@@ -228,3 +228,10 @@ mod tests {
         assert!(Runtime::current().is_none());
     }
 }
+
+/// The time left of a token request's timeout that ends at `deadline` (zero once it passed):
+/// its stages (closures, sources, the HTTP exchange) share one timeout instead of each
+/// getting it whole.
+pub(crate) fn left(deadline: tokio::time::Instant) -> std::time::Duration {
+    deadline.saturating_duration_since(tokio::time::Instant::now())
+}
