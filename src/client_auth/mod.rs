@@ -307,7 +307,7 @@ impl ClientAuth {
     /// A client assertion made elsewhere, by `make` (a call to a metadata server, a KMS, a
     /// vault), called at every token request. A closure that panics, fails or takes longer
     /// than the token request's timeout fails that request only; the cache backs off and
-    /// calls it again. An [`Error`](crate::Error) of this crate returned by the closure (from
+    /// calls it again. An [`Error`] of this crate returned by the closure (from
     /// [`Error::custom`](crate::Error::custom), or another client's) keeps its transience.
     ///
     /// ```
