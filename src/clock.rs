@@ -142,6 +142,13 @@ fn without_panic_hook(probe: impl FnOnce()) -> bool {
     returned
 }
 
+/// The time left of a token request's timeout that ends at `deadline` (zero once it passed):
+/// its stages (closures, sources, the HTTP exchange) share one timeout instead of each
+/// getting it whole.
+pub(crate) fn left(deadline: tokio::time::Instant) -> std::time::Duration {
+    deadline.saturating_duration_since(tokio::time::Instant::now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,8 +57,10 @@ impl ReadNow {
 }
 
 impl ReadParam {
+    /// The value of parameter `param`, within `timeout`.
     async fn read(
         &self,
+        param: &str,
         timeout: Duration,
         lent: &mut Vec<(Arc<dyn TokenSource>, crate::AccessToken)>,
     ) -> Result<Zeroizing<String>, Error> {
@@ -66,12 +68,19 @@ impl ReadParam {
             ReadParam::External(from, kind) => from.read(*kind, timeout).await,
             ReadParam::Source(source) => {
                 use futures_util::FutureExt;
+                // The operator is sent to the token at fault: the subject's or the actor's.
+                let what = match param {
+                    "actor_token" => "the actor token source",
+                    _ => "the subject token source",
+                };
                 // A source of the user's may panic or hang: contained like an HTTP client.
                 let guarded = async move {
                     match tokio::time::timeout(timeout, source.token()).await {
-                        Ok(result) => result,
+                        Ok(result) => {
+                            result.map_err(|error| error.within(&format!("{what} failed")))
+                        }
                         Err(_elapsed) => Err(Error::credential(
-                            format!("the subject token source did not answer within {timeout:?}"),
+                            format!("{what} did not answer within {timeout:?}"),
                             true,
                         )),
                     }
@@ -79,7 +88,7 @@ impl ReadParam {
                 let token = std::panic::AssertUnwindSafe(guarded)
                     .catch_unwind()
                     .await
-                    .unwrap_or_else(|_| Err(Error::panicked_in("the subject token source")))?;
+                    .unwrap_or_else(|_| Err(Error::panicked_in(what)))?;
                 let value = Zeroizing::new(token.secret().to_owned());
                 lent.push((source.clone(), token));
                 Ok(value)
@@ -163,14 +172,16 @@ impl Grant {
         Ok(grant)
     }
 
-    /// The parameters made elsewhere, read now.
-    pub(crate) async fn read(&self, timeout: Duration) -> Result<ReadNow, Error> {
+    /// The parameters made elsewhere, read now, before `deadline`.
+    pub(crate) async fn read(&self, deadline: tokio::time::Instant) -> Result<ReadNow, Error> {
         let mut now = ReadNow {
             values: Vec::with_capacity(self.read.len()),
             lent: Vec::new(),
         };
         for (name, from) in &self.read {
-            let value = from.read(timeout, &mut now.lent).await?;
+            let value = from
+                .read(name, crate::clock::left(deadline), &mut now.lent)
+                .await?;
             now.values.push((*name, value));
         }
         Ok(now)

@@ -404,8 +404,9 @@ impl TokenServerBuilder {
         self
     }
 
-    /// The token endpoint's path (default `/oauth/token`). Requests to any other path are
-    /// answered `404 Not Found`, as a real server does, so a test catches a wrong token URL.
+    /// The token endpoint's path (default `/oauth/token`), with a query if the endpoint has one
+    /// (Azure AD B2C's `?p=B2C_1_signin`). Requests to any other path, or without that query,
+    /// are answered `404 Not Found`, as a real server does, so a test catches a wrong token URL.
     /// (A [`script`](Self::script) still sees every request first.)
     ///
     /// ```
@@ -618,7 +619,7 @@ async fn answer(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             return response;
         }
     }
-    if parts.uri.path() != state.path {
+    if !at_token_path(&parts.uri, &state.path) {
         return plain(
             404,
             "text/plain",
@@ -969,6 +970,15 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Whether `uri` is the token endpoint at `token_path`: the same path and, if `token_path` has
+/// a query, the same query.
+fn at_token_path(uri: &http::Uri, token_path: &str) -> bool {
+    match token_path.split_once('?') {
+        Some((path, query)) => uri.path() == path && uri.query() == Some(query),
+        None => uri.path() == token_path,
     }
 }
 

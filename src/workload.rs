@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::client_auth::external::{read_file, Kind};
 use crate::client_credentials::ClientCredentialsBuilder;
 use crate::token_exchange::{TokenExchange, TokenExchangeBuilder, TokenType};
 use crate::{ClientCredentials, ConfigError};
@@ -165,17 +166,28 @@ pub fn google_external_account(json: &str) -> Result<TokenExchangeBuilder, Confi
 }
 
 /// The string field `field` of the JSON file at `path`, for a `json`-format credential source.
+/// Read with the guards of every credential file (regular files only, a size limit); its
+/// errors are found locally, so the cache reads the file again at the next request.
 async fn json_field(path: PathBuf, field: String) -> Result<String, crate::error::BoxError> {
     let shown = path.display().to_string();
-    let bytes = zeroize::Zeroizing::new(
-        std::fs::read(&path)
-            .map_err(|e| format!("cannot read the subject token file {shown}: {e}"))?,
-    );
-    let document: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
-        .map_err(|_| format!("the subject token file {shown} is not a JSON object"))?;
+    let local = |message: String, transient: bool| {
+        Box::new(crate::Error::credential(message, transient).found_locally())
+    };
+    let text = read_file(&path, Kind::SUBJECT_TOKEN).map_err(|e| Box::new(e.found_locally()))?;
+    // A file being rewritten may be cut short: read again at the next request.
+    let document: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|_| {
+            local(
+                format!("the subject token file {shown} is not a JSON object"),
+                true,
+            )
+        })?;
     match document.get(&field) {
         Some(serde_json::Value::String(token)) => Ok(token.clone()),
-        _ => Err(format!("the subject token file {shown} has no string field {field:?}").into()),
+        _ => Err(local(
+            format!("the subject token file {shown} has no string field {field:?}"),
+            false,
+        )),
     }
 }
 

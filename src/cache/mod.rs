@@ -280,6 +280,13 @@ impl TokenCache {
                  wait for itself",
             ));
         }
+        let Ok(_waits) = single_flight::waits_for(self.inner.slot) else {
+            return Err(Error::config(
+                "token sources wait for each other's tokens in a cycle (a subject token \
+                 source that is, through another client, this one): they would wait for \
+                 each other for ever",
+            ));
+        };
         let here = Runtime::current();
         let mut retries = 0;
         loop {

@@ -409,6 +409,52 @@ pub(super) fn fetching_for(slot: usize) -> bool {
     FETCHING.with(Cell::get) == Some(slot)
 }
 
+/// Which caches' sources wait for which caches' flights, as `(waiting, awaited)` slot pairs:
+/// a source that waits for another cache whose source waits for it (two chained exchanges
+/// wired to each other) would never end. Worse, each flight's `Shared` wakes the other's while
+/// holding its own waker lock, so the first wake-up deadlocks the thread. Rare (only sources
+/// that are caches' clients add edges) and short-lived, so one global list is enough.
+static WAITS: Mutex<Vec<(usize, usize)>> = Mutex::new(Vec::new());
+
+/// A wait of the source being polled on this thread for the cache in `awaited`, recorded in
+/// [`WAITS`] until dropped.
+pub(super) struct WaitsFor(Option<(usize, usize)>);
+
+/// Record that the source this thread is polling (if any) waits for the cache in `awaited`;
+/// `Err` if `awaited` already waits, through any chain of caches, for that source's cache.
+pub(super) fn waits_for(awaited: usize) -> Result<WaitsFor, ()> {
+    let Some(waiting) = FETCHING.with(Cell::get) else {
+        return Ok(WaitsFor(None));
+    };
+    let mut waits = lock(&WAITS);
+    let mut reached = vec![awaited];
+    let mut next = 0;
+    while let Some(&slot) = reached.get(next) {
+        if slot == waiting {
+            return Err(());
+        }
+        for &(from, to) in waits.iter() {
+            if from == slot && !reached.contains(&to) {
+                reached.push(to);
+            }
+        }
+        next += 1;
+    }
+    waits.push((waiting, awaited));
+    Ok(WaitsFor(Some((waiting, awaited))))
+}
+
+impl Drop for WaitsFor {
+    fn drop(&mut self) {
+        if let Some(edge) = self.0 {
+            let mut waits = lock(&WAITS);
+            if let Some(at) = waits.iter().position(|e| *e == edge) {
+                waits.swap_remove(at);
+            }
+        }
+    }
+}
+
 /// Run `inside` (which calls into the source of the cache in `slot`) marked as such, for
 /// [`fetching_for`]. `inside` must not unwind: callers catch panics within it.
 fn as_fetching<T>(slot: usize, inside: impl FnOnce() -> T) -> T {

@@ -59,6 +59,12 @@ impl Kind {
         name: "client secret",
         jwt: false,
     };
+    /// A subject token inside a file of another format (a JSON document), checked by its
+    /// reader.
+    pub(crate) const SUBJECT_TOKEN: Kind = Kind {
+        name: "subject token",
+        jwt: false,
+    };
 }
 
 impl External {
@@ -90,12 +96,18 @@ impl External {
         kind: Kind,
         timeout: Duration,
     ) -> Result<Zeroizing<String>, Error> {
-        let value = match self {
-            External::File(path) => read_file(path, kind)?,
-            External::Fn(make) => call(make, kind, timeout).await?,
-        };
-        check(&value, kind, self)?;
-        Ok(value)
+        match self {
+            // Nothing was sent: the endpoint is not to blame, and the next request reads the
+            // file again at once (a late writer, a volume mounted after start-up).
+            External::File(path) => read_file(path, kind)
+                .and_then(|value| check(&value, kind, self).map(|()| value))
+                .map_err(Error::found_locally),
+            External::Fn(make) => {
+                let value = call(make, kind, timeout).await?;
+                check(&value, kind, self)?;
+                Ok(value)
+            }
+        }
     }
 
     /// Where the credential comes from, as errors say it: `file /var/run/…` or `closure`.
@@ -117,7 +129,7 @@ impl fmt::Debug for External {
 }
 
 /// The file's content, in a buffer allocated once (so that no partial copy is freed unwiped).
-fn read_file(path: &Path, kind: Kind) -> Result<Zeroizing<String>, Error> {
+pub(crate) fn read_file(path: &Path, kind: Kind) -> Result<Zeroizing<String>, Error> {
     let name = kind.name;
     let shown = path.display();
     // A read of a small local file (tmpfs, in a pod): blocking for microseconds, like the
@@ -164,7 +176,7 @@ fn read_file(path: &Path, kind: Kind) -> Result<Zeroizing<String>, Error> {
     let text = std::str::from_utf8(&buffer[..filled]).map_err(|_| {
         Error::credential(format!("the {name} file {shown} is not UTF-8 text"), false)
     })?;
-    let trimmed = text.trim();
+    let trimmed = trimmed(text);
     let mut value = Zeroizing::new(String::with_capacity(trimmed.len()));
     value.push_str(trimmed);
     Ok(value)
@@ -232,18 +244,29 @@ async fn call(
     match result {
         Ok(value) => {
             let value = Zeroizing::new(value);
-            let trimmed = value.trim();
+            let trimmed = trimmed(&value);
             let mut kept = Zeroizing::new(String::with_capacity(trimmed.len()));
             kept.push_str(trimmed);
             Ok(kept)
         }
-        // The application's error, as the cause: its text is the application's to choose.
-        Err(source) => Err(Error::credential_from(
-            format!("the {name} closure failed"),
-            true,
-            source,
-        )),
+        // An error of this crate (another client's, say) keeps its kind, transience and
+        // words; it is said once, not wrapped in its own gRPC status.
+        Err(source) => match source.downcast::<Error>() {
+            Ok(error) => Err(error.within(&format!("the {name} closure failed"))),
+            // The application's error, as the cause: its text is the application's to choose.
+            Err(source) => Err(Error::credential_from(
+                format!("the {name} closure failed"),
+                true,
+                source,
+            )),
+        },
     }
+}
+
+/// A credential without what surrounds it in a file: whitespace (a trailing newline, a CRLF)
+/// and the byte order mark that Windows editors and PowerShell's `Out-File` put first.
+fn trimmed(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
 }
 
 /// Refuse what the identity provider would refuse anyway, saying why and where from.

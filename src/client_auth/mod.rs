@@ -25,10 +25,12 @@
 //!
 //! - a file that does not exist yet is accepted by `build()`; a token request before it
 //!   appears fails with a transient error naming the file, and the next one after it appears
-//!   succeeds (the cache backs off in between, so the identity provider is not hammered);
+//!   succeeds (nothing was sent, so the cache does not back off: the next request reads the
+//!   file again at once, which costs a local read);
 //! - an assertion whose `exp` (read without verifying) has passed is refused before it is
-//!   sent, with an error naming the file: whatever writes it is late;
-//! - surrounding whitespace (the newline at the end of a file) is not part of the credential;
+//!   sent, with an error naming the file: whatever writes it is late (read again at once too);
+//! - surrounding whitespace (the newline at the end of a file, a CRLF) and a UTF-8 byte order
+//!   mark are not part of the credential;
 //! - what is read is never shown by `Debug`, errors or logs, and is redacted from anything the
 //!   endpoint echoes back.
 //!
@@ -305,7 +307,8 @@ impl ClientAuth {
     /// A client assertion made elsewhere, by `make` (a call to a metadata server, a KMS, a
     /// vault), called at every token request. A closure that panics, fails or takes longer
     /// than the token request's timeout fails that request only; the cache backs off and
-    /// calls it again.
+    /// calls it again. An [`Error`] of this crate returned by the closure (from
+    /// [`Error::custom`](crate::Error::custom), or another client's) keeps its transience.
     ///
     /// ```
     /// use tower_oauth2::{ClientAuth, ClientCredentials};

@@ -250,7 +250,9 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// Time allowed for a whole token request (default [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT)).
+    /// Time allowed for a whole token request (default [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT)):
+    /// the credentials made elsewhere (closures, sources, a remote signer) and the HTTP exchange
+    /// share it, one deadline for all.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.transport.timeout = timeout;
         self

@@ -366,9 +366,15 @@ impl Endpoint {
     async fn attempt_inner(&self, url: &Uri) -> Result<(Result<AccessToken, Error>, bool), Error> {
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
-        let encoded = self.template.encode(url, self.transport.timeout).await?;
+        // One timeout for the whole request: what the closures and sources take is not
+        // given again to the HTTP exchange.
+        let deadline = tokio::time::Instant::now() + self.transport.timeout;
+        let encoded = self.template.encode(url, deadline).await?;
         let (request, sent_now, read) = (encoded.request, encoded.redact, encoded.read);
-        let (parts, body) = match self.transport.exchange(request).await {
+        let exchange = self
+            .transport
+            .exchange_within(request, crate::clock::left(deadline));
+        let (parts, body) = match exchange.await {
             Ok(response) => response,
             Err(error) if error.kind() == ErrorKind::Timeout => {
                 tracing::warn!(target: "tower_oauth2::fetch", host, timeout = ?self.transport.timeout, "token request timed out");

@@ -2,13 +2,13 @@
 //! or a JSON body.
 
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
-use std::time::Duration;
 
 use http::{Method, Uri};
 use http_body_util::Full;
 use zeroize::Zeroizing;
 
 use crate::client_auth::{encoding, PreparedAuth};
+use crate::clock::left;
 use crate::grant::{Grant, ReadNow};
 use crate::transport::TokenRequest;
 use crate::Error;
@@ -28,10 +28,14 @@ const USER_AGENT_VALUE: &str = concat!("tower-oauth2/", env!("CARGO_PKG_VERSION"
 impl RequestTemplate {
     /// The request to the token endpoint at `url`, with the credentials made or read for it
     /// alone (an assertion, a secret or subject token read from a file), so that no error can
-    /// echo them. What is read from elsewhere is read now; a closure is given `timeout`.
-    pub(crate) async fn encode(&self, url: &Uri, timeout: Duration) -> Result<Encoded, Error> {
-        let mut credentials = self.auth.credentials(url, timeout).await?;
-        let read = self.grant.read(timeout).await?;
+    /// echo them. What is read from elsewhere is read now, before `deadline`.
+    pub(crate) async fn encode(
+        &self,
+        url: &Uri,
+        deadline: tokio::time::Instant,
+    ) -> Result<Encoded, Error> {
+        let mut credentials = self.auth.credentials(url, left(deadline)).await?;
+        let read = self.grant.read(deadline).await?;
         for (_, value) in &read.values {
             credentials.redact.push(encoding::urlencode(value));
             credentials.redact.push(value.clone());

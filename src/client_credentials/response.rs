@@ -284,6 +284,11 @@ fn check_token_type(
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(kind)) if kind.eq_ignore_ascii_case("bearer") => Ok(()),
         Some(Value::String(kind)) if exchanged && kind == "N_A" => Ok(()),
+        Some(Value::String(kind)) if kind == "N_A" => Err(Error::invalid_response(
+            "token_type N_A (RFC 8693: not an access token) without issued_token_type: the \
+             token endpoint does not say what it issued, which RFC 8693 §2.2.1 requires with \
+             N_A",
+        )),
         Some(Value::String(kind)) => Err(Error::invalid_response(format!(
             "token_type {:?} is not supported: only Bearer tokens can be sent",
             excerpt(kind.as_bytes(), redact)
@@ -443,5 +448,16 @@ mod tests {
         assert_eq!(fields["x"], serde_json::json!({"y": [1]}));
         assert!(json_fields(b"[1]").is_none());
         assert!(json_fields(b"{\"a\":").is_none());
+    }
+
+    #[test]
+    fn n_a_without_issued_token_type_is_refused_saying_what_is_missing() {
+        let fields = json_fields(br#"{"access_token":"t","token_type":"N_A"}"#).unwrap();
+        let error = check_token_type(&fields, false, false, &[]).unwrap_err();
+        assert!(
+            error.to_string().contains("without issued_token_type"),
+            "{error}"
+        );
+        assert!(check_token_type(&fields, true, false, &[]).is_ok());
     }
 }

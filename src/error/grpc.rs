@@ -22,7 +22,9 @@
 //! | a 2xx that is not a usable token, a configuration error found at fetch time, client credentials that could not be made, a panic, no usable runtime, a permanent [`Error::custom`](crate::Error::custom) | `INTERNAL` |
 //!
 //! The first rule wins: a `503` with `invalid_client` is `UNAVAILABLE`, since trying again
-//! may help. The message is `no OAuth 2.0 access token: ` and the error's `Display` (never a
+//! may help; a `401` with `unauthorized_client` or `invalid_request` is `UNAUTHENTICATED` (HTTP
+//! says the credentials were refused, whatever code is added); a `403` with `invalid_request`
+//! is `PERMISSION_DENIED`. The message is `no OAuth 2.0 access token: ` and the error's `Display` (never a
 //! secret); the status's source is the error's cause.
 //!
 //! ```
@@ -58,19 +60,17 @@ fn code_of(error: &Error) -> tonic::Code {
     if error.kind() != ErrorKind::Rejected {
         return tonic::Code::Internal;
     }
-    match error.oauth_error().map(|oauth| oauth.code()) {
-        Some("invalid_client" | "invalid_grant") => return tonic::Code::Unauthenticated,
-        Some("unauthorized_client" | "access_denied") => return tonic::Code::PermissionDenied,
-        Some("invalid_request" | "invalid_scope" | "unsupported_grant_type") => {
-            return tonic::Code::Internal
-        }
-        // Codes of no RFC (or none at all): the HTTP status says what kind of refusal it is.
-        _ => {}
-    }
-    match error.status().map(|status| status.as_u16()) {
-        Some(401) => tonic::Code::Unauthenticated,
-        Some(403) => tonic::Code::PermissionDenied,
-        _ => tonic::Code::Internal,
+    // The rows of the table, in its order: the HTTP status and the OAuth code each place a
+    // refusal, and the first row either matches wins (a 401 says the credentials were refused,
+    // whatever code the server chose to add).
+    let status = error.status().map(|status| status.as_u16());
+    let code = error.oauth_error().map(|oauth| oauth.code());
+    if status == Some(401) || matches!(code, Some("invalid_client" | "invalid_grant")) {
+        tonic::Code::Unauthenticated
+    } else if status == Some(403) || matches!(code, Some("unauthorized_client" | "access_denied")) {
+        tonic::Code::PermissionDenied
+    } else {
+        tonic::Code::Internal
     }
 }
 

@@ -46,7 +46,8 @@ pub enum ErrorKind {
     /// be signed (the crypto provider failed, no randomness, a clock before 1970), or a
     /// credential made elsewhere (a mounted file, a closure: a client assertion, a secret, a
     /// subject token) is missing, empty, expired or unreadable. The error names the file;
-    /// [`Error::is_transient`] says whether waiting may fix it (a file not mounted yet).
+    /// [`Error::is_transient`] says whether waiting may fix it (a file not mounted yet). A
+    /// file's problem is found before anything is sent, so the cache does not back off for it.
     ClientAuth,
     /// A custom [`TokenSource`](crate::TokenSource) failed.
     Other,
@@ -155,6 +156,9 @@ struct Inner {
     excerpt: Option<String>,
     retry_after: Option<Duration>,
     transient: bool,
+    /// Found before anything was sent (a credential file missing, empty or expired): not the
+    /// endpoint's failure, so the cache does not back off.
+    local: bool,
     /// Shared, so that the gRPC status in the chain can point at it too.
     source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
     /// The token endpoint, as `host/path` (never a query, never credentials).
@@ -182,6 +186,7 @@ impl Inner {
             excerpt: self.excerpt.clone(),
             retry_after: self.retry_after,
             transient: self.transient,
+            local: self.local,
             source: self.source.clone(),
             endpoint: self.endpoint.clone(),
             endpoint_role: self.endpoint_role,
@@ -216,7 +221,18 @@ impl Error {
     /// Whether the cache should count this against the endpoint (back off, keep it as the
     /// last error). Failures of the caller's context are not the endpoint's.
     pub(crate) fn counts_as_endpoint_failure(&self) -> bool {
-        self.inner.kind != ErrorKind::Runtime
+        self.inner.kind != ErrorKind::Runtime && !self.inner.local
+    }
+
+    /// The same error, found before anything was sent: the cache does not back off for it.
+    pub(crate) fn found_locally(self) -> Self {
+        self.with(|inner| inner.local = true)
+    }
+
+    /// An error of this crate that a credential closure or source returned, said as
+    /// `context: error` (with the same kind, transience and details).
+    pub(crate) fn within(&self, context: &str) -> Self {
+        self.with(|inner| inner.message = format!("{context}: {}", inner.message))
     }
 
     /// The client's credentials for one request could not be made (see
@@ -254,6 +270,7 @@ impl Error {
             excerpt: None,
             retry_after: None,
             transient: matches!(kind, ErrorKind::Transport | ErrorKind::Timeout),
+            local: false,
             source: None,
             endpoint: None,
             endpoint_role: TOKEN_ENDPOINT,

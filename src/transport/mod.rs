@@ -364,11 +364,19 @@ impl Transport {
         &self,
         request: TokenRequest,
     ) -> Result<(http::response::Parts, Result<WholeBody, BodyTooLarge>), Error> {
+        self.exchange_within(request, self.timeout).await
+    }
+
+    /// [`exchange`](Self::exchange) within `timeout`, what is left of a token request's.
+    pub(crate) async fn exchange_within(
+        &self,
+        request: TokenRequest,
+        timeout: std::time::Duration,
+    ) -> Result<(http::response::Parts, Result<WholeBody, BodyTooLarge>), Error> {
         use futures_util::FutureExt;
 
         // The timer is made inside the guard (it panics without a runtime or timers), and the
         // client's future is dropped inside it when the timer fires (its drop may panic).
-        let timeout = self.timeout;
         let exchange = async move {
             match tokio::time::timeout(timeout, send(&self.http, request, self.body_limit)).await {
                 Ok(result) => result,

@@ -221,11 +221,19 @@ async fn a_google_json_credential_source_that_is_a_pipe_is_refused_not_read() {
     let call = tokio::spawn(async move { exchange.token().await });
     let outcome = tokio::time::timeout(Duration::from_secs(4), call).await;
     // Whatever happened, let a blocked open(2) go (a writer appears, then leaves: EOF), so
-    // that the runtime can shut down.
+    // that the runtime can shut down. Opened for reading too, which on Linux never blocks: a
+    // write-only open would wait for ever for a reader when the pipe was (rightly) not opened.
     let unblock = fifo.clone();
-    std::thread::spawn(move || drop(std::fs::OpenOptions::new().write(true).open(unblock)))
-        .join()
-        .unwrap();
+    std::thread::spawn(move || {
+        drop(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(unblock),
+        )
+    })
+    .join()
+    .unwrap();
     let error = outcome
         .expect("the token call hung on the pipe past its 1 s timeout")
         .unwrap()
