@@ -306,6 +306,44 @@ async fn a_rejected_token_put_back_by_a_redis_writer_is_adopted_by_no_process() 
     assert_eq!(tokens.requests(), 3);
 }
 
+/// The task `invalidate` spawns to tell the fleet never runs (its runtime is dropped at once):
+/// the process's next fetch, on another runtime, tells the fleet first, so a rejected token put
+/// back by a Redis writer is still adopted by no process.
+#[test]
+fn a_rejection_whose_task_never_runs_is_shared_at_the_next_fetch() {
+    let redis = redis_server();
+    let main = tokio::runtime::Runtime::new().unwrap();
+    let tokens = main.block_on(support::issuing(3600));
+    let rejecting = CachePolicy::default().invalidation_interval(Duration::ZERO);
+    let a = client(&tokens, &redis.url(), rejecting);
+    let first = main.block_on(a.token()).unwrap();
+    let (key, token_1) = entries(&redis).remove(0);
+
+    let doomed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Spawned on `doomed`, which is never driven again: the task is dropped with it.
+    doomed.block_on(async { a.invalidate(&first) });
+    drop(doomed);
+    assert_eq!(
+        entries(&redis).len(),
+        1,
+        "the task did not run: the entry is still there"
+    );
+
+    assert_eq!(main.block_on(a.token()).unwrap().secret(), "token-2");
+    put_back(&redis, &key, &token_1);
+    let newcomer = client(&tokens, &redis.url(), CachePolicy::default());
+    // The writer's value replaced token-2's entry: refusing token-1, the newcomer fetches.
+    assert_eq!(
+        main.block_on(newcomer.token()).unwrap().secret(),
+        "token-3",
+        "the newcomer refused token-1, rejected by the fleet"
+    );
+    assert_eq!(tokens.requests(), 3);
+}
+
 /// Defect 5: a lease set by a Redis writer without expiry, or with one longer than any fetch,
 /// is foreign: removed at once, and competed for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
