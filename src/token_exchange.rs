@@ -180,6 +180,31 @@ struct Party {
     token_type: TokenType,
 }
 
+impl Party {
+    /// The `role` token (`subject token`, `actor token`) read from the file at `path`.
+    fn file(role: &'static str, path: impl Into<PathBuf>, token_type: TokenType) -> Party {
+        let from = ReadParam::External(External::file(path), kind(role, &token_type));
+        Party { from, token_type }
+    }
+
+    /// The `role` token `make` returns.
+    fn closure<F, Fut, E>(role: &'static str, make: F, token_type: TokenType) -> Party
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let from = closure(make, kind(role, &token_type));
+        Party { from, token_type }
+    }
+
+    /// `source`'s token.
+    fn source(source: impl TokenSource, token_type: TokenType) -> Party {
+        let from = ReadParam::Source(Arc::new(source));
+        Party { from, token_type }
+    }
+}
+
 /// Configures a [`TokenExchange`]. Mistakes are reported by [`build`](Self::build).
 #[must_use]
 #[derive(Default)]
@@ -294,10 +319,7 @@ impl TokenExchangeBuilder {
     /// file need not exist at `build()`. A JWT ([`TokenType::Jwt`], [`TokenType::IdToken`])
     /// whose `exp` has passed is refused before it is sent, with an error naming the file.
     pub fn subject_token_file(mut self, path: impl Into<PathBuf>, token_type: TokenType) -> Self {
-        self.subject = Some(Party {
-            from: ReadParam::External(External::file(path), kind("subject token", &token_type)),
-            token_type,
-        });
+        self.subject = Some(Party::file("subject token", path, token_type));
         self
     }
 
@@ -309,10 +331,7 @@ impl TokenExchangeBuilder {
         Fut: Future<Output = Result<String, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.subject = Some(Party {
-            from: closure(make, kind("subject token", &token_type)),
-            token_type,
-        });
+        self.subject = Some(Party::closure("subject token", make, token_type));
         self
     }
 
@@ -343,20 +362,14 @@ impl TokenExchangeBuilder {
     /// # }
     /// ```
     pub fn subject_token_source(mut self, source: impl TokenSource, token_type: TokenType) -> Self {
-        self.subject = Some(Party {
-            from: ReadParam::Source(Arc::new(source)),
-            token_type,
-        });
+        self.subject = Some(Party::source(source, token_type));
         self
     }
 
     /// The actor token (RFC 8693 §2.1 `actor_token`, for delegation), read from a file at
     /// every exchange.
     pub fn actor_token_file(mut self, path: impl Into<PathBuf>, token_type: TokenType) -> Self {
-        self.actor = Some(Party {
-            from: ReadParam::External(External::file(path), kind("actor token", &token_type)),
-            token_type,
-        });
+        self.actor = Some(Party::file("actor token", path, token_type));
         self
     }
 
@@ -367,19 +380,13 @@ impl TokenExchangeBuilder {
         Fut: Future<Output = Result<String, E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.actor = Some(Party {
-            from: closure(make, kind("actor token", &token_type)),
-            token_type,
-        });
+        self.actor = Some(Party::closure("actor token", make, token_type));
         self
     }
 
     /// The actor token is `source`'s token, asked for at every exchange.
     pub fn actor_token_source(mut self, source: impl TokenSource, token_type: TokenType) -> Self {
-        self.actor = Some(Party {
-            from: ReadParam::Source(Arc::new(source)),
-            token_type,
-        });
+        self.actor = Some(Party::source(source, token_type));
         self
     }
 
