@@ -1,7 +1,9 @@
 //! [`ClientAuth`]: how a client proves who it is to the token endpoint, as one value. Every
 //! decision that depends on it lives here: what goes on the wire, its name in RFC 8414
 //! metadata, which strings must never be echoed into an error, the key material of the shared
-//! cache, and what to check when the endpoint answers `invalid_client`.
+//! cache, and what to check when the endpoint answers `invalid_client`. This file holds the
+//! value and its checks; `prepared.rs` what it puts on each token request, `encoding.rs` the
+//! form encodings of secrets, `shared_key.rs` what the shared cache derives from it.
 //!
 //! | method | constructor | on the wire |
 //! |---|---|---|
@@ -44,7 +46,11 @@ pub(crate) mod assertion;
 #[cfg(not(feature = "rustls-no-provider"))]
 #[path = "no_assertion.rs"]
 pub(crate) mod assertion;
+pub(crate) mod encoding;
 pub(crate) mod external;
+mod prepared;
+#[cfg(feature = "shared-cache")]
+mod shared_key;
 mod shorthands;
 #[cfg(feature = "rustls-no-provider")]
 mod signer;
@@ -54,19 +60,18 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::{HeaderValue, Uri};
 use zeroize::Zeroizing;
 
-use assertion::{AssertionConfig, ASSERTION_TYPE};
 #[cfg(feature = "rustls-no-provider")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls-no-provider")))]
 pub use assertion::{JwsAlgorithm, PrivateKeyJwt};
+pub(crate) use prepared::PreparedAuth;
 pub use shorthands::AuthStyle;
 pub(crate) use shorthands::Shorthands;
 #[cfg(feature = "rustls-no-provider")]
 pub use signer::{LocalSigner, SignFuture, Signer};
 
-use crate::error::{hints, BoxError};
+use crate::error::BoxError;
 use crate::transport::ClientIdentity;
 use crate::{ConfigError, Error};
 use external::{External, Kind};
@@ -472,43 +477,6 @@ impl ClientAuth {
         matches!(self.method, Method::Json { .. })
     }
 
-    /// Check what can be checked before any request, and get ready to sign: `build()` calls
-    /// this once.
-    pub(crate) fn prepare(self) -> Result<PreparedAuth, ConfigError> {
-        self.check_id_and_secret()?;
-        let assertion = match &self.method {
-            Method::SecretJwt { secret } => Some(AssertionConfig::secret(
-                secret,
-                self.assertion_audience.clone(),
-                self.assertion_lifetime,
-            )?),
-            #[cfg(feature = "rustls-no-provider")]
-            Method::PrivateKeyJwt { key } => Some(AssertionConfig::private(
-                key,
-                self.assertion_audience.clone(),
-                self.assertion_lifetime,
-            )?),
-            _ => None,
-        };
-        #[cfg(feature = "rustls-no-provider")]
-        let signed_by = match &self.method {
-            Method::Signer { signer } => Some(signer::SignerAssertion::new(
-                signer.clone(),
-                self.assertion_audience.clone(),
-                self.assertion_lifetime,
-            )?),
-            _ => None,
-        };
-        let redact = self.secrets_sent();
-        Ok(PreparedAuth {
-            auth: self,
-            assertion,
-            #[cfg(feature = "rustls-no-provider")]
-            signed_by,
-            redact,
-        })
-    }
-
     /// The client id and secret, as an identity provider issues them: not empty, and without
     /// whitespace around them. Errors name the shorthand or the value that set them.
     fn check_id_and_secret(&self) -> Result<(), ConfigError> {
@@ -580,73 +548,6 @@ impl ClientAuth {
         }
         secrets
     }
-
-    /// What only this client holds, to derive the shared cache's encryption key from: the
-    /// secret, else the private key of its assertion or of its TLS certificate.
-    #[cfg(feature = "shared-cache")]
-    pub(crate) fn key_material(&self) -> Option<Zeroizing<Vec<u8>>> {
-        if let Some(secret) = self.secret() {
-            return Some(Zeroizing::new(secret.as_bytes().to_vec()));
-        }
-        // Read from elsewhere, it rotates; held elsewhere, it is out of reach: the key must
-        // be given (`shared_cache_key`).
-        if self.reads_elsewhere() {
-            return None;
-        }
-        #[cfg(feature = "rustls-no-provider")]
-        if let Method::Signer { .. } = &self.method {
-            return None;
-        }
-        #[cfg(feature = "rustls-no-provider")]
-        if let Method::PrivateKeyJwt { key } = &self.method {
-            return Some(key.key_material());
-        }
-        self.certificate
-            .as_ref()
-            .map(|identity| identity.key_pem.clone())
-    }
-
-    /// A fingerprint of every credential this client's tokens are issued to or bound to (the
-    /// secret, the assertion's private key, the TLS certificate and its key), for the shared
-    /// cache's entry key: instances holding different ones share no entry, so none waits on
-    /// another's lease for a value it cannot open, and no certificate-bound token (RFC 8705
-    /// §3) reaches an instance with another certificate. A one-way hash, no weaker than the
-    /// sealed values themselves, which are keyed by the same material.
-    #[cfg(feature = "shared-cache")]
-    pub(crate) fn key_fingerprint(&self) -> [u8; 32] {
-        let mut parts: Vec<Zeroizing<Vec<u8>>> = Vec::new();
-        parts.push(Zeroizing::new(
-            self.secret().unwrap_or_default().as_bytes().to_vec(),
-        ));
-        #[cfg(feature = "rustls-no-provider")]
-        if let Method::PrivateKeyJwt { key } = &self.method {
-            parts.push(key.key_material());
-        }
-        if let Some(identity) = &self.certificate {
-            parts.push(Zeroizing::new(identity.chain_pem.clone()));
-            parts.push(identity.key_pem.clone());
-        }
-        let lengths: Vec<[u8; 8]> = parts
-            .iter()
-            .map(|part| (part.len() as u64).to_be_bytes())
-            .collect();
-        let mut framed: Vec<&[u8]> = vec![b"tower-oauth2 shared entry key material v1"];
-        for (part, length) in parts.iter().zip(&lengths) {
-            framed.push(length);
-            framed.push(part);
-        }
-        crate::crypto::sha256(&framed)
-    }
-
-    /// What distinguishes this client's tokens from another's, for the shared cache's entry
-    /// key: nothing secret.
-    #[cfg(feature = "shared-cache")]
-    pub(crate) fn identity(&self) -> [&str; 2] {
-        [
-            self.client_id.as_str(),
-            self.method_name().unwrap_or("json"),
-        ]
-    }
 }
 
 impl ClientAuth {
@@ -706,205 +607,5 @@ impl fmt::Debug for ClientAuth {
             .field("certificate", &self.certificate.is_some())
             .field("read_from", &self.read_from())
             .finish_non_exhaustive()
-    }
-}
-
-/// A [`ClientAuth`] checked and ready to sign, made once by `build()`.
-#[derive(Clone)]
-pub(crate) struct PreparedAuth {
-    auth: ClientAuth,
-    assertion: Option<AssertionConfig>,
-    /// Assertions signed by a [`Signer`].
-    #[cfg(feature = "rustls-no-provider")]
-    signed_by: Option<signer::SignerAssertion>,
-    /// Every form of the secret we send, so that no error can echo one back.
-    redact: Vec<Zeroizing<String>>,
-}
-
-/// What one token request carries to authenticate the client.
-pub(crate) struct Credentials {
-    /// `Authorization`, for `client_secret_basic`.
-    pub(crate) header: Option<HeaderValue>,
-    /// Body fields, after `grant_type` and before the grant's parameters.
-    pub(crate) fields: Vec<(&'static str, Zeroizing<String>)>,
-    /// Credentials made for or read for this request only (an assertion, a secret read from
-    /// a file), in every form they are sent, to redact from this request's errors.
-    pub(crate) redact: Vec<Zeroizing<String>>,
-}
-
-impl PreparedAuth {
-    pub(crate) fn auth(&self) -> &ClientAuth {
-        &self.auth
-    }
-
-    /// Strings no error may show.
-    pub(crate) fn redact(&self) -> &[Zeroizing<String>] {
-        &self.redact
-    }
-
-    /// The credentials for one request to the token endpoint at `url`; what is read from
-    /// elsewhere is read now, a closure given `timeout`.
-    pub(crate) async fn credentials(
-        &self,
-        url: &Uri,
-        timeout: Duration,
-    ) -> Result<Credentials, Error> {
-        let id = || Zeroizing::new(self.auth.client_id.clone());
-        let mut credentials = Credentials {
-            header: None,
-            fields: Vec::new(),
-            redact: Vec::new(),
-        };
-        let method = &self.auth.method;
-        // Read once per request (a file may be rewritten between two reads); one read from
-        // elsewhere is redacted, in every form, from this request's errors.
-        let secret = match method {
-            Method::Basic { secret, .. } | Method::Post { secret } | Method::Json { secret } => {
-                let now = secret.now(timeout).await?;
-                if let Secret::Read(_) = secret {
-                    secret_forms(&self.auth.client_id, &now, method, &mut credentials.redact);
-                }
-                now
-            }
-            _ => Zeroizing::new(String::new()),
-        };
-        match method {
-            Method::Basic { urlencode, .. } => {
-                let basic = encoding::basic_credentials(&self.auth.client_id, &secret, *urlencode);
-                let value = crate::wiped::concat(&[b"Basic ", basic.as_bytes()]);
-                credentials.header =
-                    Some(crate::wiped::sensitive_header(value).ok_or_else(|| {
-                        Error::config("client credentials cannot form a Basic header")
-                    })?);
-            }
-            Method::Post { .. } | Method::Json { .. } => {
-                credentials.fields.push(("client_id", id()));
-                credentials.fields.push(("client_secret", secret));
-            }
-            Method::Tls => credentials.fields.push(("client_id", id())),
-            Method::None => {
-                if !self.auth.client_id.is_empty() {
-                    credentials.fields.push(("client_id", id()));
-                }
-            }
-            Method::Assertion { from } => {
-                let assertion = from.read(Kind::CLIENT_ASSERTION, timeout).await?;
-                push_assertion(&mut credentials, id(), assertion);
-            }
-            Method::SecretJwt { .. } => {}
-            #[cfg(feature = "rustls-no-provider")]
-            Method::PrivateKeyJwt { .. } | Method::Signer { .. } => {}
-        }
-        #[cfg(feature = "rustls-no-provider")]
-        if let Some(signed_by) = &self.signed_by {
-            let signed = signed_by
-                .assertion(&self.auth.client_id, url, timeout)
-                .await?;
-            push_assertion(&mut credentials, id(), signed);
-        }
-        if let Some(config) = &self.assertion {
-            // RFC 7523 §2.2, with `client_id` (OpenID Connect Core §9 makes it optional;
-            // Entra ID and others want it).
-            let signed = config.assertion(&self.auth.client_id, url)?;
-            push_assertion(&mut credentials, id(), signed);
-        }
-        Ok(credentials)
-    }
-
-    /// What to check when the endpoint answers `invalid_client` to this method.
-    pub(crate) fn invalid_client_hint(&self) -> &'static str {
-        match &self.auth.method {
-            Method::Basic { .. } => hints::INVALID_CLIENT_BASIC,
-            Method::Post { .. } | Method::Json { .. } => hints::INVALID_CLIENT_BODY,
-            Method::Tls => hints::INVALID_CLIENT_TLS,
-            Method::Assertion { .. } => hints::INVALID_CLIENT_FEDERATED,
-            Method::None => hints::INVALID_CLIENT_NONE,
-            _ => hints::INVALID_CLIENT_ASSERTION,
-        }
-    }
-}
-
-/// `client_id`, `client_assertion_type` and `client_assertion` (RFC 7523 §2.2, with
-/// `client_id`, which OpenID Connect Core §9 makes optional and Entra ID and others want).
-fn push_assertion(
-    credentials: &mut Credentials,
-    id: Zeroizing<String>,
-    assertion: Zeroizing<String>,
-) {
-    credentials.fields.push(("client_id", id));
-    credentials.fields.push((
-        "client_assertion_type",
-        Zeroizing::new(ASSERTION_TYPE.to_owned()),
-    ));
-    credentials
-        .fields
-        .push(("client_assertion", Zeroizing::new(assertion.to_string())));
-    credentials.redact.push(encoding::urlencode(&assertion));
-    credentials.redact.push(assertion);
-}
-
-/// The form encodings of credentials (RFC 6749 §2.3.1, Appendix B), each in a buffer allocated
-/// once at its largest size, so that no partial copy of a secret is freed unwiped.
-pub(crate) mod encoding {
-    use base64::Engine as _;
-    use zeroize::Zeroizing;
-
-    /// `application/x-www-form-urlencoded` encoding of one value.
-    pub(crate) fn urlencode(value: &str) -> Zeroizing<String> {
-        let mut encoded = Zeroizing::new(String::with_capacity(3 * value.len()));
-        for chunk in form_urlencoded::byte_serialize(value.as_bytes()) {
-            encoded.push_str(chunk);
-        }
-        encoded
-    }
-
-    /// The encoding of one Basic credential (RFC 6749 §2.3.1), with a space as `%20` rather
-    /// than `+`: servers that percent-decode only (Authlib, for one) read `+` as a plus sign,
-    /// while `%20` is a space under both readings.
-    pub(crate) fn basic_urlencode(value: &str) -> Zeroizing<String> {
-        let mut encoded = Zeroizing::new(String::with_capacity(3 * value.len()));
-        for chunk in form_urlencoded::byte_serialize(value.as_bytes()) {
-            encoded.push_str(if chunk == "+" { "%20" } else { chunk });
-        }
-        encoded
-    }
-
-    /// The base64 credentials of the Basic header, as the endpoint will see them.
-    pub(crate) fn basic_credentials(id: &str, secret: &str, urlencode: bool) -> Zeroizing<String> {
-        let joined = if urlencode {
-            crate::wiped::concat(&[
-                basic_urlencode(id).as_bytes(),
-                b":",
-                basic_urlencode(secret).as_bytes(),
-            ])
-        } else {
-            crate::wiped::concat(&[id.as_bytes(), b":", secret.as_bytes()])
-        };
-        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(joined.as_slice()))
-    }
-}
-
-#[cfg(all(test, feature = "shared-cache"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_key_fingerprint_tells_every_credential_apart() {
-        let tls = |chain: &str, key: &str| ClientAuth::tls("pod", chain, key).key_fingerprint();
-        assert_eq!(tls("cert-a", "key-a"), tls("cert-a", "key-a"));
-        // A renewed certificate over the same key binds tokens to another thumbprint.
-        assert_ne!(tls("cert-a", "key-a"), tls("cert-b", "key-a"));
-        assert_ne!(tls("cert-a", "key-a"), tls("cert-a", "key-b"));
-
-        let basic = |secret: &str| ClientAuth::basic("pod", secret);
-        assert_eq!(basic("s1").key_fingerprint(), basic("s1").key_fingerprint());
-        assert_ne!(basic("s1").key_fingerprint(), basic("s2").key_fingerprint());
-        assert_ne!(
-            basic("s1").key_fingerprint(),
-            basic("s1")
-                .with_certificate("cert-a", "key-a")
-                .key_fingerprint(),
-            "certificate-bound tokens never share an entry with unbound ones"
-        );
     }
 }
