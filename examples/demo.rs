@@ -38,6 +38,8 @@ use tower_oauth2::{
     client_auth::AuthStyle, error::BoxError, AccessToken, BearerAuthLayer, ClientCredentials,
     ErrorKind,
 };
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 const USAGE: &str = "\
 Usage: cargo run --example demo [-- OPTIONS]
@@ -60,12 +62,14 @@ Nothing secret is printed. RUST_LOG=tower_oauth2=debug shows the crate's logs on
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_writer(std::io::stderr)
+    // `RUST_LOG=tower_oauth2=debug` and the like (targets and levels; no regex filters).
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::ERROR));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
 
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
