@@ -3,6 +3,7 @@
 
 mod axum;
 mod hyper;
+mod adversary_per_request;
 mod per_request;
 #[cfg(feature = "reqwest")]
 mod reqwest;

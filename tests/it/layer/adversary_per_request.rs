@@ -1,0 +1,395 @@
+//! Adversarial repros for credentials chosen per request (issue #21): each test here failed on
+//! the code it was written against, and passes once the defect it names is fixed. Real HTTP on
+//! loopback (the public `TokenServer`, a protected `Api`), no sleeps where a signal exists.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_oauth2::cache::PerRequestCaches;
+use tower_oauth2::layer::PerRequestLayer;
+use tower_oauth2::source::StaticToken;
+use tower_oauth2::test_util::TokenServer;
+use tower_oauth2::{AccessToken, ClientCredentials, TokenSource};
+
+use crate::support::{json, scripted, scripted_async, Api};
+
+/// A token endpoint whose tokens name the audience they were asked for.
+async fn audience_tokens() -> TokenServer {
+    scripted(|request, n| audience_token(request, n)).await
+}
+
+fn audience_token(request: &tower_oauth2::test_util::Received, n: usize) -> http::Response<Full<Bytes>> {
+    let audience = request.form().get("audience").cloned().unwrap_or_default();
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "access_token": format!("{audience}-token-{n}"),
+            "token_type": "Bearer",
+            "expires_in": 3600,
+        }),
+    )
+}
+
+fn credentials(server: &TokenServer) -> ClientCredentials {
+    ClientCredentials::builder()
+        .token_url(server.url())
+        .client_id("client")
+        .client_secret("secret")
+        .build()
+        .expect("valid credentials")
+}
+
+/// The first path segment is the audience.
+fn by_first_segment(credentials: ClientCredentials) -> PerRequestCaches {
+    PerRequestCaches::new(
+        |request| request.path().trim_start_matches('/').split('/').next(),
+        move |audience| credentials.with_audience(audience),
+    )
+}
+
+/// How many token requests asked for `audience`.
+fn asked_for(tokens: &TokenServer, audience: &str) -> usize {
+    tokens
+        .received()
+        .iter()
+        .filter(|request| request.form().get("audience").map(String::as_str) == Some(audience))
+        .count()
+}
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()
+}
+
+async fn get<S>(client: &mut S, url: String) -> Result<String, tower::BoxError>
+where
+    S: Service<Request<Full<Bytes>>, Response = http::Response<hyper::body::Incoming>>,
+    S::Error: Into<tower::BoxError>,
+{
+    let request = Request::get(url).body(Full::default()).unwrap();
+    let response = client.ready().await.map_err(Into::into)?.call(request).await.map_err(Into::into)?;
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8(body.to_vec())?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chooser and `make` are user code: invariant 7 says a panic there becomes an `Error`.
+// ---------------------------------------------------------------------------------------------
+
+/// Observed: `PerRequestAuth::call` unwinds through the caller (the chooser is called inside
+/// `call`, unguarded). Expected: the call fails with an error, and the next one works.
+#[tokio::test]
+async fn a_panicking_chooser_fails_that_request_with_an_error_instead_of_unwinding() {
+    let tokens = audience_tokens().await;
+    let api = Api::start(|_| true).await;
+    let base = credentials(&tokens);
+    let caches = PerRequestCaches::new(
+        |request| {
+            if request.path().starts_with("/boom") {
+                panic!("a chooser bug");
+            }
+            request.path().trim_start_matches('/').split('/').next()
+        },
+        move |audience| base.with_audience(audience),
+    );
+    let mut client = ServiceBuilder::new()
+        .layer(PerRequestLayer::new(caches))
+        .service(http_client());
+
+    let request = Request::get(format!("http://{}/boom", api.addr))
+        .body(Full::default())
+        .unwrap();
+    let ready = client.ready().await.unwrap();
+    let called = std::panic::catch_unwind(AssertUnwindSafe(|| ready.call(request)));
+    let Ok(future) = called else {
+        panic!("the chooser's panic unwound through PerRequestAuth::call instead of becoming an Error");
+    };
+    assert!(future.await.is_err(), "the request fails with an error");
+    let token = get(&mut client, format!("http://{}/orders/1", api.addr)).await.unwrap();
+    assert!(token.starts_with("orders-token-"), "{token}");
+}
+
+/// Observed: a panic in `make` unwinds through `PerRequestAuth::call`. Expected: an error for
+/// that request, and the key made on the next request once `make` recovers.
+#[tokio::test]
+async fn a_panicking_make_fails_that_request_with_an_error_instead_of_unwinding() {
+    let tokens = audience_tokens().await;
+    let api = Api::start(|_| true).await;
+    let base = credentials(&tokens);
+    let first = Arc::new(AtomicUsize::new(0));
+    let caches = PerRequestCaches::new(
+        |request| request.path().trim_start_matches('/').split('/').next(),
+        move |audience| {
+            if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("make failed once");
+            }
+            base.with_audience(audience)
+        },
+    );
+    let mut client = ServiceBuilder::new()
+        .layer(PerRequestLayer::new(caches.clone()))
+        .service(http_client());
+
+    let request = Request::get(format!("http://{}/orders/1", api.addr))
+        .body(Full::default())
+        .unwrap();
+    let ready = client.ready().await.unwrap();
+    let called = std::panic::catch_unwind(AssertUnwindSafe(|| ready.call(request)));
+    let Ok(future) = called else {
+        panic!("make's panic unwound through PerRequestAuth::call instead of becoming an Error");
+    };
+    assert!(future.await.is_err());
+    assert_eq!(caches.len(), 0, "no half-made key is kept");
+    let token = get(&mut client, format!("http://{}/orders/2", api.addr)).await.unwrap();
+    assert!(token.starts_with("orders-token-"), "{token}");
+}
+
+/// Observed: the reqwest middleware's `handle` unwinds too when the chooser panics (the panic
+/// escapes `send()`). Expected: `send()` returns an error.
+#[cfg(feature = "reqwest")]
+#[tokio::test]
+async fn a_panicking_chooser_in_the_reqwest_middleware_is_an_error() {
+    use futures_util::FutureExt;
+    let tokens = audience_tokens().await;
+    let api = Api::start(|_| true).await;
+    let base = credentials(&tokens);
+    let caches = PerRequestCaches::new(
+        |_request| -> Option<&str> { panic!("a chooser bug") },
+        move |audience| base.with_audience(audience),
+    );
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tower_oauth2::BearerAuthMiddleware::per_request(caches))
+        .build();
+    let sent = AssertUnwindSafe(client.get(format!("http://{}/orders", api.addr)).send())
+        .catch_unwind()
+        .await;
+    match sent {
+        Err(_) => panic!("the chooser's panic unwound through send() instead of an Error"),
+        Ok(result) => assert!(result.is_err()),
+    }
+}
+
+/// A `make` that asks the same caches for another key (a token exchange whose subject token is
+/// another audience's, say). Observed: it never returns: `make` runs under the writers' mutex,
+/// which the same thread then locks again (std's mutex deadlocks on re-entry). Expected: it
+/// returns (the nested key made, or an error saying why not), as the cache itself does for a
+/// source that asks its own cache ("would wait for itself").
+#[test]
+fn a_make_that_asks_the_same_caches_for_another_key_does_not_deadlock() {
+    let (done, finished) = mpsc::channel();
+    // The thread is left behind if it deadlocks; the test process ends anyway.
+    std::thread::spawn(move || {
+        let slot: Arc<std::sync::OnceLock<PerRequestCaches>> = Arc::default();
+        let inside = slot.clone();
+        let caches = PerRequestCaches::new(
+            |request| request.host(),
+            move |key| {
+                if key == "exchanged" {
+                    // The subject token comes from the "base" key of the same caches.
+                    let base = inside.get().expect("set").cache("base");
+                    return base;
+                }
+                tower_oauth2::TokenCache::new(StaticToken::from(AccessToken::new(format!(
+                    "{key}-token"
+                ))))
+            },
+        );
+        let _ = slot.set(caches.clone());
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| caches.cache("exchanged")));
+        let _ = done.send(result.is_ok());
+    });
+    let returned = finished.recv_timeout(Duration::from_secs(5));
+    assert!(
+        returned.is_ok(),
+        "a re-entrant make deadlocked on the writers' lock (no answer in 5 s)"
+    );
+}
+
+/// A slow `make` for one new key (a file read, a blocking KMS call) holds the writers' lock:
+/// observed, every other *new* key waits for it, on every thread. Expected: a new key "b" is
+/// not held up by key "a"'s `make` (made under a per-key guard, or outside the map's lock).
+#[test]
+fn a_slow_make_for_one_key_does_not_hold_up_other_new_keys() {
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let released = Arc::new(std::sync::Mutex::new(released));
+    let caches = PerRequestCaches::new(
+        |request| request.host(),
+        move |key| {
+            if key == "slow" {
+                let _ = entered_tx.send(());
+                let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(10));
+            }
+            StaticToken::from(AccessToken::new(format!("{key}-token")))
+        },
+    );
+    let slow = {
+        let caches = caches.clone();
+        std::thread::spawn(move || drop(caches.cache("slow")))
+    };
+    entered.recv().unwrap();
+    let (made_tx, made) = mpsc::channel();
+    {
+        let caches = caches.clone();
+        std::thread::spawn(move || {
+            drop(caches.cache("other"));
+            let _ = made_tx.send(());
+        });
+    }
+    let unblocked = made.recv_timeout(Duration::from_secs(2));
+    release.send(()).unwrap();
+    slow.join().unwrap();
+    assert!(
+        unblocked.is_ok(),
+        "key \"other\" waited for key \"slow\"'s make (no answer in 2 s)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bound.
+// ---------------------------------------------------------------------------------------------
+
+/// Bound 2: `a`, `b`, then `a` again, then a new key `c`. The least recently used key is `b`.
+/// Observed: `a` is evicted (uses are written down at most once a second, and ties go to the
+/// oldest *made*, so within a second the bound is FIFO, not LRU), and the next request for `a`
+/// fetches a token again. Expected: `b` evicted; `a` costs no second token request. Under
+/// churn this evicts the hottest key first: a key used a thousand times a second is dropped in
+/// favour of keys used once.
+#[tokio::test]
+async fn the_least_recently_used_key_is_evicted_even_within_one_second() {
+    let tokens = audience_tokens().await;
+    let api = Api::start(|_| true).await;
+    let caches = by_first_segment(credentials(&tokens)).max_keys(2);
+    let mut client = ServiceBuilder::new()
+        .layer(PerRequestLayer::new(caches.clone()))
+        .service(http_client());
+    for audience in ["a", "b", "a", "a", "a", "c", "a"] {
+        let token = get(&mut client, format!("http://{}/{audience}/x", api.addr))
+            .await
+            .unwrap();
+        assert!(token.starts_with(&format!("{audience}-token-")), "{token}");
+    }
+    assert_eq!(
+        asked_for(&tokens, "a"),
+        1,
+        "the hot key `a` was evicted although `b` was the least recently used"
+    );
+}
+
+/// Bound 1: a request for `orders` waits on its token (the endpoint holds that answer); a
+/// request for `billing` evicts `orders` meanwhile; a second request for `orders` arrives while
+/// the first one's cache is still live, fetching. Observed: a second cache is built for
+/// `orders` and a second token request for it goes out (2 at once for one key). Expected: a key
+/// whose evicted cache is still live is given that cache back (one token request per key at a
+/// time, the single flight the issue promises each key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_evicted_while_its_token_is_in_flight_does_not_get_a_second_cache() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let tokens = {
+        let gate = gate.clone();
+        scripted_async(move |request, n| {
+            let gate = gate.clone();
+            async move {
+                if request.form().get("audience").map(String::as_str) == Some("orders") {
+                    gate.notified().await;
+                }
+                audience_token(&request, n)
+            }
+        })
+        .await
+    };
+    let api = Api::start(|_| true).await;
+    let caches = by_first_segment(credentials(&tokens)).max_keys(1);
+    let client = ServiceBuilder::new()
+        .layer(PerRequestLayer::new(caches.clone()))
+        .service(http_client());
+
+    let first = {
+        let mut client = client.clone();
+        let url = format!("http://{}/orders/1", api.addr);
+        tokio::spawn(async move { get(&mut client, url).await })
+    };
+    // Wait until the first token request for orders has reached the endpoint.
+    while tokens.requests() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let billing = get(&mut client.clone(), format!("http://{}/billing/1", api.addr))
+        .await
+        .unwrap();
+    assert!(billing.starts_with("billing-token-"));
+    let second = {
+        let mut client = client.clone();
+        let url = format!("http://{}/orders/2", api.addr);
+        tokio::spawn(async move { get(&mut client, url).await })
+    };
+    // Give the second request the time to reach the endpoint, if it is going to.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    while asked_for(&tokens, "orders") < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.notify_waiters();
+    gate.notify_one();
+    let (first, second) = (first.await.unwrap().unwrap(), second.await.unwrap().unwrap());
+    assert!(first.starts_with("orders-token-") && second.starts_with("orders-token-"));
+    assert_eq!(
+        asked_for(&tokens, "orders"),
+        1,
+        "two caches for `orders` fetched at once: {first} and {second}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile cardinality and telemetry.
+// ---------------------------------------------------------------------------------------------
+
+/// A key from a hostile header: 1,000 distinct audiences through a bound of 4. The caches hold;
+/// observed, the metrics recorder keeps one `tokens_attached` series (and one of each other
+/// metric once a fetch ran) per audience *ever seen*: the sibling's `audience` label is the
+/// attacker's value, so memory grows without bound in every Prometheus exporter. Expected: at
+/// most `max_keys` (or a constant number of) series for a per-request client.
+#[test]
+fn hostile_keys_do_not_grow_the_metrics_registry_past_the_bound() {
+    use metrics_util::debugging::DebuggingRecorder;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let tokens = audience_tokens().await;
+            let caches = PerRequestCaches::new(
+                |request| request.headers().get("x-tenant")?.to_str().ok(),
+                {
+                    let base = credentials(&tokens);
+                    move |audience| base.with_audience(audience)
+                },
+            )
+            .max_keys(4);
+            for tenant in 0..1_000 {
+                drop(caches.cache(&format!("tenant-{tenant}")));
+            }
+            assert!(caches.len() <= 4, "the bound holds");
+            let series = snapshotter
+                .snapshot()
+                .into_vec()
+                .into_iter()
+                .filter(|(key, ..)| key.key().name() == "tower_oauth2_tokens_attached_total")
+                .count();
+            assert!(
+                series <= 4,
+                "{series} tokens_attached series for 4 live keys: one per hostile key ever seen"
+            );
+        })
+    });
+}
