@@ -17,7 +17,7 @@ use tower_oauth2::cache::PerRequestCaches;
 use tower_oauth2::layer::PerRequestLayer;
 use tower_oauth2::source::StaticToken;
 use tower_oauth2::test_util::TokenServer;
-use tower_oauth2::{AccessToken, ClientCredentials, TokenSource};
+use tower_oauth2::{AccessToken, ClientCredentials};
 
 use crate::support::{json, scripted, scripted_async, Api};
 
@@ -207,10 +207,10 @@ fn a_make_that_asks_the_same_caches_for_another_key_does_not_deadlock() {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| caches.cache("exchanged")));
         let _ = done.send(result.is_ok());
     });
-    let returned = finished.recv_timeout(Duration::from_secs(5));
+    let returned = finished.recv_timeout(Duration::from_secs(2));
     assert!(
         returned.is_ok(),
-        "a re-entrant make deadlocked on the writers' lock (no answer in 5 s)"
+        "a re-entrant make deadlocked on the writers' lock (no answer in 2 s)"
     );
 }
 
@@ -392,4 +392,227 @@ fn hostile_keys_do_not_grow_the_metrics_registry_past_the_bound() {
             );
         })
     });
+}
+
+/// Hostile keys are long (a header the chooser borrows a key from can be 64 KiB and more).
+/// Observed: every new key copies *every* resident key's bytes (the map is rebuilt with
+/// `Box<str>` keys cloned), so each request bearing a new key costs `max_keys × key length` in
+/// copying and allocation: with 64 resident keys of 256 KiB, 16 MiB per request. Expected: a new
+/// key costs about its own length (keys shared, e.g. `Arc<str>`), whatever the residents'.
+#[test]
+fn a_new_key_costs_its_own_length_not_every_resident_keys() {
+    let caches = |max_keys| {
+        PerRequestCaches::new(
+            |request| request.host(),
+            |key: &str| StaticToken::from(AccessToken::new(format!("token-{}", key.len()))),
+        )
+        .max_keys(max_keys)
+    };
+    let big = |i: usize| format!("{i:08}{}", "x".repeat(256 * 1024));
+    let insert_20_small = |caches: &PerRequestCaches| {
+        let started = std::time::Instant::now();
+        for i in 0..20 {
+            drop(caches.cache(&format!("small-{i}")));
+        }
+        started.elapsed()
+    };
+    // The same 20 small keys, once past 64 small residents and once past 64 big ones.
+    let small_residents = caches(64);
+    for i in 0..64 {
+        drop(small_residents.cache(&format!("resident-{i}")));
+    }
+    let among_small = insert_20_small(&small_residents);
+    let big_residents = caches(64);
+    for i in 0..64 {
+        drop(big_residents.cache(&big(i)));
+    }
+    let among_big = insert_20_small(&big_residents);
+    assert!(
+        among_big < among_small * 20 + Duration::from_millis(30),
+        "20 small keys took {among_big:?} among 64 keys of 256 KiB, {among_small:?} among small \
+         ones: each new key copies every resident key"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What held (kept as regression tests).
+// ---------------------------------------------------------------------------------------------
+
+/// The API rejects only `orders`' first token: the retry layer replays that request with a new
+/// `orders` token, and `billing`'s token is neither dropped nor fetched again.
+#[tokio::test]
+async fn a_401_for_one_key_replays_with_that_keys_new_token_and_spares_the_others() {
+    let tokens = audience_tokens().await;
+    let api = Api::start(|token| token != "orders-token-2").await;
+    let caches = by_first_segment(credentials(&tokens));
+    let mut client = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(
+            tower_oauth2::layer::RetryOnUnauthorized::default(),
+        ))
+        .layer(PerRequestLayer::new(caches.clone()))
+        .service(http_client());
+    let billing = get(&mut client, format!("http://{}/billing/1", api.addr)).await.unwrap();
+    assert_eq!(billing, "billing-token-1");
+    let orders = get(&mut client, format!("http://{}/orders/1", api.addr)).await.unwrap();
+    assert_eq!(orders, "orders-token-3", "replayed with orders' next token");
+    let billing = get(&mut client, format!("http://{}/billing/2", api.addr)).await.unwrap();
+    assert_eq!(billing, "billing-token-1", "billing's token survived orders' 401");
+    assert_eq!(tokens.requests(), 3);
+    assert_eq!(api.rejected(), 1);
+}
+
+/// The same through the reqwest middleware with `replay_once_on_401`.
+#[cfg(feature = "reqwest")]
+#[tokio::test]
+async fn the_reqwest_middleware_replays_a_401_with_the_same_keys_new_token() {
+    let tokens = audience_tokens().await;
+    let api = Api::start(|token| token != "orders-token-2").await;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            tower_oauth2::BearerAuthMiddleware::per_request(by_first_segment(credentials(
+                &tokens,
+            )))
+            .replay_once_on_401(true),
+        )
+        .build();
+    let text = |path: &'static str| {
+        let client = client.clone();
+        let url = format!("http://{}/{path}", api.addr);
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(text("billing/1").await, "billing-token-1");
+    assert_eq!(text("orders/1").await, "orders-token-3");
+    assert_eq!(text("billing/2").await, "billing-token-1");
+    assert_eq!(tokens.requests(), 3);
+}
+
+/// A brand-new key asked for by 2 runtimes × 200 requests at once: one cache, one token request.
+#[test]
+fn a_new_key_from_two_runtimes_at_once_costs_one_token_request() {
+    let setup = tokio::runtime::Runtime::new().unwrap();
+    let (tokens, api) = setup.block_on(async { (audience_tokens().await, Api::start(|_| true).await) });
+    let caches = by_first_segment(credentials(&tokens));
+    let layer = PerRequestLayer::new(caches.clone());
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (layer, barrier, addr) = (layer.clone(), barrier.clone(), api.addr);
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async move {
+                    let client = ServiceBuilder::new().layer(layer).service(http_client());
+                    barrier.wait();
+                    let calls: Vec<_> = (0..200)
+                        .map(|i| {
+                            let mut client = client.clone();
+                            let url = format!("http://{addr}/fresh/{i}");
+                            tokio::spawn(async move { get(&mut client, url).await })
+                        })
+                        .collect();
+                    for call in calls {
+                        let token = call.await.unwrap().unwrap();
+                        assert!(token.starts_with("fresh-token-"), "{token}");
+                    }
+                })
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(tokens.requests(), 1);
+    assert_eq!(caches.len(), 1);
+    drop(setup);
+}
+
+/// 20,000 distinct keys through a bound of 64: the bound holds all along.
+#[test]
+fn twenty_thousand_hostile_keys_keep_the_bound() {
+    let caches = PerRequestCaches::new(
+        |request| request.host(),
+        |key: &str| StaticToken::from(AccessToken::new(format!("{key}-token"))),
+    );
+    for i in 0..20_000 {
+        drop(caches.cache(&format!("\0tenant-\u{1F600}-{i}")));
+        assert!(caches.len() <= PerRequestCaches::DEFAULT_MAX_KEYS);
+    }
+    drop(caches.cache(""));
+    assert!(format!("{caches:?}").contains("keys"));
+}
+
+/// `keys_evicted` counts exactly the evictions, `tokens_attached` each request with a token,
+/// both labelled `client`.
+#[test]
+fn evictions_and_attached_tokens_are_counted_exactly() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let tokens = audience_tokens().await;
+            let api = Api::start(|_| true).await;
+            let caches = by_first_segment(credentials(&tokens)).max_keys(2).name("apis");
+            let mut client = ServiceBuilder::new()
+                .layer(PerRequestLayer::new(caches))
+                .service(http_client());
+            // a, b, c (evicts a), a (evicts b), a
+            for audience in ["a", "b", "c", "a", "a"] {
+                get(&mut client, format!("http://{}/{audience}/x", api.addr)).await.unwrap();
+            }
+            let snapshot = snapshotter.snapshot().into_vec();
+            let total = |name: &str| -> u64 {
+                snapshot
+                    .iter()
+                    .filter(|(key, ..)| key.key().name() == name)
+                    .map(|(key, _, _, value)| {
+                        assert!(key.key().labels().any(|label| label.key() == "client"));
+                        match value {
+                            DebugValue::Counter(count) => *count,
+                            _ => 0,
+                        }
+                    })
+                    .sum()
+            };
+            assert_eq!(total("tower_oauth2_keys_evicted_total"), 2);
+            assert_eq!(total("tower_oauth2_tokens_attached_total"), 5);
+        })
+    });
+}
+
+/// Churn: 64 tasks × 16 requests over 12 keys through a bound of 3 (and of 0, taken as 1),
+/// with token answers slowed so evictions land while tokens are in flight: every request gets
+/// a token for its own key, the bound holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_past_the_bound_with_tokens_in_flight_gives_each_request_its_own_keys_token() {
+    let tokens = scripted_async(|request, n| async move {
+        tokio::task::yield_now().await;
+        audience_token(&request, n)
+    })
+    .await;
+    let api = Api::start(|_| true).await;
+    for bound in [3, 0] {
+        let caches = by_first_segment(credentials(&tokens)).max_keys(bound);
+        let client = ServiceBuilder::new()
+            .layer(PerRequestLayer::new(caches.clone()))
+            .service(http_client());
+        let tasks: Vec<_> = (0..64)
+            .map(|task| {
+                let (mut client, addr, caches) = (client.clone(), api.addr, caches.clone());
+                tokio::spawn(async move {
+                    for i in 0..16 {
+                        let key = format!("k{}", (task * 7 + i * 5) % 12);
+                        let token = get(&mut client, format!("http://{addr}/{key}/{i}"))
+                            .await
+                            .unwrap();
+                        assert!(token.starts_with(&format!("{key}-token-")), "{key}: {token}");
+                        assert!(caches.len() <= bound.max(1));
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
 }
