@@ -26,7 +26,10 @@ async fn audience_tokens() -> TokenServer {
     scripted(|request, n| audience_token(request, n)).await
 }
 
-fn audience_token(request: &tower_oauth2::test_util::Received, n: usize) -> http::Response<Full<Bytes>> {
+fn audience_token(
+    request: &tower_oauth2::test_util::Received,
+    n: usize,
+) -> http::Response<Full<Bytes>> {
     let audience = request.form().get("audience").cloned().unwrap_or_default();
     json(
         StatusCode::OK,
@@ -76,7 +79,13 @@ where
     S::Error: Into<tower::BoxError>,
 {
     let request = Request::get(url).body(Full::default()).unwrap();
-    let response = client.ready().await.map_err(Into::into)?.call(request).await.map_err(Into::into)?;
+    let response = client
+        .ready()
+        .await
+        .map_err(Into::into)?
+        .call(request)
+        .await
+        .map_err(Into::into)?;
     let body = response.into_body().collect().await?.to_bytes();
     Ok(String::from_utf8(body.to_vec())?)
 }
@@ -111,10 +120,14 @@ async fn a_panicking_chooser_fails_that_request_with_an_error_instead_of_unwindi
     let ready = client.ready().await.unwrap();
     let called = std::panic::catch_unwind(AssertUnwindSafe(|| ready.call(request)));
     let Ok(future) = called else {
-        panic!("the chooser's panic unwound through PerRequestAuth::call instead of becoming an Error");
+        panic!(
+            "the chooser's panic unwound through PerRequestAuth::call instead of becoming an Error"
+        );
     };
     assert!(future.await.is_err(), "the request fails with an error");
-    let token = get(&mut client, format!("http://{}/orders/1", api.addr)).await.unwrap();
+    let token = get(&mut client, format!("http://{}/orders/1", api.addr))
+        .await
+        .unwrap();
     assert!(token.starts_with("orders-token-"), "{token}");
 }
 
@@ -149,7 +162,9 @@ async fn a_panicking_make_fails_that_request_with_an_error_instead_of_unwinding(
     };
     assert!(future.await.is_err());
     assert_eq!(caches.len(), 0, "no half-made key is kept");
-    let token = get(&mut client, format!("http://{}/orders/2", api.addr)).await.unwrap();
+    let token = get(&mut client, format!("http://{}/orders/2", api.addr))
+        .await
+        .unwrap();
     assert!(token.starts_with("orders-token-"), "{token}");
 }
 
@@ -227,7 +242,10 @@ fn a_slow_make_for_one_key_does_not_hold_up_other_new_keys() {
         move |key| {
             if key == "slow" {
                 let _ = entered_tx.send(());
-                let _ = released.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                let _ = released
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(10));
             }
             StaticToken::from(AccessToken::new(format!("{key}-token")))
         },
@@ -322,9 +340,12 @@ async fn a_key_evicted_while_its_token_is_in_flight_does_not_get_a_second_cache(
     while tokens.requests() < 1 {
         tokio::task::yield_now().await;
     }
-    let billing = get(&mut client.clone(), format!("http://{}/billing/1", api.addr))
-        .await
-        .unwrap();
+    let billing = get(
+        &mut client.clone(),
+        format!("http://{}/billing/1", api.addr),
+    )
+    .await
+    .unwrap();
     assert!(billing.starts_with("billing-token-"));
     let second = {
         let mut client = client.clone();
@@ -338,7 +359,10 @@ async fn a_key_evicted_while_its_token_is_in_flight_does_not_get_a_second_cache(
     }
     gate.notify_waiters();
     gate.notify_one();
-    let (first, second) = (first.await.unwrap().unwrap(), second.await.unwrap().unwrap());
+    let (first, second) = (
+        first.await.unwrap().unwrap(),
+        second.await.unwrap().unwrap(),
+    );
     assert!(first.starts_with("orders-token-") && second.starts_with("orders-token-"));
     assert_eq!(
         asked_for(&tokens, "orders"),
@@ -451,12 +475,21 @@ async fn a_401_for_one_key_replays_with_that_keys_new_token_and_spares_the_other
         ))
         .layer(PerRequestLayer::new(caches.clone()))
         .service(http_client());
-    let billing = get(&mut client, format!("http://{}/billing/1", api.addr)).await.unwrap();
+    let billing = get(&mut client, format!("http://{}/billing/1", api.addr))
+        .await
+        .unwrap();
     assert_eq!(billing, "billing-token-1");
-    let orders = get(&mut client, format!("http://{}/orders/1", api.addr)).await.unwrap();
+    let orders = get(&mut client, format!("http://{}/orders/1", api.addr))
+        .await
+        .unwrap();
     assert_eq!(orders, "orders-token-3", "replayed with orders' next token");
-    let billing = get(&mut client, format!("http://{}/billing/2", api.addr)).await.unwrap();
-    assert_eq!(billing, "billing-token-1", "billing's token survived orders' 401");
+    let billing = get(&mut client, format!("http://{}/billing/2", api.addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        billing, "billing-token-1",
+        "billing's token survived orders' 401"
+    );
     assert_eq!(tokens.requests(), 3);
     assert_eq!(api.rejected(), 1);
 }
@@ -469,10 +502,8 @@ async fn the_reqwest_middleware_replays_a_401_with_the_same_keys_new_token() {
     let api = Api::start(|token| token != "orders-token-2").await;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(
-            tower_oauth2::BearerAuthMiddleware::per_request(by_first_segment(credentials(
-                &tokens,
-            )))
-            .replay_once_on_401(true),
+            tower_oauth2::BearerAuthMiddleware::per_request(by_first_segment(credentials(&tokens)))
+                .replay_once_on_401(true),
         )
         .build();
     let text = |path: &'static str| {
@@ -490,7 +521,8 @@ async fn the_reqwest_middleware_replays_a_401_with_the_same_keys_new_token() {
 #[test]
 fn a_new_key_from_two_runtimes_at_once_costs_one_token_request() {
     let setup = tokio::runtime::Runtime::new().unwrap();
-    let (tokens, api) = setup.block_on(async { (audience_tokens().await, Api::start(|_| true).await) });
+    let (tokens, api) =
+        setup.block_on(async { (audience_tokens().await, Api::start(|_| true).await) });
     let caches = by_first_segment(credentials(&tokens));
     let layer = PerRequestLayer::new(caches.clone());
     let barrier = Arc::new(std::sync::Barrier::new(2));
@@ -498,7 +530,10 @@ fn a_new_key_from_two_runtimes_at_once_costs_one_token_request() {
         .map(|_| {
             let (layer, barrier, addr) = (layer.clone(), barrier.clone(), api.addr);
             std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 runtime.block_on(async move {
                     let client = ServiceBuilder::new().layer(layer).service(http_client());
                     barrier.wait();
@@ -547,18 +582,25 @@ fn evictions_and_attached_tokens_are_counted_exactly() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     metrics::with_local_recorder(&recorder, || {
         runtime.block_on(async {
             let tokens = audience_tokens().await;
             let api = Api::start(|_| true).await;
-            let caches = by_first_segment(credentials(&tokens)).max_keys(2).name("apis");
+            let caches = by_first_segment(credentials(&tokens))
+                .max_keys(2)
+                .name("apis");
             let mut client = ServiceBuilder::new()
                 .layer(PerRequestLayer::new(caches))
                 .service(http_client());
             // a, b, c (evicts a), a (evicts b), a
             for audience in ["a", "b", "c", "a", "a"] {
-                get(&mut client, format!("http://{}/{audience}/x", api.addr)).await.unwrap();
+                get(&mut client, format!("http://{}/{audience}/x", api.addr))
+                    .await
+                    .unwrap();
             }
             let snapshot = snapshotter.snapshot().into_vec();
             let total = |name: &str| -> u64 {
@@ -605,7 +647,10 @@ async fn churn_past_the_bound_with_tokens_in_flight_gives_each_request_its_own_k
                         let token = get(&mut client, format!("http://{addr}/{key}/{i}"))
                             .await
                             .unwrap();
-                        assert!(token.starts_with(&format!("{key}-token-")), "{key}: {token}");
+                        assert!(
+                            token.starts_with(&format!("{key}-token-")),
+                            "{key}: {token}"
+                        );
                         assert!(caches.len() <= bound.max(1));
                     }
                 })
@@ -615,4 +660,78 @@ async fn churn_past_the_bound_with_tokens_in_flight_gives_each_request_its_own_k
             task.await.unwrap();
         }
     }
+}
+
+/// The identity provider is down (503) and two keys take turns through a bound of 1.
+/// Observed: every request makes its key anew, and a new cache has no backoff, so every
+/// request is a token request: 20 requests, 20 token requests to a failing endpoint.
+/// Expected (invariants 2 and 8: after a failure at most one token request per backoff
+/// interval, for any number of caches): about one per key, as with the bound not hit.
+#[tokio::test]
+async fn a_failing_endpoint_is_not_hammered_by_keys_taking_turns_through_the_bound() {
+    let tokens = scripted(|_, n| {
+        crate::support::raw(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("down {n}"),
+        )
+    })
+    .await;
+    let api = Api::start(|_| true).await;
+    let caches = by_first_segment(credentials(&tokens)).max_keys(1);
+    let mut client = ServiceBuilder::new()
+        .layer(PerRequestLayer::new(caches))
+        .service(http_client());
+    for i in 0..20 {
+        let key = ["a", "b"][i % 2];
+        let failed = get(&mut client, format!("http://{}/{key}/{i}", api.addr)).await;
+        assert!(failed.is_err(), "no token while the endpoint is down");
+    }
+    assert!(
+        tokens.requests() <= 4,
+        "{} token requests for 20 calls to a failing endpoint: eviction drops each key's backoff",
+        tokens.requests()
+    );
+}
+
+/// A request for a new key is cancelled while its token is being fetched; the next request
+/// for that key joins that fetch: one token request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_new_key_cancelled_mid_fetch_costs_no_second_fetch() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let tokens = {
+        let gate = gate.clone();
+        scripted_async(move |request, n| {
+            let gate = gate.clone();
+            async move {
+                let _ = gate.acquire().await;
+                audience_token(&request, n)
+            }
+        })
+        .await
+    };
+    let api = Api::start(|_| true).await;
+    let caches = by_first_segment(credentials(&tokens));
+    let client = ServiceBuilder::new()
+        .layer(PerRequestLayer::new(caches))
+        .service(http_client());
+    let first = {
+        let mut client = client.clone();
+        let url = format!("http://{}/orders/1", api.addr);
+        tokio::spawn(async move { get(&mut client, url).await })
+    };
+    while tokens.requests() < 1 {
+        tokio::task::yield_now().await;
+    }
+    first.abort();
+    let _ = first.await;
+    let second = {
+        let mut client = client.clone();
+        let url = format!("http://{}/orders/2", api.addr);
+        tokio::spawn(async move { get(&mut client, url).await })
+    };
+    gate.add_permits(10);
+    let token = second.await.unwrap().unwrap();
+    assert_eq!(token, "orders-token-1");
+    assert_eq!(tokens.requests(), 1);
 }
