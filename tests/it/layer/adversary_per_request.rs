@@ -23,7 +23,7 @@ use crate::support::{json, scripted, scripted_async, Api};
 
 /// A token endpoint whose tokens name the audience they were asked for.
 async fn audience_tokens() -> TokenServer {
-    scripted(|request, n| audience_token(request, n)).await
+    scripted(audience_token).await
 }
 
 fn audience_token(
