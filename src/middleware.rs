@@ -101,16 +101,18 @@ impl BearerAuthMiddleware {
         self
     }
 
-    /// The cache `request` takes its token from, if any.
-    fn cache_for(&self, request: &reqwest::Request) -> Option<TokenCache> {
+    /// The cache `request` takes its token from, if any; an error when the user's code
+    /// choosing it failed.
+    fn cache_for(&self, request: &reqwest::Request) -> Result<Option<TokenCache>, crate::Error> {
         match &self.caches {
-            Caches::One(cache) => Some(cache.clone()),
+            Caches::One(cache) => Ok(Some(cache.clone())),
             Caches::PerRequest(caches) => {
                 let snapshot = caches.snapshot();
                 match caches.choose(&snapshot, &RequestHead::of_reqwest(request)) {
-                    Chosen::NoKey => None,
-                    Chosen::Known(cache) => Some(cache.clone()),
-                    Chosen::Made(cache) => Some(cache),
+                    Chosen::NoKey => Ok(None),
+                    Chosen::Known(cache) => Ok(Some(cache.clone())),
+                    Chosen::Made(cache) => Ok(Some(cache)),
+                    Chosen::Failed(error) => Err(error),
                 }
             }
         }
@@ -170,7 +172,10 @@ impl Middleware for BearerAuthMiddleware {
         if request.headers().contains_key(AUTHORIZATION) {
             return next.run(request, extensions).await;
         }
-        let Some(cache) = self.cache_for(&request) else {
+        let chosen = self
+            .cache_for(&request)
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let Some(cache) = chosen else {
             return next.run(request, extensions).await;
         };
         let authorization = header_from(&cache, &request)

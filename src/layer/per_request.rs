@@ -113,6 +113,7 @@ where
             Chosen::Known(cache) => authorize(cache, &mut self.inner, request),
             Chosen::Made(cache) => authorize(&cache, &mut self.inner, request),
             Chosen::NoKey => ResponseFuture::passthrough(self.inner.call(request)),
+            Chosen::Failed(error) => ResponseFuture::failed(error),
         }
     }
 }

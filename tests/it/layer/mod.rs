@@ -1,7 +1,6 @@
 //! `BearerAuthLayer` (src/layer/, with src/error/grpc.rs for tonic) and `BearerAuthMiddleware`
 //! (src/middleware.rs) in front of real clients and servers.
 
-mod adversary_per_request;
 mod axum;
 mod hyper;
 mod per_request;
