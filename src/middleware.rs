@@ -69,16 +69,22 @@ impl BearerAuthMiddleware {
 
     /// Tokens from the cache `caches` chooses for each request (see [`PerRequestCaches`]):
     /// one client calling several APIs, each with its own audience. A request for which it
-    /// chooses no key is sent without a token.
+    /// chooses no key is sent without a token; a panic in the chooser or in `make` fails that
+    /// request with an [`ErrorKind::Panic`](crate::ErrorKind::Panic) error, unsent.
     ///
     /// ```no_run
     /// use tower_oauth2::cache::PerRequestCaches;
     /// use tower_oauth2::{BearerAuthMiddleware, ClientCredentials};
     ///
     /// # fn demo(credentials: ClientCredentials) {
+    /// // A closed set of APIs, told apart by host (a reqwest URL always has one).
     /// let caches = PerRequestCaches::new(
-    ///     |request| request.host(),
-    ///     move |host| credentials.with_audience(format!("https://{host}")),
+    ///     |request| match request.host()? {
+    ///         "orders.example.com" => Some("https://orders.example.com"),
+    ///         "billing.example.com" => Some("https://billing.example.com"),
+    ///         _ => None,
+    ///     },
+    ///     move |audience| credentials.with_audience(audience),
     /// );
     /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
     ///     .with(BearerAuthMiddleware::per_request(caches))

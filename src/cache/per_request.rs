@@ -7,9 +7,17 @@
 //!
 //! Reading is lock-free and allocation-free for a key already known: the map is an immutable
 //! snapshot behind an arc-swap, looked up with the `&str` the chooser borrows from the request
-//! (or a `&'static str`). Only a new key takes the writers' lock and copies the map. The number
-//! of live keys is bounded: past [`max_keys`](PerRequestCaches::max_keys) the least recently
-//! used key is dropped, and its cache with it (its token zeroized once no request holds it).
+//! (or a `&'static str`). A new key's cache is made by the user's `make` with no lock held; only
+//! adding it takes the writers' lock, to copy the map (pointers only: each key is hashed once,
+//! when it enters) and re-check that no other caller added the key meanwhile.
+//!
+//! The number of live keys is bounded, least recently used first, exactly: each key holds the
+//! value of a use counter at its last use, bumped only when the key used differs from the last
+//! one (a single hot key writes nothing). Past [`max_keys`](PerRequestCaches::max_keys) a new
+//! key drops the least recently used key whose cache is idle and healthy, and its cache with it
+//! (its token zeroized once no request holds it). A cache fetching a token, or whose last fetch
+//! failed, is dropped only once the keys would pass twice `max_keys`: dropping it sooner would
+//! give its key a second cache fetching beside the first, or a new cache without its backoff.
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, RandomState};
