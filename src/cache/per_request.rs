@@ -197,7 +197,7 @@ struct Shared {
     writer: Mutex<()>,
     /// Counts uses that changed which key was used last: a key's `last_used` is the count at
     /// its latest use, which orders keys exactly by their last use.
-    uses: AtomicU64,
+    uses: OwnLine<AtomicU64>,
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     name: Arc<str>,
 }
@@ -209,7 +209,22 @@ pub(crate) struct Kept {
     hash: u64,
     cache: TokenCache,
     /// [`Shared::uses`] at this key's latest use.
-    last_used: AtomicU64,
+    last_used: OwnLine<AtomicU64>,
+}
+
+/// A value on a cache line of its own: keys taking turns write the use counters on every
+/// request, which must not evict the read-mostly fields beside them (the map, the cache) from
+/// other cores' caches. 128 bytes: adjacent-line prefetchers pair 64-byte lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct OwnLine<T>(T);
+
+impl<T> std::ops::Deref for OwnLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 thread_local! {
@@ -264,7 +279,7 @@ impl PerRequestCaches {
                 caches: ArcSwap::from_pointee(HashTable::new()),
                 hasher: RandomState::new(),
                 writer: Mutex::new(()),
-                uses: AtomicU64::new(0),
+                uses: OwnLine::default(),
                 name: Arc::from("per-request"),
             }),
         }
@@ -298,7 +313,7 @@ impl PerRequestCaches {
                     key: kept.key.clone(),
                     hash: kept.hash,
                     cache: kept.cache.clone(),
-                    last_used: AtomicU64::new(kept.last_used.load(Ordering::Relaxed)),
+                    last_used: OwnLine(AtomicU64::new(kept.last_used.load(Ordering::Relaxed))),
                 });
                 keys.insert_unique(kept.hash, kept, |kept| kept.hash);
             }
@@ -309,7 +324,7 @@ impl PerRequestCaches {
                 caches: ArcSwap::from_pointee(keys),
                 hasher: shared.hasher.clone(),
                 writer: Mutex::new(()),
-                uses: AtomicU64::new(shared.uses.load(Ordering::Relaxed)),
+                uses: OwnLine(AtomicU64::new(shared.uses.load(Ordering::Relaxed))),
                 name: shared.name.clone(),
             }
         });
@@ -430,7 +445,7 @@ impl PerRequestCaches {
             key,
             hash,
             cache: made,
-            last_used: AtomicU64::new(self.next_use()),
+            last_used: OwnLine(AtomicU64::new(self.next_use())),
         });
         next.insert_unique(hash, kept, |kept| kept.hash);
         self.shared.caches.store(Arc::new(next));
@@ -571,6 +586,46 @@ mod tests {
         assert_eq!(keys.len(), 2);
         let kept = |key| caches.find(&keys, key).is_some();
         assert!(kept("a") && kept("c"), "b was evicted");
+    }
+
+    #[test]
+    fn failing_caches_stay_past_the_bound_until_twice_it() {
+        let caches = PerRequestCaches::new(
+            |head| head.host(),
+            |key| {
+                let failing = key.starts_with("failing");
+                TokenCache::new(crate::source::from_fn(move || {
+                    std::future::ready(if failing {
+                        Err(Error::config("the endpoint is down"))
+                    } else {
+                        Ok(AccessToken::new("t"))
+                    })
+                }))
+            },
+        )
+        .max_keys(2);
+        let fail = |key: &str| {
+            let cache = caches.cache(key);
+            let fetched = futures_util::FutureExt::now_or_never(cache.entry()).expect("at once");
+            assert!(fetched.is_err());
+        };
+        let has = |key| caches.find(&caches.shared.caches.load(), key).is_some();
+        fail("failing-1");
+        fail("failing-2");
+        caches.cache("idle-1");
+        // Both failing caches are backing off: kept past the bound.
+        assert!(has("failing-1") && has("failing-2") && has("idle-1"));
+        caches.cache("idle-2");
+        // The idle key goes first, although it was used after the failing ones.
+        assert!(!has("idle-1") && has("idle-2") && caches.len() == 3);
+        fail("failing-3");
+        assert!(!has("idle-2") && caches.len() == 3);
+        fail("failing-4");
+        assert_eq!(caches.len(), 4, "no idle key left to drop");
+        // A fifth key would pass twice the bound: the least recently used goes, failing or not.
+        caches.cache("idle-3");
+        assert_eq!(caches.len(), 4);
+        assert!(!has("failing-1") && has("failing-2") && has("idle-3"));
     }
 
     #[test]
