@@ -69,16 +69,22 @@ impl BearerAuthMiddleware {
 
     /// Tokens from the cache `caches` chooses for each request (see [`PerRequestCaches`]):
     /// one client calling several APIs, each with its own audience. A request for which it
-    /// chooses no key is sent without a token.
+    /// chooses no key is sent without a token; a panic in the chooser or in `make` fails that
+    /// request with an [`ErrorKind::Panic`](crate::ErrorKind::Panic) error, unsent.
     ///
     /// ```no_run
     /// use tower_oauth2::cache::PerRequestCaches;
     /// use tower_oauth2::{BearerAuthMiddleware, ClientCredentials};
     ///
     /// # fn demo(credentials: ClientCredentials) {
+    /// // A closed set of APIs, told apart by host (a reqwest URL always has one).
     /// let caches = PerRequestCaches::new(
-    ///     |request| request.host(),
-    ///     move |host| credentials.with_audience(format!("https://{host}")),
+    ///     |request| match request.host()? {
+    ///         "orders.example.com" => Some("https://orders.example.com"),
+    ///         "billing.example.com" => Some("https://billing.example.com"),
+    ///         _ => None,
+    ///     },
+    ///     move |audience| credentials.with_audience(audience),
     /// );
     /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
     ///     .with(BearerAuthMiddleware::per_request(caches))
@@ -101,16 +107,18 @@ impl BearerAuthMiddleware {
         self
     }
 
-    /// The cache `request` takes its token from, if any.
-    fn cache_for(&self, request: &reqwest::Request) -> Option<TokenCache> {
+    /// The cache `request` takes its token from, if any; an error when the user's code
+    /// choosing it failed.
+    fn cache_for(&self, request: &reqwest::Request) -> Result<Option<TokenCache>, crate::Error> {
         match &self.caches {
-            Caches::One(cache) => Some(cache.clone()),
+            Caches::One(cache) => Ok(Some(cache.clone())),
             Caches::PerRequest(caches) => {
                 let snapshot = caches.snapshot();
                 match caches.choose(&snapshot, &RequestHead::of_reqwest(request)) {
-                    Chosen::NoKey => None,
-                    Chosen::Known(cache) => Some(cache.clone()),
-                    Chosen::Made(cache) => Some(cache),
+                    Chosen::NoKey => Ok(None),
+                    Chosen::Known(cache) => Ok(Some(cache.clone())),
+                    Chosen::Made(cache) => Ok(Some(cache)),
+                    Chosen::Failed(error) => Err(error),
                 }
             }
         }
@@ -170,7 +178,10 @@ impl Middleware for BearerAuthMiddleware {
         if request.headers().contains_key(AUTHORIZATION) {
             return next.run(request, extensions).await;
         }
-        let Some(cache) = self.cache_for(&request) else {
+        let chosen = self
+            .cache_for(&request)
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let Some(cache) = chosen else {
             return next.run(request, extensions).await;
         };
         let authorization = header_from(&cache, &request)

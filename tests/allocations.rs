@@ -477,3 +477,57 @@ fn credentials_read_from_files_are_wiped_too() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Adversary (issue #21, per-request): a key evicted past the bound takes its cache, its
+/// token and this thread's copy of its header with it, every copy wiped before it is freed.
+#[test]
+fn an_evicted_keys_token_is_wiped_before_it_is_freed() {
+    let caches = PerRequestCaches::new(
+        |head| head.path().strip_prefix('/'),
+        |key| {
+            StaticToken::from(
+                AccessToken::new(canary_token(key)).with_lifetime(Duration::from_secs(3600)),
+            )
+        },
+    )
+    .max_keys(1);
+    let mut service = PerRequestLayer::new(caches.clone()).layer(Noop);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    UNWIPED.set((0, 0));
+    SCANNING.set(Some(CREDENTIALS));
+    runtime.block_on(async {
+        for path in ["/a", "/a", "/a", "/b", "/b", "/a", "/b"] {
+            let mut request = request();
+            *request.uri_mut() = http::Uri::from_static(path);
+            std::future::poll_fn(|cx| Service::<Request<()>>::poll_ready(&mut service, cx))
+                .await
+                .unwrap();
+            service.call(request).await.unwrap();
+            assert_eq!(caches.len(), 1);
+        }
+    });
+    drop(service);
+    drop(caches);
+    drop(runtime);
+    SCANNING.set(None);
+    let (unwiped, which) = UNWIPED.get();
+    assert_eq!(
+        unwiped,
+        0,
+        "{unwiped} freed block(s) held a token, the last one {:?}",
+        String::from_utf8_lossy(CREDENTIALS[which])
+    );
+}
+
+/// `TOKEN-key`, built in one allocation: `format!` may grow its buffer and free a partial
+/// copy, unwiped, which would be this test's copy, not the crate's.
+fn canary_token(key: &str) -> String {
+    let mut token = String::with_capacity(TOKEN.len() + 1 + key.len());
+    token.push_str(TOKEN);
+    token.push('-');
+    token.push_str(key);
+    token
+}

@@ -220,6 +220,15 @@ impl TokenCache {
         }
     }
 
+    /// Whether this cache is fetching a token, or its last fetch failed (it is backing off, or
+    /// will fetch again only once its backoff is over): dropping it would lose that flight or
+    /// that backoff, and a new cache for the same credentials would fetch at once. Takes the
+    /// slow path's lock; for [`PerRequestCaches`]' eviction, never for a request.
+    pub(crate) fn is_busy(&self) -> bool {
+        let control = self.inner.control();
+        control.flight.is_some() || control.failures > 0
+    }
+
     /// A request went out with a token of this cache's (the `tokens_attached` counter).
     #[inline]
     pub(crate) fn count_attached(&self) {

@@ -7,23 +7,30 @@
 //!
 //! Reading is lock-free and allocation-free for a key already known: the map is an immutable
 //! snapshot behind an arc-swap, looked up with the `&str` the chooser borrows from the request
-//! (or a `&'static str`). Only a new key takes the writers' lock and copies the map. The number
-//! of live keys is bounded: past [`max_keys`](PerRequestCaches::max_keys) the least recently
-//! used key is dropped, and its cache with it (its token zeroized once no request holds it).
+//! (or a `&'static str`). A new key's cache is made by the user's `make` with no lock held; only
+//! adding it takes the writers' lock, to copy the map (pointers only: each key is hashed once,
+//! when it enters) and re-check that no other caller added the key meanwhile.
+//!
+//! The number of live keys is bounded, least recently used first, exactly: each key holds the
+//! value of a use counter at its last use, bumped only when the key used differs from the last
+//! one (a single hot key writes nothing). Past [`max_keys`](PerRequestCaches::max_keys) a new
+//! key drops the least recently used key whose cache is idle and healthy, and its cache with it
+//! (its token zeroized once no request holds it). A cache fetching a token, or whose last fetch
+//! failed, is dropped only once the keys would pass twice `max_keys`: dropping it sooner would
+//! give its key a second cache fetching beside the first, or a new cache without its backoff.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::hash::{BuildHasher, RandomState};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use hashbrown::HashTable;
 use http::{HeaderMap, Method};
 
 use super::TokenCache;
-use crate::clock::{coarse_now, ticks, Ticks};
-
-/// How often a key's last use is written down at most: a store on every request would make
-/// every core write the same line.
-const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+use crate::Error;
 
 /// What a chooser sees of a request: its method, URL parts and headers, whether it came
 /// through the tower layer (`http::Request`) or the reqwest middleware (`reqwest::Request`).
@@ -100,8 +107,12 @@ impl<'a> RequestHead<'a> {
 type Chooser = dyn for<'a> Fn(&RequestHead<'a>) -> Option<&'a str> + Send + Sync;
 type Maker = dyn Fn(&str) -> TokenCache + Send + Sync;
 
+/// The keys' caches, each with its key and the key's hash. Each new map copies pointers and
+/// rehashes nothing: a new key costs its own length, however long the resident keys are.
+type Keys = HashTable<Arc<Kept>>;
+
 /// What [`PerRequestCaches::snapshot`] returns.
-pub(crate) type Snapshot = arc_swap::Guard<Arc<HashMap<Box<str>, Arc<Kept>>>>;
+pub(crate) type Snapshot = arc_swap::Guard<Arc<Keys>>;
 
 /// The cache a request needs.
 pub(crate) enum Chosen<'s> {
@@ -111,6 +122,9 @@ pub(crate) enum Chosen<'s> {
     Known(&'s TokenCache),
     /// A new key's cache, made just now.
     Made(TokenCache),
+    /// The user's `choose` or `make` failed (panicked, or `make` asked for the key it is
+    /// making): the request fails with this error, unsent.
+    Failed(Error),
 }
 
 /// One [`TokenCache`] per key, the key chosen from each request: give it to
@@ -128,18 +142,45 @@ pub(crate) enum Chosen<'s> {
 /// use tower_oauth2::ClientCredentials;
 ///
 /// # fn demo(credentials: ClientCredentials) {
-/// // Each API host is its own audience; requests elsewhere go out without a token.
+/// // Each API is its own audience, told by the request's path (a gRPC service's methods all
+/// // start with `/package.Service/`) or, when the URL names one, by its host; other requests
+/// // go out without a token.
 /// let caches = PerRequestCaches::new(
-///     |request| match request.host()? {
-///         "orders.internal" => Some("https://orders.example.com"),
-///         "billing.internal" => Some("https://billing.example.com"),
-///         _ => None,
+///     |request| {
+///         if request.path().starts_with("/orders.Orders/") {
+///             return Some("https://orders.example.com");
+///         }
+///         match request.host()? {
+///             "billing.internal" => Some("https://billing.example.com"),
+///             _ => None,
+///         }
 ///     },
 ///     move |audience| credentials.with_audience(audience),
 /// );
 /// # let _ = caches;
 /// # }
 /// ```
+///
+/// # Choose keys from a closed set
+///
+/// Take keys from a table of the APIs you call (as above), not from a header or any other
+/// text a caller controls. Each key's cache reports its metrics under its own labels (a
+/// `with_audience` sibling under its `audience`): the bound on live keys bounds the caches, not
+/// the series a metrics recorder keeps for every key it ever saw. Keys copied from untrusted
+/// input also make a token request per new key at the identity provider.
+///
+/// # When `choose` or `make` fail
+///
+/// They are your code, called on a request's way out. A panic in either fails that request
+/// with an [`ErrorKind::Panic`](crate::ErrorKind::Panic) error naming which one panicked, and
+/// keeps nothing for the key. `make` may ask these same caches for other keys (a token exchange
+/// whose subject token is another audience's); if it asks for the key it is making, directly or
+/// through other keys' `make`, it is given a cache that fails every request with an
+/// [`ErrorKind::Config`](crate::ErrorKind::Config) error instead of recursing for ever.
+///
+/// `make` runs with no lock held, so a slow `make` holds up no other key. Two requests that
+/// are first to ask for the same key at the same moment may each run `make`; only one cache is
+/// kept, and the other is dropped before it fetched anything.
 #[derive(Clone)]
 pub struct PerRequestCaches {
     shared: Arc<Shared>,
@@ -149,27 +190,73 @@ struct Shared {
     choose: Arc<Chooser>,
     make: Arc<Maker>,
     max_keys: usize,
-    caches: ArcSwap<HashMap<Box<str>, Arc<Kept>>>,
-    /// Serializes inserting keys (readers never take it); counts the keys made.
-    writer: Mutex<u64>,
+    caches: ArcSwap<Keys>,
+    /// Hashes keys, once for a key in the map and once per lookup.
+    hasher: RandomState,
+    /// Serializes inserting keys (readers never take it; `make` runs outside it).
+    writer: Mutex<()>,
+    /// Counts uses that changed which key was used last: a key's `last_used` is the count at
+    /// its latest use, which orders keys exactly by their last use.
+    uses: OwnLine<AtomicU64>,
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     name: Arc<str>,
 }
 
 pub(crate) struct Kept {
+    /// Shared with a `make` running for it (see [`MAKING`]).
+    key: Arc<str>,
+    /// `key`'s hash by [`Shared::hasher`].
+    hash: u64,
     cache: TokenCache,
-    /// When it was last used, to within [`TOUCH_EVERY`].
-    last_used: AtomicU64,
-    /// The order keys were made in, to choose among keys last used at the same time.
-    made: u64,
+    /// [`Shared::uses`] at this key's latest use.
+    last_used: OwnLine<AtomicU64>,
 }
 
-impl Kept {
-    fn touch(&self, now: Ticks) {
-        // Read first: most requests find it recent and write nothing.
-        if now.saturating_sub(self.last_used.load(Ordering::Relaxed)) > ticks(TOUCH_EVERY) {
-            self.last_used.store(now, Ordering::Relaxed);
-        }
+/// A value on a cache line of its own: keys taking turns write the use counters on every
+/// request, which must not evict the read-mostly fields beside them (the map, the cache) from
+/// other cores' caches. 128 bytes: adjacent-line prefetchers pair 64-byte lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct OwnLine<T>(T);
+
+impl<T> std::ops::Deref for OwnLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+thread_local! {
+    /// The keys this thread's `make` calls are making, with the [`Shared`] (by address) they
+    /// are made for: a `make` asking for one of them would recurse for ever.
+    static MAKING: RefCell<Vec<(usize, Arc<str>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A key on [`MAKING`] while its `make` runs, off it when that returns or unwinds.
+struct Making;
+
+impl Making {
+    /// Put `key` on this thread's list, unless it is on it already.
+    fn enter(shared: usize, key: &Arc<str>) -> Option<Making> {
+        MAKING.with(|making| {
+            let mut making = making.borrow_mut();
+            if making
+                .iter()
+                .any(|(of, made)| *of == shared && **made == **key)
+            {
+                return None;
+            }
+            making.push((shared, key.clone()));
+            Some(Making)
+        })
+    }
+}
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        // `make` calls nest on a thread, so the key this guard put on the list is the last.
+        MAKING.with(|making| making.borrow_mut().pop());
     }
 }
 
@@ -189,15 +276,22 @@ impl PerRequestCaches {
                 choose: Arc::new(choose),
                 make: Arc::new(move |key| make(key).into()),
                 max_keys: Self::DEFAULT_MAX_KEYS,
-                caches: ArcSwap::from_pointee(HashMap::new()),
-                writer: Mutex::new(0),
+                caches: ArcSwap::from_pointee(HashTable::new()),
+                hasher: RandomState::new(),
+                writer: Mutex::new(()),
+                uses: OwnLine::default(),
                 name: Arc::from("per-request"),
             }),
         }
     }
 
-    /// Keep at most `max_keys` keys (at least 1; default 64): a new key past that drops the
-    /// least recently used one, and its cache.
+    /// Keep about `max_keys` keys (at least 1; default 64). A new key past that drops the
+    /// least recently used key whose cache is idle and healthy, and its cache (its token
+    /// zeroized once no request holds it). A cache fetching a token, or whose last fetch
+    /// failed (backing off), is kept past the bound: dropping it would give its key a second
+    /// cache fetching at the same time, or a new one without the backoff, hammering a failing
+    /// identity provider. Such caches too are dropped, least recently used first, once the
+    /// keys would pass twice `max_keys`, so that no input can grow the map without bound.
     pub fn max_keys(self, max_keys: usize) -> Self {
         self.reconfigure(|shared| shared.max_keys = max_keys.max(1))
     }
@@ -211,13 +305,28 @@ impl PerRequestCaches {
     /// Settings are meant to be given before the value is cloned; a clone made earlier keeps
     /// its settings, and from then on its own caches.
     fn reconfigure(self, change: impl FnOnce(&mut Shared)) -> Self {
-        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
-            choose: shared.choose.clone(),
-            make: shared.make.clone(),
-            max_keys: shared.max_keys,
-            caches: ArcSwap::new(shared.caches.load_full()),
-            writer: Mutex::new(0),
-            name: shared.name.clone(),
+        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| {
+            // The same caches under new bookkeeping: the clone's uses are its own.
+            let mut keys = Keys::new();
+            for kept in shared.caches.load().iter() {
+                let kept = Arc::new(Kept {
+                    key: kept.key.clone(),
+                    hash: kept.hash,
+                    cache: kept.cache.clone(),
+                    last_used: OwnLine(AtomicU64::new(kept.last_used.load(Ordering::Relaxed))),
+                });
+                keys.insert_unique(kept.hash, kept, |kept| kept.hash);
+            }
+            Shared {
+                choose: shared.choose.clone(),
+                make: shared.make.clone(),
+                max_keys: shared.max_keys,
+                caches: ArcSwap::from_pointee(keys),
+                hasher: shared.hasher.clone(),
+                writer: Mutex::new(()),
+                uses: OwnLine(AtomicU64::new(shared.uses.load(Ordering::Relaxed))),
+                name: shared.name.clone(),
+            }
         });
         change(&mut shared);
         PerRequestCaches {
@@ -235,11 +344,23 @@ impl PerRequestCaches {
         self.len() == 0
     }
 
-    /// The cache for `key`, made now if it has none.
+    /// The cache for `key`, made now if it has none (a use of `key`, as a request's).
+    ///
+    /// If `make` panics, or asks these caches for `key` itself, nothing is kept for `key` and
+    /// the cache returned fails every request with an error saying so.
     pub fn cache(&self, key: &str) -> TokenCache {
-        match self.shared.caches.load().get(key) {
-            Some(kept) => kept.cache.clone(),
-            None => self.insert(key).cache.clone(),
+        if let Some(kept) = self.find(&self.shared.caches.load(), key) {
+            self.touch(kept);
+            return kept.cache.clone();
+        }
+        match self.insert(key) {
+            Ok(cache) => cache,
+            Err(error) => {
+                let error = error.found_locally();
+                TokenCache::new(crate::source::from_fn(move || {
+                    std::future::ready(Err(error.clone()))
+                }))
+            }
         }
     }
 
@@ -251,64 +372,158 @@ impl PerRequestCaches {
 
     /// The cache the request needs, found in `snapshot` (lock-free, no allocation) or made now.
     pub(crate) fn choose<'s>(&self, snapshot: &'s Snapshot, head: &RequestHead<'_>) -> Chosen<'s> {
-        let Some(key) = (self.shared.choose)(head) else {
-            return Chosen::NoKey;
+        // The chooser is the user's: a panic fails this request, not the caller's task.
+        let key = match std::panic::catch_unwind(AssertUnwindSafe(|| (self.shared.choose)(head))) {
+            Ok(Some(key)) => key,
+            Ok(None) => return Chosen::NoKey,
+            Err(_panic) => return Chosen::Failed(panicked("the `choose` closure")),
         };
-        match snapshot.get(key) {
+        match self.find(snapshot, key) {
             Some(kept) => {
-                kept.touch(coarse_now());
+                self.touch(kept);
                 Chosen::Known(&kept.cache)
             }
-            None => Chosen::Made(self.insert(key).cache.clone()),
+            None => match self.insert(key) {
+                Ok(cache) => Chosen::Made(cache),
+                Err(error) => Chosen::Failed(error),
+            },
         }
     }
 
+    /// `key`'s cache in `keys`.
+    #[inline]
+    fn find<'k>(&self, keys: &'k Keys, key: &str) -> Option<&'k Kept> {
+        let hash = self.shared.hasher.hash_one(key);
+        keys.find(hash, |kept| *kept.key == *key)
+            .map(|kept| &**kept)
+    }
+
+    /// Write down a use of `kept`. A key used again while no other was used since writes
+    /// nothing: the hot key's path reads shared memory only.
+    #[inline]
+    fn touch(&self, kept: &Kept) {
+        let uses = self.shared.uses.load(Ordering::Relaxed);
+        if kept.last_used.load(Ordering::Relaxed) != uses {
+            kept.last_used.store(self.next_use(), Ordering::Relaxed);
+        }
+    }
+
+    /// A new latest use.
+    fn next_use(&self) -> u64 {
+        self.shared.uses.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Make `key`'s cache and add it, or take the one another caller added meanwhile.
     #[cold]
-    fn insert(&self, key: &str) -> Arc<Kept> {
-        let mut made = self
+    #[inline(never)]
+    fn insert(&self, key: &str) -> Result<TokenCache, Error> {
+        let key: Arc<str> = Arc::from(key);
+        let hash = self.shared.hasher.hash_one(&*key);
+        let made = self.make(&key)?;
+        let writer = self
             .shared
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let current = self.shared.caches.load_full();
-        if let Some(kept) = current.get(key) {
-            return kept.clone();
+        if let Some(theirs) = self.find(&current, &key) {
+            // Another caller made this key while `make` ran: theirs is the one requests share.
+            let theirs = theirs.cache.clone();
+            drop(writer);
+            self.touch_key(&key);
+            // Ours never fetched; it drops here, outside the lock (its drop is the user's code).
+            drop(made);
+            return Ok(theirs);
         }
-        // Made under the writers' lock: two callers of a new key must share one cache, or
-        // each would fetch its own token. `make` is the user's; a panic there leaves the map
-        // as it was.
+        let mut next = Keys::with_capacity(current.len() + 1);
+        for kept in current.iter() {
+            next.insert_unique(kept.hash, kept.clone(), |kept| kept.hash);
+        }
+        let evicted = evict(&mut next, self.shared.max_keys);
+        let cache = made.clone();
         let kept = Arc::new(Kept {
-            cache: (self.shared.make)(key),
-            last_used: AtomicU64::new(coarse_now()),
-            made: *made,
+            key,
+            hash,
+            cache: made,
+            last_used: OwnLine(AtomicU64::new(self.next_use())),
         });
-        *made += 1;
-        let mut next: HashMap<Box<str>, Arc<Kept>> = HashMap::with_capacity(current.len() + 1);
-        next.extend(
-            current
-                .iter()
-                .map(|(key, kept)| (key.clone(), kept.clone())),
-        );
-        let mut evicted = None;
-        if next.len() >= self.shared.max_keys {
-            let oldest = next
-                .iter()
-                .min_by_key(|(_, kept)| (kept.last_used.load(Ordering::Relaxed), kept.made))
-                .map(|(key, _)| key.clone());
-            evicted = oldest.and_then(|oldest| next.remove(&oldest));
-        }
-        next.insert(key.into(), kept.clone());
+        next.insert_unique(hash, kept, |kept| kept.hash);
         self.shared.caches.store(Arc::new(next));
         drop(current);
-        if evicted.is_some() {
+        drop(writer);
+        if !evicted.is_empty() {
             #[cfg(feature = "metrics")]
             metrics::counter!("tower_oauth2_keys_evicted_total", "client" => self.shared.name.to_string())
-                .increment(1);
+                .increment(evicted.len() as u64);
         }
-        // The evicted cache drops here, or when the last request using it ends.
+        // The evicted caches drop here, or when the last request using them ends.
         drop(evicted);
-        kept
+        Ok(cache)
     }
+
+    /// A use of `key`, found in the map as it is now.
+    fn touch_key(&self, key: &str) {
+        if let Some(kept) = self.find(&self.shared.caches.load(), key) {
+            self.touch(kept);
+        }
+    }
+
+    /// The user's `make` for `key`, with no lock held: a panic, or a `make` asking for the key
+    /// it is making, is an error.
+    fn make(&self, key: &Arc<str>) -> Result<TokenCache, Error> {
+        let Some(_making) = Making::enter(Arc::as_ptr(&self.shared) as usize, key) else {
+            return Err(Error::config(
+                "a `make` closure of PerRequestCaches asked the same caches for the key it is \
+                 making (directly, or through the `make` of other keys): it would recurse for \
+                 ever; make that key's cache from the base credentials instead",
+            ));
+        };
+        std::panic::catch_unwind(AssertUnwindSafe(|| (self.shared.make)(key)))
+            .map_err(|_panic| panicked("the `make` closure"))
+    }
+}
+
+/// `closure` of a [`PerRequestCaches`] panicked; its message went to the panic hook (it may
+/// name a key or a credential), not into the error.
+fn panicked(closure: &str) -> Error {
+    tracing::error!(target: "tower_oauth2::cache", "{closure} of PerRequestCaches panicked");
+    Error::panicked_in(&format!("{closure} of PerRequestCaches"))
+}
+
+/// Make room in `keys` for one more, by the rule [`PerRequestCaches::max_keys`] documents;
+/// what it took out.
+fn evict(keys: &mut Keys, max_keys: usize) -> Vec<Arc<Kept>> {
+    if keys.len() < max_keys {
+        return Vec::new();
+    }
+    // Least recently used first. `last_used` values are distinct but for racing uses, where
+    // either order is right.
+    let mut by_age: Vec<Arc<Kept>> = keys.iter().cloned().collect();
+    by_age.sort_unstable_by_key(|kept| kept.last_used.load(Ordering::Relaxed));
+    let mut evicted = Vec::new();
+    let mut take = |keys: &mut Keys, kept: &Arc<Kept>| {
+        if let Ok(entry) = keys.find_entry(kept.hash, |other| Arc::ptr_eq(other, kept)) {
+            evicted.push(entry.remove().0);
+        }
+    };
+    // Idle, healthy caches, down to the bound (more than one when busy ones pushed it past).
+    for kept in &by_age {
+        if keys.len() < max_keys {
+            break;
+        }
+        if !kept.cache.is_busy() {
+            take(keys, kept);
+        }
+    }
+    // Busy ones only past twice the bound: memory stays bounded whatever the keys.
+    let hard_bound = max_keys.saturating_mul(2);
+    for kept in &by_age {
+        if keys.len() < hard_bound {
+            break;
+        }
+        take(keys, kept);
+    }
+    evicted
 }
 
 impl std::fmt::Debug for PerRequestCaches {
@@ -348,6 +563,7 @@ mod tests {
                 Chosen::NoKey => None,
                 Chosen::Known(cache) => Some(cache.slot()),
                 Chosen::Made(cache) => Some(cache.slot()),
+                Chosen::Failed(error) => panic!("{error}"),
             }
         };
         let first = slot("https://a.example/x");
@@ -363,17 +579,97 @@ mod tests {
         let caches = caches(2);
         caches.cache("a");
         caches.cache("b");
-        // `a` used again much later than `b`.
-        caches.shared.caches.load()["a"]
-            .last_used
-            .store(coarse_now() + ticks(TOUCH_EVERY) * 10, Ordering::Relaxed);
+        // `a` used again after `b`, within the same instant.
+        caches.cache("a");
         caches.cache("c");
         let keys = caches.shared.caches.load();
         assert_eq!(keys.len(), 2);
-        assert!(
-            keys.contains_key("a") && keys.contains_key("c"),
-            "b was evicted"
+        let kept = |key| caches.find(&keys, key).is_some();
+        assert!(kept("a") && kept("c"), "b was evicted");
+    }
+
+    #[test]
+    fn failing_caches_stay_past_the_bound_until_twice_it() {
+        let caches = PerRequestCaches::new(
+            |head| head.host(),
+            |key| {
+                let failing = key.starts_with("failing");
+                TokenCache::new(crate::source::from_fn(move || {
+                    std::future::ready(if failing {
+                        Err(Error::config("the endpoint is down"))
+                    } else {
+                        Ok(AccessToken::new("t"))
+                    })
+                }))
+            },
+        )
+        .max_keys(2);
+        let fail = |key: &str| {
+            let cache = caches.cache(key);
+            let fetched = futures_util::FutureExt::now_or_never(cache.entry()).expect("at once");
+            assert!(fetched.is_err());
+        };
+        let has = |key| caches.find(&caches.shared.caches.load(), key).is_some();
+        fail("failing-1");
+        fail("failing-2");
+        caches.cache("idle-1");
+        // Both failing caches are backing off: kept past the bound.
+        assert!(has("failing-1") && has("failing-2") && has("idle-1"));
+        caches.cache("idle-2");
+        // The idle key goes first, although it was used after the failing ones.
+        assert!(!has("idle-1") && has("idle-2") && caches.len() == 3);
+        fail("failing-3");
+        assert!(!has("idle-2") && caches.len() == 3);
+        fail("failing-4");
+        assert_eq!(caches.len(), 4, "no idle key left to drop");
+        // A fifth key would pass twice the bound: the least recently used goes, failing or not.
+        caches.cache("idle-3");
+        assert_eq!(caches.len(), 4);
+        assert!(!has("failing-1") && has("failing-2") && has("idle-3"));
+    }
+
+    #[test]
+    fn a_hot_key_writes_nothing_and_keys_taking_turns_count_each_use() {
+        let caches = caches(8);
+        caches.cache("hot");
+        let uses = || caches.shared.uses.load(Ordering::Relaxed);
+        let before = uses();
+        for _ in 0..100 {
+            caches.cache("hot");
+        }
+        assert_eq!(uses(), before, "the hot key's uses write nothing");
+        caches.cache("other");
+        caches.cache("hot");
+        caches.cache("other");
+        assert_eq!(uses(), before + 3);
+    }
+
+    #[test]
+    fn a_make_asking_for_its_own_key_through_a_cycle_gets_an_error_instead_of_recursing() {
+        let slot: Arc<std::sync::OnceLock<PerRequestCaches>> = Arc::default();
+        let inside = slot.clone();
+        // `a` is made from `b`, and `b` from `a`: a cycle through two keys.
+        let caches = PerRequestCaches::new(
+            |head| head.host(),
+            move |key| {
+                let other = if key == "a" { "b" } else { "a" };
+                inside.get().expect("set").cache(other)
+            },
         );
+        let _ = slot.set(caches.clone());
+        let cache = caches.cache("a");
+        let error = futures_util::FutureExt::now_or_never(cache.entry())
+            .expect("fails at once")
+            .unwrap_err();
+        assert_eq!(error.kind(), crate::ErrorKind::Config);
+        assert!(error.to_string().contains("recurse"), "{error}");
+        // `b`'s make got that failing cache for `a` and returned it: the user's cycle fails
+        // every request for both keys, with that error, until it is fixed.
+        let b = caches.cache("b");
+        let error = futures_util::FutureExt::now_or_never(b.entry())
+            .expect("fails at once")
+            .unwrap_err();
+        assert!(error.to_string().contains("recurse"), "{error}");
     }
 
     #[test]

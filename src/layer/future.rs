@@ -51,6 +51,11 @@ pin_project! {
             watch: Option<Watch>,
             dpop: Option<Box<DpopWatch>>,
         },
+        /// No token can be had for this request, known before anything was sent (the user's
+        /// code choosing its credentials panicked, say).
+        Failed {
+            error: Option<Error>,
+        },
     }
 }
 
@@ -86,6 +91,13 @@ where
                 watch: None,
                 dpop: None,
             },
+        }
+    }
+
+    /// A request that fails with `error` without being sent.
+    pub(crate) fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
         }
     }
 
@@ -176,6 +188,12 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Waiting { .. } => ready!(poll_waiting(state.as_mut(), cx))?,
+                StateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .expect("a ResponseFuture is not polled after it completes");
+                    return Poll::Ready(Err(error.into()));
+                }
             }
         }
     }

@@ -16,6 +16,12 @@ use crate::error::BoxError;
 /// resource, organization). Each key [`PerRequestCaches`] chooses has its own cache, single
 /// flight and refresh; a request for which it chooses no key is sent untouched.
 ///
+/// Choose by what the request carries where this layer sits. A tonic `Channel` is handed
+/// requests whose URI is a path only (`/orders.Orders/Get`): there
+/// [`RequestHead::host`](crate::cache::RequestHead::host) is `None`, and the gRPC service in
+/// the path tells the APIs apart. A hyper-util client gets absolute URIs, with a host.
+/// Either way, map them to keys from a closed set (see [`PerRequestCaches`]):
+///
 /// ```no_run
 /// use tower::ServiceBuilder;
 /// use tower_oauth2::cache::PerRequestCaches;
@@ -30,8 +36,22 @@ use crate::error::BoxError;
 ///     .client_secret("…")
 ///     .build()?;
 /// let caches = PerRequestCaches::new(
-///     |request| request.host(), // the API's host is its audience here
-///     move |host| credentials.with_audience(format!("https://{host}")),
+///     |request| {
+///         // gRPC: `/package.Service/Method`, with no host on the URI under tonic.
+///         let path = request.path();
+///         if path.starts_with("/orders.Orders/") {
+///             return Some("https://orders.example.com");
+///         }
+///         if path.starts_with("/billing.Billing/") {
+///             return Some("https://billing.example.com");
+///         }
+///         // HTTP: the host, when the URI names one.
+///         match request.host()? {
+///             "users.internal" => Some("https://users.example.com"),
+///             _ => None, // anything else goes out without a token
+///         }
+///     },
+///     move |audience| credentials.with_audience(audience),
 /// );
 /// let client = ServiceBuilder::new()
 ///     .layer(PerRequestLayer::new(caches))
@@ -40,6 +60,9 @@ use crate::error::BoxError;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// A panic in the chooser or in `make` fails that request with an
+/// [`ErrorKind::Panic`](crate::ErrorKind::Panic) error; the inner service is not called.
 ///
 /// Behaves as [`BearerAuthLayer`](crate::BearerAuthLayer) in every other way: a request that
 /// already has an `Authorization` header is passed on, and a `401` (or gRPC UNAUTHENTICATED)
@@ -113,6 +136,7 @@ where
             Chosen::Known(cache) => authorize(cache, &mut self.inner, request),
             Chosen::Made(cache) => authorize(&cache, &mut self.inner, request),
             Chosen::NoKey => ResponseFuture::passthrough(self.inner.call(request)),
+            Chosen::Failed(error) => ResponseFuture::failed(error),
         }
     }
 }
