@@ -8,6 +8,8 @@
 
 mod support;
 
+#[cfg(feature = "test-util")]
+mod adversary_dpop;
 #[cfg(feature = "redis")]
 mod adversary_fleet;
 #[cfg(feature = "test-util")]
