@@ -676,3 +676,130 @@ fn holds_no_secret_in_trace_logs_of_dpop_traffic() {
     }
     assert!(!all.contains(pem.lines().nth(1).unwrap()));
 }
+
+/// gRPC has no `401`: a gRPC resource server asks for its DPoP nonce with `UNAUTHENTICATED`
+/// (trailers-only, so `grpc-status: 16` in the response headers) carrying
+/// `www-authenticate: DPoP error="use_dpop_nonce"` and `dpop-nonce`. The layer checks for a
+/// nonce request only on HTTP `401` (`resource_wants_nonce`), so it takes this for a rejected
+/// token and drops it: the next call fetches a new token. Issue #21: "a `use_dpop_nonce`
+/// answer never drops the token". Expected: one token request for both calls.
+#[tokio::test]
+async fn defect_a_grpc_use_dpop_nonce_answer_drops_the_token() {
+    use tonic::metadata::MetadataMap;
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::server::TcpIncoming;
+    use tonic::transport::{Endpoint, Server};
+    use tonic::{Code, Status};
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let tokens = token_server().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let demand_nonce = |request: tonic::Request<()>| {
+        let proof = request
+            .metadata()
+            .get("dpop")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if decode(&proof).1["nonce"] == "grpc-nonce" {
+            return Ok(request);
+        }
+        let mut metadata = MetadataMap::new();
+        metadata.insert(
+            "www-authenticate",
+            "DPoP error=\"use_dpop_nonce\"".parse().unwrap(),
+        );
+        metadata.insert("dpop-nonce", "grpc-nonce".parse().unwrap());
+        Err(Status::with_metadata(
+            Code::Unauthenticated,
+            "use_dpop_nonce",
+            metadata,
+        ))
+    };
+    tokio::spawn(
+        Server::builder()
+            .add_service(InterceptedService::new(health, demand_nonce))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let credentials = credentials(&tokens, DpopKey::generate(JwsAlgorithm::ES256).unwrap());
+    let origin = format!("http://{addr}");
+    let channel = Endpoint::from_shared(origin.clone())
+        .unwrap()
+        .connect_lazy();
+    let service = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(credentials))
+        .service(channel);
+    let mut client = HealthClient::with_origin(service, origin.parse().unwrap());
+    let check = || HealthCheckRequest {
+        service: String::new(),
+    };
+    let first = client.check(check()).await.unwrap_err();
+    assert_eq!(first.code(), Code::Unauthenticated);
+    // Calling again once, as the layer's docs tell tonic users to: the nonce is remembered.
+    client.check(check()).await.unwrap();
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "the use_dpop_nonce answer dropped the token"
+    );
+}
+
+/// A remote signer that fails (error) for resource proofs after the token was fetched: the
+/// request is not sent at all (never as Bearer, never without a proof).
+#[tokio::test]
+async fn holds_a_failing_signer_means_no_request_not_a_bearer_one() {
+    struct Flaky {
+        inner: Ed25519KeyPair,
+        calls: AtomicUsize,
+    }
+    impl Signer for Flaky {
+        fn algorithm(&self) -> JwsAlgorithm {
+            JwsAlgorithm::EdDSA
+        }
+        fn sign<'a>(&'a self, message: &'a [u8]) -> SignFuture<'a> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if n == 0 {
+                    Ok(self.inner.sign(message).as_ref().to_vec())
+                } else {
+                    Err("KMS throttled".into())
+                }
+            })
+        }
+    }
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let inner = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(inner.public_key().as_ref());
+    let key = DpopKey::from_signer(
+        Flaky {
+            inner,
+            calls: AtomicUsize::new(0),
+        },
+        spki,
+    )
+    .unwrap();
+    let tokens = token_server().await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counting = sent.clone();
+    let api = tower::service_fn(move |_: Request<Full<Bytes>>| {
+        counting.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, std::convert::Infallible>(Response::new(Full::<Bytes>::default())) }
+    });
+    let client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(credentials(&tokens, key)))
+        .service(api);
+    let error = client
+        .oneshot(request(Method::GET, "http://127.0.0.1:9/x"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("signer"), "{error}");
+    assert_eq!(sent.load(Ordering::SeqCst), 0);
+    assert_eq!(tokens.requests(), 1);
+}
