@@ -803,3 +803,45 @@ async fn holds_a_failing_signer_means_no_request_not_a_bearer_one() {
     assert_eq!(sent.load(Ordering::SeqCst), 0);
     assert_eq!(tokens.requests(), 1);
 }
+
+/// `DpopKey::from_signer` finds the key kind by looking for OID bytes anywhere in the input
+/// and takes the key as the input's last 32 (Ed25519) or 65 (EC) bytes (`jwk::from_spki`),
+/// without parsing the structure. Given what KMS tooling often hands out instead of a bare
+/// SubjectPublicKeyInfo (the key's certificate, or an SPKI with a trailing byte), it builds a
+/// JWK from the wrong bytes (for a certificate: the end of its signature) and accepts it: every
+/// proof then names a key that did not sign it, and every server refuses it. Expected: a typed
+/// error from `from_signer` for input that is not exactly one SubjectPublicKeyInfo.
+#[test]
+fn defect_from_signer_accepts_a_certificate_or_trailing_bytes_as_the_public_key() {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let kms = || {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        Ed25519Kms {
+            pair: Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap(),
+            behaviour: Behaviour::Remote,
+        }
+    };
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&pair);
+    let right = DpopKey::from_signer(kms(), &spki).unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["kms.example".into()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    let mut trailing = spki.clone();
+    trailing.push(0x0a);
+    let mut accepted = Vec::new();
+    for (what, input) in [
+        ("the key's certificate (DER)", certificate.der().to_vec()),
+        ("its SPKI and a trailing newline", trailing),
+    ] {
+        if let Ok(key) = DpopKey::from_signer(kms(), &input) {
+            accepted.push(format!(
+                "{what} was taken as a public key with thumbprint {} (the key's is {})",
+                key.thumbprint(),
+                right.thumbprint()
+            ));
+        }
+    }
+    assert!(accepted.is_empty(), "{accepted:#?}");
+}
