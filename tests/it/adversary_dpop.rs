@@ -845,3 +845,46 @@ fn defect_from_signer_accepts_a_certificate_or_trailing_bytes_as_the_public_key(
     }
     assert!(accepted.is_empty(), "{accepted:#?}");
 }
+
+/// Hostile `DPoP-Nonce` values are not kept (quotes, non-ASCII, over 1 KiB), a nonce goes only
+/// to the origin that gave it (`:443` is the same origin as no port), and 10,000 origins leave
+/// only the last 32 remembered.
+#[tokio::test]
+async fn holds_nonces_are_per_origin_bounded_and_filtered() {
+    let key = DpopKey::generate(JwsAlgorithm::ES256).unwrap();
+    let nonce_in = |url: &'static str| {
+        let key = key.clone();
+        async move {
+            let proof = key
+                .proof(&Method::GET, &url.parse().unwrap(), None)
+                .await
+                .unwrap();
+            decode(&proof).1["nonce"].as_str().map(str::to_owned)
+        }
+    };
+    let give = |url: &str, nonce: &[u8]| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "dpop-nonce",
+            http::HeaderValue::from_bytes(nonce).unwrap(),
+        );
+        key.remember_nonce(&url.parse().unwrap(), &headers);
+    };
+    for hostile in [&b"a\"b"[..], "caf\u{e9}".as_bytes(), &[b'n'; 2000][..]] {
+        give("https://h.example/x", hostile);
+        assert_eq!(nonce_in("https://h.example/y").await, None);
+    }
+    give("https://h.example:443/x", b"good");
+    assert_eq!(nonce_in("https://H.EXAMPLE/y").await.as_deref(), Some("good"));
+    assert_eq!(nonce_in("http://h.example/y").await, None);
+    assert_eq!(nonce_in("https://h.example:8443/y").await, None);
+    for i in 0..10_000 {
+        give(&format!("https://o{i}.example/"), format!("n{i}").as_bytes());
+    }
+    assert_eq!(nonce_in("https://o0.example/").await, None);
+    assert_eq!(
+        nonce_in("https://o9999.example/").await.as_deref(),
+        Some("n9999")
+    );
+    assert_eq!(nonce_in("https://h.example/").await, None, "evicted");
+}
