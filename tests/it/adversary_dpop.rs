@@ -864,10 +864,7 @@ async fn holds_nonces_are_per_origin_bounded_and_filtered() {
     };
     let give = |url: &str, nonce: &[u8]| {
         let mut headers = http::HeaderMap::new();
-        headers.insert(
-            "dpop-nonce",
-            http::HeaderValue::from_bytes(nonce).unwrap(),
-        );
+        headers.insert("dpop-nonce", http::HeaderValue::from_bytes(nonce).unwrap());
         key.remember_nonce(&url.parse().unwrap(), &headers);
     };
     for hostile in [&b"a\"b"[..], "caf\u{e9}".as_bytes(), &[b'n'; 2000][..]] {
@@ -875,11 +872,17 @@ async fn holds_nonces_are_per_origin_bounded_and_filtered() {
         assert_eq!(nonce_in("https://h.example/y").await, None);
     }
     give("https://h.example:443/x", b"good");
-    assert_eq!(nonce_in("https://H.EXAMPLE/y").await.as_deref(), Some("good"));
+    assert_eq!(
+        nonce_in("https://H.EXAMPLE/y").await.as_deref(),
+        Some("good")
+    );
     assert_eq!(nonce_in("http://h.example/y").await, None);
     assert_eq!(nonce_in("https://h.example:8443/y").await, None);
     for i in 0..10_000 {
-        give(&format!("https://o{i}.example/"), format!("n{i}").as_bytes());
+        give(
+            &format!("https://o{i}.example/"),
+            format!("n{i}").as_bytes(),
+        );
     }
     assert_eq!(nonce_in("https://o0.example/").await, None);
     assert_eq!(
@@ -887,4 +890,88 @@ async fn holds_nonces_are_per_origin_bounded_and_filtered() {
         Some("n9999")
     );
     assert_eq!(nonce_in("https://h.example/").await, None, "evicted");
+}
+
+/// reqwest follows redirects inside the middleware's `next.run`: on a same-origin redirect it
+/// sends `Authorization: DPoP …` again with the *first* URL's proof (`DPoP` is not a header
+/// reqwest strips). A verifying server refuses it (htu names the old URL), and the middleware,
+/// seeing a plain `401`, drops the good token: every redirected request costs a token. With a
+/// bearer token the same redirect just works. Expected: the redirected request succeeds (a
+/// proof for the URL it reaches), or at least the token is kept; here: 200 and one token.
+#[tokio::test]
+async fn defect_reqwest_redirects_resend_a_stale_proof_and_drop_the_token() {
+    let tokens = token_server().await;
+    let checker = Arc::new(ProofChecker::default());
+    let validator = tokens.clone();
+    let addr = serve(move |request: Request<Incoming>| {
+        let (checker, tokens) = (checker.clone(), validator.clone());
+        async move {
+            if request.uri().path() == "/old" {
+                let mut response = raw(StatusCode::TEMPORARY_REDIRECT, "", "");
+                response
+                    .headers_mut()
+                    .insert(http::header::LOCATION, "/new".parse().unwrap());
+                return response;
+            }
+            let headers = request.headers();
+            let token = headers[AUTHORIZATION]
+                .to_str()
+                .unwrap()
+                .strip_prefix("DPoP ")
+                .unwrap_or_default();
+            let proof = headers
+                .get("dpop")
+                .map(|p| p.to_str().unwrap())
+                .unwrap_or_default();
+            let htu = url_of(headers, request.uri().path());
+            let expect = Expect {
+                htm: "GET",
+                htu: &htu,
+                token: Some(token),
+                nonce: None,
+            };
+            match checker.check(proof, &expect) {
+                Ok(checked) if tokens.cnf_jkt(token).as_deref() == Some(checked.jkt.as_str()) => {
+                    raw(StatusCode::OK, "text/plain", "ok")
+                }
+                _ => {
+                    let mut response = raw(StatusCode::UNAUTHORIZED, "", "");
+                    response.headers_mut().insert(
+                        WWW_AUTHENTICATE,
+                        "DPoP error=\"invalid_dpop_proof\"".parse().unwrap(),
+                    );
+                    response
+                }
+            }
+        }
+    })
+    .await;
+    let credentials = credentials(&tokens, DpopKey::generate(JwsAlgorithm::ES256).unwrap());
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tower_oauth2::BearerAuthMiddleware::new(credentials))
+        .build();
+    let direct = client
+        .get(format!("http://{addr}/new"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 200, "the server accepts a direct request");
+    let redirected = client
+        .get(format!("http://{addr}/old"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    // One more direct request shows whether the redirect's 401 dropped the token.
+    let again = client
+        .get(format!("http://{addr}/new"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let token_requests = tokens.requests();
+    assert!(
+        redirected == 200 && token_requests == 1,
+        "redirected: {redirected}, token requests: {token_requests}"
+    );
 }
