@@ -8,10 +8,6 @@
 
 mod support;
 
-#[cfg(feature = "test-util")]
-mod adversary_dpop;
-#[cfg(feature = "redis")]
-mod adversary_dpop_fleet;
 #[cfg(feature = "redis")]
 mod adversary_fleet;
 #[cfg(feature = "test-util")]

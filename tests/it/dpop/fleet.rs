@@ -1,48 +1,79 @@
-//! Adversarial probes for DPoP in the fleet (issue #21 with the shared cache of issue #22),
-//! against a real `redis-server` on loopback. Run:
-//! `cargo test --test it --features redis adversary_dpop_fleet`.
-
-use std::sync::{Arc, Mutex};
+//! The fleet (a real `redis-server` on loopback): a DPoP token goes through the shared cache
+//! only to processes holding its key (a PEM, or the same key in a KMS: shared by thumbprint),
+//! and a DPoP entry is never taken as a Bearer one.
 
 use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
-use bytes::Bytes;
-use http::header::AUTHORIZATION;
-use http::{Request, Response};
-use http_body_util::Full;
+use http::Response;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_oauth2::client_auth::{JwsAlgorithm, SignFuture, Signer};
-use tower_oauth2::dpop::DpopKey;
+use tower_oauth2::client_auth::JwsAlgorithm;
 use tower_oauth2::shared::RedisStore;
-use tower_oauth2::test_util::{RedisServer, TokenServer};
-use tower_oauth2::{BearerAuthLayer, ClientCredentials};
+use tower_oauth2::test_util::RedisServer;
+use tower_oauth2::BearerAuthLayer;
 
-use crate::support::dpop::{Expect, ProofChecker};
 use crate::support::fleet::{entries, redis_server, set};
 
-/// A token endpoint issuing DPoP tokens to any proof (bearer tokens without one), bound to
-/// the proof's real key thumbprint.
-async fn tokens() -> Arc<TokenServer> {
-    let checker = Arc::new(ProofChecker::default());
-    Arc::new(
-        TokenServer::builder()
-            .dpop_proofs(move |proof, request| {
-                let host = request.headers["host"].to_str().unwrap();
-                let htu = format!("http://{host}{}", request.uri.path());
-                let expect = Expect {
-                    htm: "POST",
-                    htu: &htu,
-                    token: None,
-                    nonce: None,
-                };
-                checker.check(proof, &expect).ok().map(|c| c.jkt)
-            })
-            .start()
-            .await
-            .unwrap(),
-    )
+use super::signers::Kms;
+use super::*;
+
+fn member(tokens: &TokenServer, redis: &RedisServer, key: DpopKey) -> ClientCredentials {
+    ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("test-client")
+        .client_secret("test-secret")
+        .dpop(key)
+        .shared_cache(RedisStore::new(&redis.url()).unwrap())
+        .build()
+        .unwrap()
 }
 
-fn member(tokens: &TokenServer, redis: &RedisServer, key: Option<DpopKey>) -> ClientCredentials {
+fn p256_pem() -> String {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .unwrap()
+        .serialize_pem()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_processes_holding_the_same_key_share_a_dpop_token() {
+    let redis = RedisServer::start().unwrap_or_else(|error| panic!("{error}"));
+    let (tokens, _) = token_server(None).await;
+    let resource = Resource::start(tokens.clone(), None).await;
+    let pem = p256_pem();
+
+    let first = member(&tokens, &redis, DpopKey::from_pem(&pem).unwrap());
+    let token = first.token().await.unwrap();
+    assert_eq!(tokens.requests(), 1);
+
+    // Another process with the same key reads the token from the store, bound to its key.
+    let second = member(&tokens, &redis, DpopKey::from_pem(&pem).unwrap());
+    let shared = second.token().await.unwrap();
+    assert_eq!(tokens.requests(), 1, "shared through the store");
+    assert_eq!(shared.secret(), token.secret());
+    assert_eq!(shared.token_type(), "DPoP");
+    let response = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(second))
+        .service(http_client())
+        .oneshot(request(Method::GET, &resource.url("/shared")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{:?}", resource.log());
+
+    // Another key: another entry. A key made in the process: never through the store.
+    let other = member(&tokens, &redis, DpopKey::from_pem(p256_pem()).unwrap());
+    assert_ne!(other.token().await.unwrap().secret(), token.secret());
+    assert_eq!(tokens.requests(), 2);
+    let generated = DpopKey::generate(JwsAlgorithm::ES256).unwrap();
+    let made_here = member(&tokens, &redis, generated.clone());
+    made_here.token().await.unwrap();
+    let made_here_too = member(&tokens, &redis, generated);
+    made_here_too.token().await.unwrap();
+    assert_eq!(
+        tokens.requests(),
+        4,
+        "tokens of a generated key stay per process"
+    );
+}
+
+fn member_with(tokens: &TokenServer, redis: &RedisServer, key: Option<DpopKey>) -> ClientCredentials {
     let builder = ClientCredentials::builder()
         .token_url(tokens.url())
         .client_id("test-client")
@@ -54,26 +85,6 @@ fn member(tokens: &TokenServer, redis: &RedisServer, key: Option<DpopKey>) -> Cl
     }
     .build()
     .unwrap()
-}
-
-struct Kms(EcdsaKeyPair);
-
-impl Signer for Kms {
-    fn algorithm(&self) -> JwsAlgorithm {
-        JwsAlgorithm::ES256
-    }
-
-    fn sign<'a>(&'a self, message: &'a [u8]) -> SignFuture<'a> {
-        Box::pin(async move {
-            let rng = aws_lc_rs::rand::SystemRandom::new();
-            Ok(self
-                .0
-                .sign(&rng, message)
-                .map_err(|_| "kms")?
-                .as_ref()
-                .to_vec())
-        })
-    }
 }
 
 /// What a resource server would say of each request: the proof verified and the token bound
@@ -124,20 +135,22 @@ async fn send(credentials: ClientCredentials, tokens: Arc<TokenServer>) -> Resul
 /// A process holding the key as a PEM and one holding it in a KMS (same public key, same
 /// thumbprint) share one token, and each sends it with a proof the token is bound to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn holds_a_pem_holder_and_a_kms_holder_of_one_key_share_its_token() {
+async fn a_pem_holder_and_a_kms_holder_of_one_key_share_its_token() {
     let redis = redis_server();
-    let tokens = tokens().await;
+    let (tokens, _) = token_server(None).await;
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let pem_key = DpopKey::from_pem(pair.serialize_pem()).unwrap();
-    let kms = Kms(
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pair.serialize_der()).unwrap(),
-    );
+    let kms = Kms {
+        key: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pair.serialize_der())
+            .unwrap(),
+        panics: false,
+    };
     let kms_key = DpopKey::from_signer(kms, pair.public_key_pem()).unwrap();
     assert_eq!(pem_key.thumbprint(), kms_key.thumbprint());
 
-    let first = member(&tokens, &redis, Some(pem_key));
+    let first = member_with(&tokens, &redis, Some(pem_key));
     send(first, tokens.clone()).await.unwrap();
-    let second = member(&tokens, &redis, Some(kms_key));
+    let second = member_with(&tokens, &redis, Some(kms_key));
     send(second, tokens.clone()).await.unwrap();
     assert_eq!(tokens.requests(), 1, "shared by thumbprint");
 }
@@ -146,16 +159,16 @@ async fn holds_a_pem_holder_and_a_kms_holder_of_one_key_share_its_token() {
 /// even when a Redis writer copies the DPoP entry under the Bearer process's key (the seal's
 /// associated data is the key): the DPoP token is never sent as Bearer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn holds_a_dpop_entry_copied_under_a_bearer_clients_key_is_not_used() {
+async fn a_dpop_entry_copied_under_a_bearer_clients_key_is_not_used() {
     let redis = redis_server();
-    let tokens = tokens().await;
+    let (tokens, _) = token_server(None).await;
     let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .unwrap()
         .serialize_pem();
-    let dpop = member(&tokens, &redis, Some(DpopKey::from_pem(&pem).unwrap()));
+    let dpop = member_with(&tokens, &redis, Some(DpopKey::from_pem(&pem).unwrap()));
     let bound = dpop.token().await.unwrap();
     let (dpop_key, dpop_value) = entries(&redis).remove(0);
-    let bearer = member(&tokens, &redis, None);
+    let bearer = member_with(&tokens, &redis, None);
     let plain = bearer.token().await.unwrap();
     assert_eq!(plain.token_type(), "Bearer");
     assert_ne!(plain.secret(), bound.secret());
@@ -165,7 +178,7 @@ async fn holds_a_dpop_entry_copied_under_a_bearer_clients_key_is_not_used() {
         .find(|key| *key != dpop_key)
         .unwrap();
     set(&redis, &bearer_key, &dpop_value);
-    let fresh = member(&tokens, &redis, None);
+    let fresh = member_with(&tokens, &redis, None);
     let token = fresh.token().await.unwrap();
     assert_ne!(
         token.secret(),
