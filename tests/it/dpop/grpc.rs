@@ -96,10 +96,10 @@ async fn a_tonic_client_with_an_origin_sends_a_proof_for_the_method_url() {
 
 /// gRPC has no `401`: a gRPC resource server asks for its DPoP nonce with `UNAUTHENTICATED`
 /// (trailers-only, so `grpc-status: 16` in the response headers) carrying
-/// `www-authenticate: DPoP error="use_dpop_nonce"` and `dpop-nonce`. The layer checks for a
-/// nonce request only on HTTP `401` (`resource_wants_nonce`), so it takes this for a rejected
-/// token and drops it: the next call fetches a new token. Issue #21: "a `use_dpop_nonce`
-/// answer never drops the token". Expected: one token request for both calls.
+/// `www-authenticate: DPoP error="use_dpop_nonce"` and `dpop-nonce`. The layer takes it as a
+/// nonce request, like HTTP's `401`, not as a rejected token (issue #21: "a `use_dpop_nonce`
+/// answer never drops the token"): the next call carries the nonce, and one token request
+/// serves both calls.
 #[tokio::test]
 async fn a_grpc_use_dpop_nonce_answer_keeps_the_token() {
         use tonic::service::interceptor::InterceptedService;

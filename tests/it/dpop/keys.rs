@@ -50,13 +50,11 @@ fn keys_of_other_kinds_are_typed_errors() {
     }
 }
 
-/// `DpopKey::from_signer` finds the key kind by looking for OID bytes anywhere in the input
-/// and takes the key as the input's last 32 (Ed25519) or 65 (EC) bytes (`jwk::from_spki`),
-/// without parsing the structure. Given what KMS tooling often hands out instead of a bare
-/// SubjectPublicKeyInfo (the key's certificate, or an SPKI with a trailing byte), it builds a
-/// JWK from the wrong bytes (for a certificate: the end of its signature) and accepts it: every
-/// proof then names a key that did not sign it, and every server refuses it. Expected: a typed
-/// error from `from_signer` for input that is not exactly one SubjectPublicKeyInfo.
+/// What KMS tooling often hands out instead of a bare SubjectPublicKeyInfo (the key's
+/// certificate, or an SPKI with a trailing byte) is a typed error from `from_signer`, which
+/// compares its input with the whole DER prefix of each kind and its exact length. (It once
+/// searched for OID bytes and took the input's last bytes as the key: for a certificate, the
+/// end of its signature, so every proof named a key that did not sign it.)
 #[test]
 fn from_signer_refuses_a_certificate_or_trailing_bytes_as_the_public_key() {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();

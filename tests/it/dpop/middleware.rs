@@ -32,10 +32,10 @@ async fn reqwest_sends_dpop_and_retries_the_resource_servers_nonce() {
 
 /// reqwest follows redirects inside the middleware's `next.run`: on a same-origin redirect it
 /// sends `Authorization: DPoP …` again with the *first* URL's proof (`DPoP` is not a header
-/// reqwest strips). A verifying server refuses it (htu names the old URL), and the middleware,
-/// seeing a plain `401`, drops the good token: every redirected request costs a token. With a
-/// bearer token the same redirect just works. Expected: the redirected request succeeds (a
-/// proof for the URL it reaches), or at least the token is kept; here: 200 and one token.
+/// reqwest strips), which a verifying server refuses (htu names the old URL). The middleware
+/// cannot sign for the new URL, but it sees the response came from another URL than the proof
+/// named, so that `401` keeps the token (it once dropped it: every redirect cost a token). With
+/// redirects off, as the docs advise, the caller follows them with a proof each.
 #[tokio::test]
 async fn a_reqwest_redirect_with_a_stale_proof_keeps_the_token() {
     let tokens = token_server(None).await.0;

@@ -191,10 +191,9 @@ async fn a_server_asking_for_a_new_nonce_every_time_gets_one_replay_and_keeps_th
 }
 
 /// A resource server's `401 use_dpop_nonce` whose `DPoP-Nonce` the crate refuses to keep (here
-/// over its 1 KiB limit; a hostile or broken server) still triggers the replay: the replay's
-/// proof carries no nonce, so it is refused the same way, and the request (a POST here) was
-/// sent twice for nothing. `resource_wants_nonce` looks only for the header's presence, not
-/// whether `remember_nonce` kept it. Expected: no replay when no usable nonce was given.
+/// over its 1 KiB limit; a hostile or broken server) is not replayed: the replay's proof could
+/// carry no nonce and would be refused the same way, sending the POST twice for nothing. The
+/// same in tower (`RetryOnUnauthorized`) and reqwest.
 #[tokio::test]
 async fn a_nonce_that_cannot_be_kept_costs_no_replay() {
     let tokens = token_server(None).await.0;
