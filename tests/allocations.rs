@@ -478,11 +478,11 @@ fn credentials_read_from_files_are_wiped_too() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Adversary (DPoP, issue #21): a DPoP key read from a PEM, a DPoP token fetched with it and a
-/// request sent with a proof, all dropped: no block freed on the way may hold the private
-/// scalar or the token. The scalar is looked for as it sits in the PKCS#8 DER.
+/// DPoP (issue #21): a DPoP key read from a PEM, a DPoP token fetched with it and a request
+/// sent with a proof, all dropped: no block freed on the way may hold the private scalar or
+/// the token. The scalar is looked for as it sits in the PKCS#8 DER.
 #[test]
-fn adversary_dpop_a_pem_keys_private_scalar_and_token_are_wiped() {
+fn a_dpop_pem_keys_private_scalar_and_token_are_wiped() {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use tower::ServiceExt;
