@@ -77,7 +77,9 @@ impl RequestTemplate {
             let proof = key
                 .proof(&Method::POST, &target, None, left(deadline))
                 .await?;
-            request.headers_mut().insert(crate::dpop::DPOP, proof.header);
+            request
+                .headers_mut()
+                .insert(crate::dpop::DPOP, proof.header);
             dpop_nonce = proof.nonce;
         }
         Ok(Encoded {

@@ -147,10 +147,12 @@ where
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     if let Some(sent) = dpop.take() {
-                        let kept = dpop::remember_nonce(&*sent.key, &sent.target, response.headers());
+                        let kept =
+                            dpop::remember_nonce(&*sent.key, &sent.target, response.headers());
                         let fresh = dpop::is_new_nonce(kept, sent.nonce.as_deref());
                         let http2 = watch.is_some_and(|watch| watch.http2);
-                        if rejects_token(&response, http2) && dpop::asks_for_nonce(response.headers())
+                        if rejects_token(&response, http2)
+                            && dpop::asks_for_nonce(response.headers())
                         {
                             // The token is fine: the proof lacked the server's nonce, which the
                             // next proof to this origin carries (HTTP 401, or gRPC

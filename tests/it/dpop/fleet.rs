@@ -73,7 +73,11 @@ async fn only_processes_holding_the_same_key_share_a_dpop_token() {
     );
 }
 
-fn member_with(tokens: &TokenServer, redis: &RedisServer, key: Option<DpopKey>) -> ClientCredentials {
+fn member_with(
+    tokens: &TokenServer,
+    redis: &RedisServer,
+    key: Option<DpopKey>,
+) -> ClientCredentials {
     let builder = ClientCredentials::builder()
         .token_url(tokens.url())
         .client_id("test-client")

@@ -1,10 +1,10 @@
 //! tonic: the proof names the gRPC method URL (a client made with `with_origin` sends it), and
 //! UNAUTHENTICATED asking for a nonce is a nonce request like HTTP's 401: the token is kept.
 
+use tonic::metadata::MetadataMap;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
-use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -102,7 +102,7 @@ async fn a_tonic_client_with_an_origin_sends_a_proof_for_the_method_url() {
 /// serves both calls.
 #[tokio::test]
 async fn a_grpc_use_dpop_nonce_answer_keeps_the_token() {
-        use tonic::service::interceptor::InterceptedService;
+    use tonic::service::interceptor::InterceptedService;
     use tonic::transport::server::TcpIncoming;
     use tonic::transport::{Endpoint, Server};
     use tonic::Status;

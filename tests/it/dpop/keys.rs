@@ -94,8 +94,8 @@ fn from_signer_refuses_a_certificate_or_trailing_bytes_as_the_public_key() {
 fn a_public_key_that_is_not_the_signers_kind_is_refused() {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let p256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &p256.serialize_der())
-        .unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &p256.serialize_der()).unwrap();
     let error =
         DpopKey::from_signer(Kms { key, panics: false }, pair.public_key_pem()).unwrap_err();
     assert!(error.to_string().contains("EdDSA"), "{error}");

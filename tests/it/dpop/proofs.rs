@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
-use http::Uri;
 use http::Response;
+use http::Uri;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_oauth2::client_auth::JwsAlgorithm;
 use tower_oauth2::BearerAuthLayer;

@@ -98,8 +98,8 @@ impl Signer for Kms {
 
 fn kms_key(panics: bool) -> DpopKey {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pair.serialize_der())
-        .unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pair.serialize_der()).unwrap();
     DpopKey::from_signer(Kms { key, panics }, pair.public_key_pem()).unwrap()
 }
 
@@ -344,7 +344,9 @@ async fn a_signer_of_another_key_fails_the_first_request_saying_so() {
     let tokens = lenient_token_server().await;
     let error = credentials(&tokens, key).token().await.unwrap_err();
     assert!(
-        error.to_string().contains("does not verify with the public key"),
+        error
+            .to_string()
+            .contains("does not verify with the public key"),
         "{error}"
     );
     assert_eq!(tokens.requests(), 0, "no proof by the wrong key was sent");
