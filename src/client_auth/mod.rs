@@ -64,6 +64,8 @@ pub use assertion::{JwsAlgorithm, PrivateKeyJwt};
 pub use shorthands::AuthStyle;
 pub(crate) use shorthands::Shorthands;
 #[cfg(feature = "rustls-no-provider")]
+pub(crate) use signer::signed_within;
+#[cfg(feature = "rustls-no-provider")]
 pub use signer::{LocalSigner, SignFuture, Signer};
 
 use crate::error::{hints, BoxError};

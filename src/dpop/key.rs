@@ -352,7 +352,9 @@ impl KeyInner {
         message: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
-        let signature = signature::within(&*remote.signer, message, timeout).await?;
+        let signature =
+            crate::client_auth::signed_within(&*remote.signer, message, timeout, signature::SIGNER)
+                .await?;
         let signature = signature::as_jws(self.algorithm, signature)?;
         if !remote.verified.load(Ordering::Relaxed) {
             signature::verify(

@@ -1,60 +1,17 @@
-//! A proof's signature that can be trusted before it is sent: made in time, of the size its
-//! algorithm has, and (once per key) checked against the public key the proofs name.
-//!
-//! A remote signer's deadline is a real-time timer from a helper thread (`futures_timer`, the
-//! single flight's clock), never a tokio timer: it works on a runtime without timers, or with no
-//! runtime, and a paused test clock does not fire it while a KMS is still answering.
+//! A proof's signature that can be trusted before it is sent: of the size its algorithm has,
+//! with no zero ECDSA scalar, and (once per key) checked against the public key the proofs
+//! name. (A remote signer's panics, failures and hangs are contained by
+//! [`signed_within`](crate::client_auth::signed_within), as for client assertions.)
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
-
-use futures_util::future::{select, Either};
-use futures_util::FutureExt as _;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::alg_id;
 
 use crate::client_auth::assertion::ecdsa_der_to_fixed;
-use crate::client_auth::{JwsAlgorithm, Signer};
+use crate::client_auth::JwsAlgorithm;
 use crate::Error;
 
-/// Who signs, as errors name it.
-const SIGNER: &str = "the DPoP proof signer";
-
-/// `signer`'s signature of `message` within `timeout` (real time). Only the signer's own code
-/// (its `sign`, its future's polls and drop) runs inside `catch_unwind`, so that a failure of
-/// the crate's is never blamed on it.
-pub(super) async fn within(
-    signer: &dyn Signer,
-    message: &[u8],
-    timeout: Duration,
-) -> Result<Vec<u8>, Error> {
-    let panicked = || {
-        tracing::error!(target: "tower_oauth2::fetch", "the DPoP proof signer panicked");
-        Error::panicked_in(SIGNER)
-    };
-    let Ok(signing) = catch_unwind(AssertUnwindSafe(|| signer.sign(message))) else {
-        return Err(panicked());
-    };
-    let mut signing = AssertUnwindSafe(signing).catch_unwind();
-    let outcome = match select(&mut signing, futures_timer::Delay::new(timeout)).await {
-        Either::Left((outcome, _)) => Some(outcome),
-        Either::Right(_) => None,
-    };
-    let dropped = catch_unwind(AssertUnwindSafe(move || drop(signing))).is_ok();
-    match outcome {
-        Some(Ok(Ok(signature))) if dropped => Ok(signature),
-        Some(Ok(Err(source))) if dropped => Err(Error::credential_from(
-            format!("{SIGNER} failed"),
-            true,
-            source,
-        )),
-        None if dropped => Err(Error::credential(
-            format!("{SIGNER} did not answer within {timeout:?}"),
-            true,
-        )),
-        _ => Err(panicked()),
-    }
-}
+/// Who signs a remote key's proofs, as errors name it.
+pub(super) const SIGNER: &str = "the DPoP proof signer";
 
 /// `signature` as JWS wants it for `algorithm`: ECDSA as `r || s` of fixed size (from DER if
 /// need be) with neither scalar zero, EdDSA as its 64 bytes. Anything else is refused before a
