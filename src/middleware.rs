@@ -22,8 +22,15 @@ use crate::TokenCache;
 ///
 /// A DPoP token (see [`dpop`](crate::dpop)) goes as `Authorization: DPoP …` with a fresh
 /// proof for each request (and each replay). A `401` asking for the server's DPoP nonce is
-/// answered by sending the request once more with it, if its body can be cloned, whatever
-/// `replay_once_on_401` says: the server refused it before doing anything.
+/// answered by sending the request once more with it, if its body can be cloned and the
+/// server gave a new nonce, whatever `replay_once_on_401` says: the server refused it before
+/// doing anything.
+///
+/// **Turn reqwest's redirects off for a DPoP client** (`reqwest::redirect::Policy::none()`):
+/// reqwest follows a redirect inside the middleware, so the redirected request carries the
+/// proof made for the first URL, which a server checking `htu` refuses. Such a `401` (from a
+/// URL other than the one the proof named) keeps the token, and is not replayed; follow the
+/// redirect yourself to send it with a proof of its own.
 ///
 /// ```no_run
 /// use tower_oauth2::{BearerAuthMiddleware, ClientCredentials};
@@ -167,6 +174,18 @@ fn authorize(
     })
 }
 
+/// Whether `response` comes from the URL `watch`'s proof named: not when reqwest followed a
+/// redirect (its proof then named the first URL).
+fn answers_its_proof(watch: &crate::dpop::DpopWatch, response: &reqwest::Response) -> bool {
+    response
+        .url()
+        .as_str()
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| crate::dpop::Target::of(&uri).ok())
+        .is_some_and(|answered| answered == watch.target)
+}
+
 #[async_trait::async_trait]
 impl Middleware for BearerAuthMiddleware {
     async fn handle(
@@ -199,26 +218,37 @@ impl Middleware for BearerAuthMiddleware {
         cache.count_attached();
         let response = next.clone().run(request, extensions).await?;
         if let Some(watch) = &watch {
-            crate::dpop::remember_nonce(&watch.key, &watch.target, response.headers());
-            if crate::dpop::resource_wants_nonce(response.status(), response.headers()) {
-                // The token is fine; the next proof carries the nonce.
-                let Some(mut replay) = replay else {
+            if !answers_its_proof(watch, &response) {
+                // reqwest followed a redirect and sent the first URL's proof again: a refusal
+                // says the proof was stale, not that the token was bad. Keep the token.
+                return Ok(response);
+            }
+            let kept = crate::dpop::remember_nonce(&*watch.key, &watch.target, response.headers());
+            let fresh = crate::dpop::is_new_nonce(kept, watch.nonce.as_deref());
+            if response.status() == StatusCode::UNAUTHORIZED
+                && crate::dpop::asks_for_nonce(response.headers())
+            {
+                // The token is fine; the next proof carries the nonce, if the server gave a
+                // new one that could be kept (otherwise a replay would be refused the same way).
+                let Some(mut replay) = replay.filter(|_| fresh) else {
                     return Ok(response);
                 };
                 let authorization = header_from(&cache, &replay)
                     .await
                     .map_err(reqwest_middleware::Error::middleware)?;
                 let generation = authorization.1;
-                authorize(&mut replay, authorization);
+                let watch = authorize(&mut replay, authorization);
                 crate::cache::count_replay(cache.slot(), true);
                 cache.count_attached();
                 drop(response);
                 let response = next.run(replay, extensions).await?;
-                crate::dpop::remember_nonce(&watch.key, &watch.target, response.headers());
-                if response.status() == StatusCode::UNAUTHORIZED
-                    && !crate::dpop::resource_wants_nonce(response.status(), response.headers())
-                {
-                    report_rejected(cache.slot(), generation);
+                if let Some(watch) = watch.filter(|watch| answers_its_proof(watch, &response)) {
+                    crate::dpop::remember_nonce(&*watch.key, &watch.target, response.headers());
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        && !crate::dpop::asks_for_nonce(response.headers())
+                    {
+                        report_rejected(cache.slot(), generation);
+                    }
                 }
                 return Ok(response);
             }

@@ -531,3 +531,74 @@ fn canary_token(key: &str) -> String {
     token.push_str(key);
     token
 }
+
+/// DPoP (issue #21): a DPoP key read from a PEM, a DPoP token fetched with it and a request
+/// sent with a proof, all dropped: no block freed on the way may hold the private scalar or
+/// the token. The scalar is looked for as it sits in the PKCS#8 DER.
+#[test]
+fn a_dpop_pem_keys_private_scalar_and_token_are_wiped() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tower::ServiceExt;
+    use tower_oauth2::client_auth::JwsAlgorithm;
+    use tower_oauth2::dpop::DpopKey;
+    use tower_oauth2::{transport::TokenRequest, ClientCredentials};
+
+    for algorithm in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ED25519] {
+        let pair = rcgen::KeyPair::generate_for(algorithm).unwrap();
+        let pem = pair.serialize_pem();
+        let der = pair.serialize_der();
+        // PKCS#8: the private key is an OCTET STRING of 32 bytes (`04 20`), for P-256 inside
+        // the SEC1 structure, for Ed25519 wrapped once more.
+        let at = der.windows(2).rposition(|w| w == [0x04, 0x20]).unwrap() + 2;
+        let scalar: &'static [u8] = Box::leak(der[at..at + 32].to_vec().into_boxed_slice());
+        let canaries: &'static [&'static [u8]] =
+            Box::leak(vec![scalar, TOKEN.as_bytes()].into_boxed_slice());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let endpoint = tower::service_fn(|request: TokenRequest| async move {
+            let (parts, body) = request.into_parts();
+            assert!(parts.headers.contains_key("dpop"));
+            drop((parts, body.collect().await.unwrap().to_bytes()));
+            let answer = Bytes::from_static(
+                b"{\"access_token\":\"canary-token-Xw3pR7\",\"token_type\":\"DPoP\",\"expires_in\":3600}",
+            );
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(answer)))
+        });
+        UNWIPED.set((0, 0));
+        SCANNING.set(Some(canaries));
+        let key = DpopKey::from_pem(&pem).unwrap();
+        assert_ne!(key.algorithm(), JwsAlgorithm::RS256);
+        let credentials = ClientCredentials::builder()
+            .token_url("http://127.0.0.1:1/oauth/token")
+            .client_id("client")
+            .client_secret(String::from(SECRET))
+            .http_client(endpoint)
+            .dpop(key)
+            .build()
+            .unwrap();
+        let service = BearerAuthLayer::new(credentials.clone()).layer(Noop);
+        let request = Request::builder()
+            .uri("http://127.0.0.1:1/api")
+            .body(())
+            .unwrap();
+        runtime.block_on(service.oneshot(request)).unwrap();
+        drop(credentials);
+        drop(runtime);
+        SCANNING.set(None);
+        let (unwiped, which) = UNWIPED.get();
+        assert_eq!(
+            unwiped,
+            0,
+            "{algorithm:?}: {unwiped} freed block(s) held {}",
+            if which == 0 {
+                "the private key".to_owned()
+            } else {
+                String::from_utf8_lossy(canaries[which]).into_owned()
+            }
+        );
+        drop((pem, der, pair));
+    }
+}

@@ -69,6 +69,8 @@ pub(crate) use prepared::PreparedAuth;
 pub use shorthands::AuthStyle;
 pub(crate) use shorthands::Shorthands;
 #[cfg(feature = "rustls-no-provider")]
+pub(crate) use signer::signed_within;
+#[cfg(feature = "rustls-no-provider")]
 pub use signer::{LocalSigner, SignFuture, Signer};
 
 use crate::error::BoxError;

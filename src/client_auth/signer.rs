@@ -77,6 +77,54 @@ pub trait Signer: Send + Sync + 'static {
     fn sign<'a>(&'a self, message: &'a [u8]) -> SignFuture<'a>;
 }
 
+/// `signer`'s signature of `message` within `timeout`, or an error naming `who` (`"the
+/// assertion signer"`): its failure, its hang, or its panic (in `sign`, in a poll of its
+/// future or in that future's drop). Only the signer's own code runs inside `catch_unwind`,
+/// so that a failure of the crate's is never blamed on it.
+///
+/// The deadline is real time, from a helper thread (`futures_timer`, the single flight's
+/// clock), never a tokio timer: a proof for a resource request may be signed on a runtime
+/// without timers (or none), where creating a tokio timer panics, and a paused test clock does
+/// not fire it while a KMS is still answering.
+pub(crate) async fn signed_within(
+    signer: &dyn Signer,
+    message: &[u8],
+    timeout: Duration,
+    who: &str,
+) -> Result<Vec<u8>, Error> {
+    use futures_util::future::{select, Either};
+    use futures_util::FutureExt as _;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    let panicked = || {
+        tracing::error!(target: "tower_oauth2::fetch", "{who} panicked");
+        Error::panicked_in(who)
+    };
+    let Ok(signing) = catch_unwind(AssertUnwindSafe(|| signer.sign(message))) else {
+        return Err(panicked());
+    };
+    let mut signing = AssertUnwindSafe(signing).catch_unwind();
+    let outcome = match select(&mut signing, futures_timer::Delay::new(timeout)).await {
+        Either::Left((outcome, _)) => Some(outcome),
+        Either::Right(_) => None,
+    };
+    // Dropping the signer's future (finished, or given up) runs its code too.
+    let dropped = catch_unwind(AssertUnwindSafe(move || drop(signing))).is_ok();
+    match outcome {
+        Some(Ok(Ok(signature))) if dropped => Ok(signature),
+        Some(Ok(Err(source))) if dropped => Err(Error::credential_from(
+            format!("{who} failed"),
+            true,
+            source,
+        )),
+        None if dropped => Err(Error::credential(
+            format!("{who} did not answer within {timeout:?}"),
+            true,
+        )),
+        _ => Err(panicked()),
+    }
+}
+
 /// A local private key as a [`Signer`], from [`PrivateKeyJwt::into_signer`].
 pub struct LocalSigner {
     key: Arc<KeySigner>,
@@ -204,29 +252,8 @@ impl SignerAssertion {
 
     /// The signer's signature, with its panics, failures and hangs contained.
     async fn sign(&self, message: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
-        use futures_util::FutureExt;
-
-        let guarded = async move {
-            match tokio::time::timeout(timeout, self.signer.sign(message)).await {
-                Ok(Ok(signature)) => Ok(signature),
-                Ok(Err(source)) => Err(Error::credential_from(
-                    "the assertion signer failed",
-                    true,
-                    source,
-                )),
-                Err(_elapsed) => Err(Error::credential(
-                    format!("the assertion signer did not answer within {timeout:?}"),
-                    true,
-                )),
-            }
-        };
-        let signature = std::panic::AssertUnwindSafe(guarded)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_panic| {
-                tracing::error!(target: "tower_oauth2::fetch", "the assertion signer panicked");
-                Err(Error::panicked_in("the assertion signer"))
-            })?;
+        let signature =
+            signed_within(&*self.signer, message, timeout, "the assertion signer").await?;
         self.as_jws(signature)
     }
 

@@ -44,7 +44,7 @@ pub struct ClientCredentialsBuilder {
     shared_key: Option<Zeroizing<Vec<u8>>>,
     policy: CachePolicy,
     /// The key tokens are bound to (DPoP, RFC 9449).
-    dpop: Option<crate::dpop::Bound>,
+    dpop: Option<std::sync::Arc<dyn crate::dpop::Prove>>,
     /// Another grant than client credentials, set by its own builder (token exchange,
     /// jwt-bearer), which then owns `audience`.
     pub(crate) grant: Option<OtherGrant>,
@@ -434,6 +434,14 @@ impl ClientCredentialsBuilder {
     /// token as `Authorization: DPoP …` with a fresh proof on every request. See
     /// [`dpop`](crate::dpop).
     ///
+    /// A proof's remote [`Signer`](crate::client_auth::Signer) (a key from
+    /// [`DpopKey::from_signer`](crate::dpop::DpopKey::from_signer)) shares the token request's
+    /// [`timeout`](Self::timeout); for a request the token goes with, it has that timeout
+    /// whole. With reqwest, turn redirects off (`reqwest::redirect::Policy::none()`): reqwest
+    /// follows them inside [`BearerAuthMiddleware`](crate::BearerAuthMiddleware), which cannot
+    /// sign a proof for the new URL, so a server checking proofs refuses the redirected
+    /// request (the token is kept).
+    ///
     /// ```no_run
     /// use tower_oauth2::{client_auth::JwsAlgorithm, dpop::DpopKey, ClientCredentials};
     ///
@@ -491,7 +499,10 @@ impl ClientCredentialsBuilder {
             url,
             auth,
             grant,
-            dpop: self.dpop.take(),
+            dpop: self
+                .dpop
+                .take()
+                .map(|key| crate::dpop::Bound::new(key, transport.timeout)),
         };
         let redact = secrets_sent(&template);
         let shown = shown(&template.url);

@@ -331,16 +331,20 @@ impl Endpoint {
         error.at_endpoint(shown)
     }
 
-    /// One token request, and with DPoP one more if the endpoint asks for its nonce
-    /// (`use_dpop_nonce`, RFC 9449 §8); the token bound to the key.
+    /// One token request, and with DPoP one more if the endpoint asks for a nonce other than
+    /// the one the proof carried (`use_dpop_nonce`, RFC 9449 §8), within the same deadline;
+    /// the token bound to the key.
     async fn fetch_once(&self, url: &Uri) -> Result<AccessToken, Error> {
+        // One timeout for the whole fetch: what the closures, sources and signers take, and a
+        // nonce retry, are not given it again.
+        let deadline = tokio::time::Instant::now() + self.transport.timeout;
         let mut nonce_retried = false;
         loop {
-            let (result, nonce_given) = self.attempt(url).await;
+            let (result, new_nonce) = self.attempt(url, deadline).await;
             match (result, &self.template.dpop) {
                 (Ok(token), Some(key)) => return Ok(token.with_dpop(key.clone())),
                 (Err(error), Some(_))
-                    if nonce_given
+                    if new_nonce
                         && !nonce_retried
                         && error
                             .oauth_error()
@@ -355,21 +359,28 @@ impl Endpoint {
         }
     }
 
-    /// One token request; whether the answer gave a DPoP nonce.
-    async fn attempt(&self, url: &Uri) -> (Result<AccessToken, Error>, bool) {
-        match self.attempt_inner(url).await {
+    /// One token request before `deadline`; whether the answer gave a DPoP nonce the request's
+    /// proof did not carry.
+    async fn attempt(
+        &self,
+        url: &Uri,
+        deadline: tokio::time::Instant,
+    ) -> (Result<AccessToken, Error>, bool) {
+        match self.attempt_inner(url, deadline).await {
             Ok(answer) => answer,
             Err(error) => (Err(error), false),
         }
     }
 
-    async fn attempt_inner(&self, url: &Uri) -> Result<(Result<AccessToken, Error>, bool), Error> {
+    async fn attempt_inner(
+        &self,
+        url: &Uri,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Result<AccessToken, Error>, bool), Error> {
         let started = Instant::now();
         let host = url.host().unwrap_or_default();
-        // One timeout for the whole request: what the closures and sources take is not
-        // given again to the HTTP exchange.
-        let deadline = tokio::time::Instant::now() + self.transport.timeout;
         let encoded = self.template.encode(url, deadline).await?;
+        let sent_nonce = encoded.dpop_nonce;
         let (request, sent_now, read) = (encoded.request, encoded.redact, encoded.read);
         let exchange = self
             .transport
@@ -385,9 +396,11 @@ impl Endpoint {
                 return Err(error);
             }
         };
-        let nonce_given = match &self.template.dpop {
-            Some(key) => crate::dpop::Target::of(url)
-                .is_ok_and(|target| crate::dpop::remember_nonce(key, &target, &parts.headers)),
+        let new_nonce = match &self.template.dpop {
+            Some(key) => crate::dpop::Target::of(url).is_ok_and(|target| {
+                let kept = crate::dpop::remember_nonce(&**key, &target, &parts.headers);
+                crate::dpop::is_new_nonce(kept, sent_nonce.as_deref())
+            }),
             None => false,
         };
         let redact: Vec<&str> = self
@@ -446,7 +459,7 @@ impl Endpoint {
                 "token request rejected"
             ),
         }
-        Ok((result, nonce_given))
+        Ok((result, new_nonce))
     }
 }
 

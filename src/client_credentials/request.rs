@@ -70,15 +70,23 @@ impl RequestTemplate {
         if let Some(header) = credentials.header {
             request.headers_mut().insert(AUTHORIZATION, header);
         }
+        let mut dpop_nonce = None;
         if let Some(key) = &self.dpop {
             let target = crate::dpop::Target::of(url)?;
-            let proof = key.proof(&Method::POST, &target, None).await?;
-            request.headers_mut().insert(crate::dpop::DPOP, proof);
+            // The proof's signer shares the request's deadline.
+            let proof = key
+                .proof(&Method::POST, &target, None, left(deadline))
+                .await?;
+            request
+                .headers_mut()
+                .insert(crate::dpop::DPOP, proof.header);
+            dpop_nonce = proof.nonce;
         }
         Ok(Encoded {
             request,
             redact: credentials.redact,
             read,
+            dpop_nonce,
         })
     }
 }
@@ -90,6 +98,8 @@ pub(crate) struct Encoded {
     pub(crate) redact: Vec<Zeroizing<String>>,
     /// The grant's parameters read for it, and the tokens sources lent to it.
     pub(crate) read: ReadNow,
+    /// The server's nonce the DPoP proof carries, if any.
+    pub(crate) dpop_nonce: Option<String>,
 }
 
 /// `fields` as an `application/x-www-form-urlencoded` body, in a buffer that never grows (a

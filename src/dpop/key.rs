@@ -1,6 +1,7 @@
 //! [`DpopKey`]: the key DPoP tokens are bound to, and the proofs it signs.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,13 +16,14 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::nonces::Nonces;
-use super::{jwk, Bound, Prove, Target};
-use crate::client_auth::assertion::ecdsa_der_to_fixed;
+use super::{jwk, signature, Proof, Prove, Target};
 use crate::client_auth::{JwsAlgorithm, Signer};
 use crate::{ConfigError, Error};
 
-/// How long a remote [`Signer`] may take to sign one proof.
-const REMOTE_SIGN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a remote [`Signer`] may take to sign a proof asked for with [`DpopKey::proof`]
+/// (the token client's default timeout). Proofs the crate asks for have the credentials'
+/// timeout.
+const REMOTE_SIGN_TIMEOUT: Duration = crate::transport::Settings::DEFAULT_TIMEOUT;
 
 /// The key DPoP-bound tokens are bound to (RFC 9449): it signs a proof for every token
 /// request and every request a token goes with. Clones share the key and the nonces servers
@@ -69,7 +71,18 @@ enum Signing {
     /// Loaded by the crypto provider.
     Local(Box<dyn rustls::sign::Signer>),
     /// Held elsewhere.
-    Remote(Arc<dyn Signer>),
+    Remote(Remote),
+}
+
+/// A key held elsewhere, and what is known of it.
+struct Remote {
+    signer: Box<dyn Signer>,
+    /// The public key the proofs name, as verifiers take it.
+    public_key: Vec<u8>,
+    /// Whether one of its signatures was verified with `public_key`: done once per key, so
+    /// that a signer of another key, or a broken one, fails the first request saying so
+    /// instead of every server refusing every proof.
+    verified: AtomicBool,
 }
 
 #[derive(Serialize)]
@@ -135,8 +148,13 @@ impl DpopKey {
 
     /// A key held elsewhere: `signer` signs (see [`Signer`]; ECDSA signatures may be DER or
     /// `r || s`), and `public_key` is its public key as a SubjectPublicKeyInfo, in DER or PEM
-    /// (`BEGIN PUBLIC KEY`), as KMS APIs return it. Processes using the same key may share its
-    /// tokens. The signer's algorithm must be the key's.
+    /// (`BEGIN PUBLIC KEY`), as KMS APIs return it: exactly that structure for a P-256, P-384
+    /// or Ed25519 key (not a certificate, nothing after it). Processes using the same key may
+    /// share its tokens. The signer's algorithm must be the key's.
+    ///
+    /// The signer's first signature is verified with `public_key`, and a proof that does not
+    /// verify is an error rather than a request: a signer of another key fails the first
+    /// request saying so. A signature of the wrong size for its algorithm is always an error.
     pub fn from_signer(
         signer: impl Signer,
         public_key: impl AsRef<[u8]>,
@@ -144,17 +162,29 @@ impl DpopKey {
         let public_key = public_key.as_ref();
         let spki = match SubjectPublicKeyInfoDer::from_pem_slice(public_key) {
             Ok(spki) => spki.as_ref().to_vec(),
+            Err(_) if public_key.trim_ascii_start().starts_with(b"-----BEGIN") => {
+                return Err(config(
+                    "dpop: the public key is a PEM without `BEGIN PUBLIC KEY` (a certificate? \
+                     give its public key, e.g. `openssl x509 -pubkey -noout`)",
+                ));
+            }
             Err(_) => public_key.to_vec(),
         };
-        let (algorithm, jwk) = jwk::from_spki(&spki)
+        let key = jwk::from_spki(&spki)
             .map_err(|why| config(format!("dpop: the public key is {why}")))?;
-        if signer.algorithm() != algorithm {
+        if signer.algorithm() != key.algorithm {
             return Err(config(format!(
-                "dpop: the signer signs {} but the public key is for {algorithm}",
-                signer.algorithm()
+                "dpop: the signer signs {} but the public key is for {}",
+                signer.algorithm(),
+                key.algorithm
             )));
         }
-        DpopKey::new(Signing::Remote(Arc::new(signer)), algorithm, jwk, true)
+        let remote = Remote {
+            signer: Box::new(signer),
+            public_key: key.raw,
+            verified: AtomicBool::new(false),
+        };
+        DpopKey::new(Signing::Remote(remote), key.algorithm, key.jwk, true)
     }
 
     fn load(der: PrivateKeyDer<'static>, shareable: bool) -> Result<DpopKey, ConfigError> {
@@ -167,7 +197,7 @@ impl DpopKey {
         let spki = loaded.public_key().ok_or_else(|| {
             config("dpop: the crypto provider does not give this key's public key")
         })?;
-        let (algorithm, jwk) = jwk::from_spki(spki.as_ref())
+        let jwk::PublicKey { algorithm, jwk, .. } = jwk::from_spki(spki.as_ref())
             .map_err(|why| config(format!("dpop: the key is {why}")))?;
         let signer = loaded
             .choose_scheme(&[algorithm.scheme()])
@@ -239,32 +269,36 @@ impl DpopKey {
         access_token: Option<&str>,
     ) -> Result<String, Error> {
         let target = Target::of(url)?;
-        self.inner
-            .make_proof(method.as_str(), &target, access_token)
-            .await
+        let (jws, _nonce) = self
+            .inner
+            .make_proof(method.as_str(), &target, access_token, REMOTE_SIGN_TIMEOUT)
+            .await?;
+        Ok(jws)
     }
 
     /// Remember the `DPoP-Nonce` a response from `url` carried, for the next proofs to its
     /// origin (for an HTTP client the layer and middleware do not wrap).
     pub fn remember_nonce(&self, url: &Uri, headers: &http::HeaderMap) {
         if let Ok(target) = Target::of(url) {
-            super::remember_nonce(&self.bound(), &target, headers);
+            super::remember_nonce(&*self.inner, &target, headers);
         }
     }
 
     /// The key as tokens carry it.
-    pub(crate) fn bound(&self) -> Bound {
+    pub(crate) fn bound(&self) -> Arc<dyn Prove> {
         self.inner.clone()
     }
 }
 
 impl KeyInner {
+    /// A proof, and the nonce it carries; a remote signer has `timeout` to sign it.
     async fn make_proof(
         &self,
         htm: &str,
         target: &Target,
         access_token: Option<&str>,
-    ) -> Result<String, Error> {
+        timeout: Duration,
+    ) -> Result<(String, Option<String>), Error> {
         let mut jti = [0u8; 16];
         self.provider
             .secure_random
@@ -293,11 +327,11 @@ impl KeyInner {
         URL_SAFE_NO_PAD.encode_string(claims, &mut jws);
         let signature = match &self.signing {
             Signing::Local(_) => self.sign_local(jws.as_bytes())?,
-            Signing::Remote(signer) => self.sign_remote(signer, jws.as_bytes()).await?,
+            Signing::Remote(remote) => self.sign_remote(remote, jws.as_bytes(), timeout).await?,
         };
         jws.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut jws);
-        Ok(jws)
+        Ok((jws, nonce))
     }
 
     fn sign_local(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
@@ -307,50 +341,32 @@ impl KeyInner {
         let signature = signer
             .sign(message)
             .map_err(|_| Error::client_auth("the crypto provider failed to sign a DPoP proof"))?;
-        self.as_jws(signature)
+        signature::as_jws(self.algorithm, signature)
     }
 
-    /// The remote signer's signature, with its panics, failures and hangs contained.
+    /// The remote signer's signature, with its panics, failures and hangs contained, of the
+    /// size its algorithm has, and the first one verified with the public key.
     async fn sign_remote(
         &self,
-        signer: &Arc<dyn Signer>,
+        remote: &Remote,
         message: &[u8],
+        timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
-        use futures_util::FutureExt;
-
-        let guarded = async move {
-            match tokio::time::timeout(REMOTE_SIGN_TIMEOUT, signer.sign(message)).await {
-                Ok(Ok(signature)) => Ok(signature),
-                Ok(Err(source)) => Err(Error::credential_from(
-                    "the DPoP proof signer failed",
-                    true,
-                    source,
-                )),
-                Err(_elapsed) => Err(Error::credential(
-                    format!("the DPoP proof signer did not answer within {REMOTE_SIGN_TIMEOUT:?}"),
-                    true,
-                )),
-            }
-        };
-        let signature = std::panic::AssertUnwindSafe(guarded)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_panic| Err(Error::panicked_in("the DPoP proof signer")))?;
-        self.as_jws(signature)
-    }
-
-    /// ECDSA signatures as JWS wants them (`r || s`), from DER if need be.
-    fn as_jws(&self, signature: Vec<u8>) -> Result<Vec<u8>, Error> {
-        match self.algorithm.ecdsa_scalar_len() {
-            Some(len) if signature.len() == 2 * len => Ok(signature),
-            Some(len) => ecdsa_der_to_fixed(&signature, len).ok_or_else(|| {
-                Error::client_auth("a DPoP proof's ECDSA signature is neither r || s nor DER")
-            }),
-            None if signature.is_empty() => Err(Error::client_auth(
-                "the DPoP proof signer returned no signature",
-            )),
-            None => Ok(signature),
+        let signature =
+            crate::client_auth::signed_within(&*remote.signer, message, timeout, signature::SIGNER)
+                .await?;
+        let signature = signature::as_jws(self.algorithm, signature)?;
+        if !remote.verified.load(Ordering::Relaxed) {
+            signature::verify(
+                &self.provider,
+                self.algorithm,
+                &remote.public_key,
+                message,
+                &signature,
+            )?;
+            remote.verified.store(true, Ordering::Relaxed);
         }
+        Ok(signature)
     }
 }
 
@@ -360,15 +376,16 @@ impl Prove for KeyInner {
         method: &'a Method,
         target: &'a Target,
         access_token: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<HeaderValue, Error>> {
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Proof, Error>> {
         Box::pin(async move {
-            let jws = self
-                .make_proof(method.as_str(), target, access_token)
+            let (jws, nonce) = self
+                .make_proof(method.as_str(), target, access_token, timeout)
                 .await?;
             let mut header = HeaderValue::try_from(jws)
                 .map_err(|_| Error::client_auth("a DPoP proof is not a valid header value"))?;
             header.set_sensitive(true);
-            Ok(header)
+            Ok(Proof { header, nonce })
         })
     }
 

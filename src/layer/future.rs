@@ -159,13 +159,21 @@ where
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     if let Some(sent) = dpop.take() {
-                        dpop::remember_nonce(&sent.key, &sent.target, response.headers());
-                        if dpop::resource_wants_nonce(response.status(), response.headers()) {
+                        let kept =
+                            dpop::remember_nonce(&*sent.key, &sent.target, response.headers());
+                        let fresh = dpop::is_new_nonce(kept, sent.nonce.as_deref());
+                        let http2 = watch.is_some_and(|watch| watch.http2);
+                        if rejects_token(&response, http2)
+                            && dpop::asks_for_nonce(response.headers())
+                        {
                             // The token is fine: the proof lacked the server's nonce, which the
-                            // next proof to this origin carries.
+                            // next proof to this origin carries (HTTP 401, or gRPC
+                            // UNAUTHENTICATED, which has no other way to ask).
                             let mut response = response;
                             let cache = watch.map(|watch| watch.cache);
-                            response.extensions_mut().insert(NonceRequested { cache });
+                            response
+                                .extensions_mut()
+                                .insert(NonceRequested { cache, fresh });
                             return Poll::Ready(Ok(response));
                         }
                     }
@@ -257,12 +265,15 @@ pub(crate) struct TokenRejected {
     pub(crate) cache: usize,
 }
 
-/// Put on a `401` that asked for the resource server's DPoP nonce: the token was kept, and
-/// the next proof to that origin carries the nonce, so a replay is worth it.
+/// Put on a refusal that asked for the resource server's DPoP nonce: the token was kept, and
+/// the next proof to that origin carries the nonce.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NonceRequested {
     /// The cache's slot, to count the retry.
     pub(crate) cache: Option<usize>,
+    /// Whether the nonce was kept and is not the one the refused proof carried: only then is
+    /// a replay worth it.
+    pub(crate) fresh: bool,
 }
 
 /// HTTP 401, or a gRPC trailers-only UNAUTHENTICATED (looked for only over HTTP/2).

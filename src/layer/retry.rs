@@ -10,11 +10,12 @@ use super::future::{rejects_token, NonceRequested, TokenRejected};
 
 /// Whether a replay is worth it, and the slot of the cache whose token the request carried:
 /// the layer dropped the rejected token, so that a replay carries another one; or the
-/// resource server asked for its DPoP nonce, which the replay's proof carries. A response the
-/// layer did not mark carried no token of ours.
+/// resource server asked for a new DPoP nonce, which the replay's proof carries (a nonce the
+/// layer could not keep, or the one the request already sent, is not worth a replay). A
+/// response the layer did not mark carried no token of ours.
 fn worth_replaying<B>(response: &Response<B>) -> Option<(Option<usize>, bool)> {
     if let Some(asked) = response.extensions().get::<NonceRequested>() {
-        return Some((asked.cache, true));
+        return asked.fresh.then_some((asked.cache, true));
     }
     response
         .extensions()
