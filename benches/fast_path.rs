@@ -23,7 +23,10 @@ use tower_http::set_header::SetRequestHeader;
 use tower_oauth2::client_auth::JwsAlgorithm;
 use tower_oauth2::dpop::DpopKey;
 use tower_oauth2::{
-    source::StaticToken, AccessToken, BearerAuth, BearerAuthLayer, ClientCredentials,
+    cache::PerRequestCaches,
+    layer::{PerRequestAuth, PerRequestLayer},
+    source::StaticToken,
+    AccessToken, BearerAuth, BearerAuthLayer, ClientCredentials,
 };
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJiZW5jaCJ9.c2lnbmF0dXJl";
@@ -73,6 +76,44 @@ fn cached_layer() -> BearerAuth<Noop> {
             ready.call(request()).await.unwrap();
         });
     service
+}
+
+/// A per-request layer with three keys (chosen by path), each with its token cached; requests
+/// all go to `/orders`, the hot key.
+fn per_request_layer() -> PerRequestAuth<Noop> {
+    let caches = PerRequestCaches::new(
+        |request| match request.path() {
+            "/orders" => Some("orders"),
+            "/billing" => Some("billing"),
+            "/users" => Some("users"),
+            _ => None,
+        },
+        |key| {
+            let token =
+                AccessToken::new(format!("{TOKEN}.{key}")).with_lifetime(Duration::from_secs(3600));
+            StaticToken::from(token)
+        },
+    );
+    let mut service = PerRequestLayer::new(caches).layer(Noop);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            for path in ["/billing", "/users", "/orders"] {
+                let ready = ServiceExt::<Request<()>>::ready(&mut service)
+                    .await
+                    .unwrap();
+                ready.call(hot_key_request(path)).await.unwrap();
+            }
+        });
+    service
+}
+
+fn hot_key_request(path: &'static str) -> Request<()> {
+    let mut request = request();
+    *request.uri_mut() = http::Uri::from_static(path);
+    request
 }
 
 fn floor() -> SetRequestHeader<Noop, HeaderValue> {
@@ -196,6 +237,14 @@ fn single_thread(c: &mut Criterion) {
         b.iter_batched(
             request,
             |request| call_now(&mut bearer, request),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut per_request = per_request_layer();
+    group.bench_function("per_request_hot_key", |b| {
+        b.iter_batched(
+            || hot_key_request("/orders"),
+            |request| call_now(&mut per_request, request),
             BatchSize::SmallInput,
         )
     });
@@ -563,6 +612,12 @@ fn main() {
     if let Some(ratio) = support::ratio("fast_path", "bearer_auth", "set_request_header") {
         rows.push(Row::reference(
             "  the same from criterion's two medians (for reference)",
+            ratio,
+        ));
+    }
+    if let Some(ratio) = support::ratio("fast_path", "per_request_hot_key", "bearer_auth") {
+        rows.push(Row::reference(
+            "  per-request credentials, a known key vs BearerAuth (criterion medians)",
             ratio,
         ));
     }
