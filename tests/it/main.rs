@@ -10,6 +10,7 @@ mod support;
 
 #[cfg(feature = "redis")]
 mod adversary_fleet;
+mod adversary_21;
 #[cfg(feature = "test-util")]
 mod adversary_workload;
 mod cache;
