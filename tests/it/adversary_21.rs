@@ -219,6 +219,124 @@ async fn a_401_for_an_evicted_keys_token_is_lost_and_the_fleet_serves_it_again()
     );
 }
 
+/// The contrast (holds): the same flow with room for both keys, so nothing is evicted; the
+/// `401` reaches the cache, which tells Redis, and another process gets a new token.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn held_without_eviction_a_401_reaches_the_fleet() {
+    use tower_oauth2::layer::PerRequestLayer;
+
+    let redis = crate::support::fleet::redis_server();
+    let tokens = scripted(audience_token).await;
+    // The API has revoked `a-token-1`.
+    let api = crate::support::Api::start(|token| token != "a-token-1").await;
+    let base = crate::support::fleet::client(&tokens, &redis.url(), CachePolicy::default());
+    let caches = PerRequestCaches::new(
+        |head| head.path().trim_start_matches('/').split('/').next(),
+        move |aud| base.with_audience(aud),
+    )
+    .max_keys(4);
+    let mut client = ServiceBuilder::new()
+        .layer(PerRequestLayer::new(caches.clone()))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+
+    assert_eq!(caches.cache("a").token().await.unwrap().secret(), "a-token-1");
+    // R1 takes `a-token-1` from the fast path; not polled yet, so nothing is sent.
+    let request = Request::get(format!("http://{}/a/1", api.addr))
+        .body(Full::default())
+        .unwrap();
+    let in_flight = client.ready().await.unwrap().call(request);
+    // Another key evicts `a` while R1 is in flight.
+    caches.cache("b").token().await.unwrap();
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Let the shared store hear of the rejection, if anyone told it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other = crate::support::fleet::client(&tokens, &redis.url(), CachePolicy::default()).with_audience("a");
+    let next = other.token().await.unwrap();
+    assert_ne!(
+        next.secret(),
+        "a-token-1",
+        "the token the server rejected is served again to the key's new cache"
+    );
+}
+
+/// A request whose key was evicted while it was in flight is rejected (`401`) and replayed by
+/// `RetryOnUnauthorized` with the key's new token: that replay is counted by slot number, and
+/// the evicted cache's slot is empty (or already another key's), so
+/// `tower_oauth2_requests_replayed_total` for the key's audience stays at 0 (the count is
+/// lost, or lands on whichever key's cache took the slot).
+///
+/// Observed: 0 replays counted for `audience=a`. Expected: 1.
+#[test]
+fn a_replay_of_an_evicted_keys_request_is_counted_for_its_key() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use tower::retry::RetryLayer;
+    use tower_oauth2::layer::{PerRequestLayer, RetryOnUnauthorized};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let tokens = scripted(audience_token).await;
+            // The API has revoked `a-token-1`.
+            let api = crate::support::Api::start(|token| token != "a-token-1").await;
+            let base = ClientCredentials::builder()
+                .token_url(tokens.url())
+                .client_id("client")
+                .client_secret("secret")
+                .build()
+                .unwrap();
+            let caches = PerRequestCaches::new(
+                |head| head.path().trim_start_matches('/').split('/').next(),
+                move |aud| base.with_audience(aud),
+            )
+            .max_keys(1);
+            let mut client = ServiceBuilder::new()
+                .layer(RetryLayer::new(RetryOnUnauthorized::default()))
+                .layer(PerRequestLayer::new(caches.clone()))
+                .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+            caches.cache("a").token().await.unwrap();
+            let request = Request::get(format!("http://{}/a/1", api.addr))
+                .body(Full::default())
+                .unwrap();
+            let in_flight = client.ready().await.unwrap().call(request);
+            // `b` evicts `a`; `c` may take the evicted cache's slot.
+            caches.cache("b").token().await.unwrap();
+            caches.cache("c").token().await.unwrap();
+            let response = in_flight.await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "replayed with a-token-2");
+            assert_eq!(asked_for(&tokens, "a"), 2);
+        })
+    });
+    let recorded = snapshotter.snapshot().into_vec();
+    let replays = |audience: &str| -> u64 {
+        recorded
+            .iter()
+            .filter(|(key, ..)| {
+                key.key().name() == "tower_oauth2_requests_replayed_total"
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "audience" && l.value() == audience)
+            })
+            .map(|(.., value)| match value {
+                DebugValue::Counter(count) => *count,
+                _ => 0,
+            })
+            .sum()
+    };
+    assert_eq!(
+        (replays("a"), replays("b"), replays("c")),
+        (1, 0, 0),
+        "the replay of `a`'s request was not counted for `a`"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // DPoP.
 // ---------------------------------------------------------------------------------------------
@@ -386,3 +504,4 @@ async fn a_cancelled_request_whose_signer_panics_in_drop_unwinds_into_the_caller
         "the signer's panic in drop unwound out of the cancelled request's drop"
     );
 }
+
