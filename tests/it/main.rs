@@ -8,9 +8,9 @@
 
 mod support;
 
+mod adversary_21;
 #[cfg(feature = "redis")]
 mod adversary_fleet;
-mod adversary_21;
 #[cfg(feature = "test-util")]
 mod adversary_workload;
 mod cache;
