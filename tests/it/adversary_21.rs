@@ -514,3 +514,36 @@ async fn a_cancelled_request_whose_signer_panics_in_drop_unwinds_into_the_caller
         "the signer's panic in drop unwound out of the cancelled request's drop"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Elsewhere.
+// ---------------------------------------------------------------------------------------------
+
+/// `ClientCredentialsBuilder::timeout(Duration::MAX)` (a user's "no timeout") is accepted by
+/// `build()`, but every token request then computes its one deadline as
+/// `tokio::time::Instant::now() + timeout`, which overflows and panics in the crate's own code
+/// (`fetch_once`, since the "one deadline per token request" change). The single flight turns
+/// it into a `Panic` error: no token can ever be had.
+///
+/// Observed: `token()` fails with a panic error. Expected: a token (the deadline saturating
+/// to "far away", as `futures_timer` and the cache's own deadlines do), or `build()` refusing
+/// the timeout with a `ConfigError`.
+#[tokio::test]
+async fn a_timeout_of_duration_max_makes_every_token_request_panic() {
+    let tokens = scripted(audience_token).await;
+    let built = ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("client")
+        .client_secret("secret")
+        .timeout(Duration::MAX)
+        .build();
+    let Ok(credentials) = built else {
+        return; // refused at build(): fine
+    };
+    let outcome = credentials.token().await;
+    assert!(
+        outcome.is_ok(),
+        "Duration::MAX as the timeout: {:?}",
+        outcome.map(|_| ()).map_err(|e| e.to_string())
+    );
+}
