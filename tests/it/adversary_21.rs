@@ -137,6 +137,54 @@ async fn keys_that_failed_once_long_ago_make_live_keys_thrash_through_the_bound(
     );
 }
 
+/// The eviction rule counts a cache as busy only once its flight has started. A request that
+/// was handed a new key's cache (`call` returned) but whose future has not been polled yet
+/// holds a cache that looks idle: a request for another key evicts it, the next request for
+/// the first key makes a second cache, and once both futures run, two caches fetch a token for
+/// one key at the same time: what the first review's fix ("a cache fetching a token is not
+/// evicted below twice the bound") meant to rule out. On a multi-threaded runtime the window
+/// is the gap between `call` and the first poll; here it is laid out deterministically.
+///
+/// Observed: 2 token requests for `a`, in flight together. Expected: 1.
+#[tokio::test]
+async fn a_new_keys_cache_handed_to_a_request_not_yet_polled_is_evicted_and_made_twice() {
+    use tower_oauth2::layer::PerRequestLayer;
+
+    let tokens = scripted(audience_token).await;
+    let api = crate::support::Api::start(|_| true).await;
+    let base = ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("client")
+        .client_secret("secret")
+        .build()
+        .unwrap();
+    let caches = PerRequestCaches::new(
+        |head| head.path().trim_start_matches('/').split('/').next(),
+        move |aud| base.with_audience(aud),
+    )
+    .max_keys(1);
+    let mut client = ServiceBuilder::new()
+        .layer(PerRequestLayer::new(caches))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+    let request = |path: &str| {
+        Request::get(format!("http://{}{path}", api.addr))
+            .body(Full::default())
+            .unwrap()
+    };
+    let first = client.ready().await.unwrap().call(request("/a/1"));
+    let other = client.ready().await.unwrap().call(request("/b/1"));
+    let second = client.ready().await.unwrap().call(request("/a/2"));
+    let (first, other, second) = tokio::join!(first, other, second);
+    for response in [first, other, second] {
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(
+        asked_for(&tokens, "a"),
+        1,
+        "two caches for `a` fetched at once"
+    );
+}
+
 /// The thread-local recursion guard only sees `make` calls on its own thread. A `make` that
 /// asks these caches for its own key from another thread (a scoped thread, a blocking pool's
 /// `block_on`) is not caught: each level makes the key again, on a new thread, blocking the
