@@ -190,8 +190,9 @@ async fn a_new_keys_cache_handed_to_a_request_not_yet_polled_is_evicted_and_made
 /// `block_on`) is not caught: each level makes the key again, on a new thread, blocking the
 /// one before, without bound (here capped at depth 4 by the test itself).
 ///
-/// Observed: `make` ran 4 times (the test's cap). Expected: once, the inner ask getting the
-/// documented "it would recurse for ever" Config error (or any bounded outcome).
+/// Observed: `make` ran 4 times (the test's cap). Expected: at most twice (the inner ask
+/// getting the documented "it would recurse for ever" Config error, or any bound short of the
+/// test's cap; a racing second `make` for a new key is documented as allowed).
 #[test]
 fn a_make_asking_for_its_own_key_from_another_thread_recurses_without_bound() {
     let depth = Arc::new(AtomicUsize::new(0));
@@ -216,10 +217,11 @@ fn a_make_asking_for_its_own_key_from_another_thread_recurses_without_bound() {
     };
     let _ = slot.set(caches.clone());
     let _ = caches.cache("a");
-    assert_eq!(
-        depth.load(Ordering::SeqCst),
-        1,
-        "a make asking for its own key through another thread recursed"
+    let depth = depth.load(Ordering::SeqCst);
+    assert!(
+        depth <= 2,
+        "a make asking for its own key through another thread recursed {depth} deep (the \
+         test's cap)"
     );
 }
 
