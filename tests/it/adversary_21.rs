@@ -194,6 +194,7 @@ async fn a_new_keys_cache_handed_to_a_request_not_yet_polled_is_evicted_and_made
 /// getting the documented "it would recurse for ever" Config error, or any bound short of the
 /// test's cap; a racing second `make` for a new key is documented as allowed).
 #[test]
+#[ignore = "documented limit: the recursion guard of PerRequestCaches is per thread"]
 fn a_make_asking_for_its_own_key_from_another_thread_recurses_without_bound() {
     let depth = Arc::new(AtomicUsize::new(0));
     let slot: Arc<OnceLock<PerRequestCaches>> = Arc::default();
