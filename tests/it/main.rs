@@ -8,7 +8,6 @@
 
 mod support;
 
-mod adversary_21;
 #[cfg(feature = "redis")]
 mod adversary_fleet;
 #[cfg(feature = "test-util")]
