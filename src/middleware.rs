@@ -30,9 +30,10 @@ use crate::TokenCache;
 ///
 /// **Turn reqwest's redirects off for a DPoP client** (`reqwest::redirect::Policy::none()`):
 /// reqwest follows a redirect inside the middleware, so the redirected request carries the
-/// proof made for the first URL, which a server checking `htu` refuses. Such a `401` (from a
-/// URL other than the one the proof named) keeps the token, and is not replayed; follow the
-/// redirect yourself to send it with a proof of its own.
+/// proof made for the first URL, which a server checking `htu` refuses (or, for a redirect to
+/// the same path with another query, a server refusing a replayed `jti`). Such a `401` (from a
+/// URL other than the whole URL the proof was made for) keeps the token, and is not replayed;
+/// follow the redirect yourself to send it with a proof of its own.
 ///
 /// ```no_run
 /// use tower_oauth2::{BearerAuthMiddleware, ClientCredentials};

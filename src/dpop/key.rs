@@ -160,9 +160,10 @@ impl DpopKey {
 
     /// A key held elsewhere: `signer` signs (see [`Signer`]; ECDSA signatures may be DER or
     /// `r || s`), and `public_key` is its public key as a SubjectPublicKeyInfo, in DER or PEM
-    /// (`BEGIN PUBLIC KEY`), as KMS APIs return it: exactly that structure for a P-256, P-384
-    /// or Ed25519 key (not a certificate, nothing after it). Processes using the same key may
-    /// share its tokens. The signer's algorithm must be the key's.
+    /// (`BEGIN PUBLIC KEY`, its lines indented or not), as KMS APIs return it: exactly that
+    /// structure for a P-256, P-384 or Ed25519 key (not a certificate, nothing after it).
+    /// Processes using the same key may share its tokens. The signer's algorithm must be the
+    /// key's.
     ///
     /// The signer's first signature is verified with `public_key`, and a proof that does not
     /// verify is an error rather than a request: a signer of another key fails the first

@@ -1181,3 +1181,125 @@ fn a_replay_of_a_request_whose_key_was_evicted_in_flight_is_counted_for_its_key(
         "the replay of `a`'s request was not counted for `a`"
     );
 }
+
+/// A key evicted for real while a request holds it (every key in use, past twice the bound):
+/// the request's `401` reaches the evicted cache it holds, the retry layer replays it with the
+/// key's new cache, and the replay is counted for that key (on the old code, counted by a slot
+/// that was empty by then: lost).
+#[test]
+fn a_request_holding_a_key_evicted_past_twice_the_bound_still_reports_its_401_and_replay() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use tower_oauth2::layer::RetryOnUnauthorized;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let tokens = audience_tokens().await;
+            // The API has revoked `a-token-1`.
+            let api = Api::start(|token| token != "a-token-1").await;
+            let caches = by_first_segment(credentials(&tokens)).max_keys(1);
+            let mut client = ServiceBuilder::new()
+                .layer(tower::retry::RetryLayer::new(RetryOnUnauthorized::default()))
+                .layer(PerRequestLayer::new(caches.clone()))
+                .service(http_client());
+            let request = |path: &str| {
+                Request::get(format!("http://{}{path}", api.addr))
+                    .body(Full::default())
+                    .unwrap()
+            };
+            caches.cache("a").token().await.unwrap();
+            // Both requests hold their keys, unpolled: `a` and `b` are in use.
+            let a = client.ready().await.unwrap().call(request("/a/1"));
+            let b = client.ready().await.unwrap().call(request("/b/1"));
+            // A third key would pass twice the bound: the least recently used, `a`, goes.
+            caches.cache("c");
+            assert_eq!(
+                caches.len(),
+                2,
+                "`a` was evicted to stay within twice the bound"
+            );
+            let (a, b) = tokio::join!(a, b);
+            assert_eq!(
+                a.unwrap().status(),
+                StatusCode::OK,
+                "replayed with a-token-2"
+            );
+            assert_eq!(b.unwrap().status(), StatusCode::OK);
+            assert_eq!(asked_for(&tokens, "a"), 2);
+        })
+    });
+    let replays: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .iter()
+        .filter(|(key, ..)| {
+            key.key().name() == "tower_oauth2_requests_replayed_total"
+                && key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == "audience" && l.value() == "a")
+        })
+        .map(|(.., value)| match value {
+            DebugValue::Counter(count) => *count,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        replays, 1,
+        "the replay of `a`'s request was not counted for `a`"
+    );
+}
+
+/// The reqwest middleware holds its request's key until the answer too: with `max_keys(1)`,
+/// another key used while a request for `a` waits on the API does not evict `a`, whose next
+/// request reuses its token (on the old code: `a` looked idle, was evicted, and made again
+/// with a second token request).
+#[cfg(feature = "reqwest")]
+#[tokio::test]
+async fn the_reqwest_middleware_holds_its_requests_key_until_the_answer() {
+    use crate::support::{raw, serve};
+
+    let tokens = audience_tokens().await;
+    let (arrived, release) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let addr = {
+        let (arrived, release) = (arrived.clone(), release.clone());
+        serve(move |request: Request<hyper::body::Incoming>| {
+            let (arrived, release) = (arrived.clone(), release.clone());
+            async move {
+                if request.uri().path() == "/a/slow" {
+                    arrived.notify_one();
+                    release.notified().await;
+                }
+                raw(StatusCode::OK, "text/plain", "ok")
+            }
+        })
+        .await
+    };
+    let caches = by_first_segment(credentials(&tokens)).max_keys(1);
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(BearerAuthMiddleware::per_request(caches.clone()))
+        .build();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(format!("http://{addr}/a/slow")).send().await }
+    });
+    arrived.notified().await;
+    caches.cache("b").token().await.unwrap();
+    release.notify_one();
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    let again = client
+        .get(format!("http://{addr}/a/again"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(asked_for(&tokens, "a"), 1, "`a` was evicted while in use");
+}
