@@ -123,7 +123,7 @@ impl BearerAuthMiddleware {
     fn cache_for(
         &self,
         request: &reqwest::Request,
-    ) -> Result<Option<(TokenCache, Option<Arc<Kept>>)>, crate::Error> {
+    ) -> Result<Option<Using>, crate::Error> {
         match &self.caches {
             Caches::One(cache) => Ok(Some((cache.clone(), None))),
             Caches::PerRequest(caches) => {
@@ -138,6 +138,9 @@ impl BearerAuthMiddleware {
         }
     }
 }
+
+/// The cache a request takes its token from, and for a per-request key the key it holds.
+type Using = (TokenCache, Option<Arc<Kept>>);
 
 /// What goes on a request: the `Authorization` header, the generation of its token, and for
 /// a DPoP token the proof and what to watch in the answer.
