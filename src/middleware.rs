@@ -120,10 +120,7 @@ impl BearerAuthMiddleware {
     /// The cache `request` takes its token from, if any, and for a per-request key the key
     /// the request holds until it is answered (so that eviction sees it in use); an error when
     /// the user's code choosing it failed.
-    fn cache_for(
-        &self,
-        request: &reqwest::Request,
-    ) -> Result<Option<Using>, crate::Error> {
+    fn cache_for(&self, request: &reqwest::Request) -> Result<Option<Using>, crate::Error> {
         match &self.caches {
             Caches::One(cache) => Ok(Some((cache.clone(), None))),
             Caches::PerRequest(caches) => {

@@ -1051,7 +1051,7 @@ async fn a_401_for_a_key_pushed_past_the_bound_in_flight_reaches_its_cache_and_t
         .body(Full::default())
         .unwrap();
     let in_flight = client.ready().await.unwrap().call(request);
-    // Another key evicts `a` while R1 is in flight.
+    // Another key is used while R1 is in flight, past `max_keys(1)`.
     caches.cache("b").token().await.unwrap();
     let response = in_flight.await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -1109,12 +1109,13 @@ async fn held_without_eviction_a_401_reaches_the_fleet() {
     );
 }
 
-/// A request whose key was pushed past the bound while it was in flight is rejected (`401`)
-/// and replayed by `RetryOnUnauthorized` with the key's new token: the replay is counted for
-/// that key, whichever cache took the evicted one's slot since (repro: counted by slot
-/// number, the count was lost or credited to another key).
+/// A request whose key was pushed past the bound while it was in flight (`max_keys(1)`, two
+/// more keys used) is rejected (`401`) and replayed by `RetryOnUnauthorized` with the key's new
+/// token: the replay is counted for that key, not for whichever cache took a slot since
+/// (repro: the key was evicted and the replay counted by slot number: lost or credited to
+/// another key). Now the request holds its key, which stays past the bound meanwhile.
 #[test]
-fn a_replay_of_a_request_whose_key_was_evicted_in_flight_is_counted_for_its_key() {
+fn a_replay_of_a_request_whose_key_was_pushed_past_the_bound_in_flight_is_counted_for_its_key() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     use tower::retry::RetryLayer;
     use tower_oauth2::layer::RetryOnUnauthorized;
@@ -1150,7 +1151,8 @@ fn a_replay_of_a_request_whose_key_was_evicted_in_flight_is_counted_for_its_key(
                 .body(Full::default())
                 .unwrap();
             let in_flight = client.ready().await.unwrap().call(request);
-            // `b` evicts `a`; `c` may take the evicted cache's slot.
+            // `b` and `c` are used meanwhile, past `max_keys(1)`; `c` may take an evicted
+            // cache's slot.
             caches.cache("b").token().await.unwrap();
             caches.cache("c").token().await.unwrap();
             let response = in_flight.await.unwrap();
