@@ -142,6 +142,14 @@ fn without_panic_hook(probe: impl FnOnce()) -> bool {
     returned
 }
 
+/// The deadline `timeout` from now on tokio's clock, or the farthest one that can be
+/// represented: `Duration::MAX` (a user's "no timeout") is a deadline that never comes, not an
+/// overflow.
+pub(crate) fn deadline_in(timeout: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    tokio::time::Instant::from_std(far_as_possible(now.into_std(), timeout))
+}
+
 /// The time left of a token request's timeout that ends at `deadline` (zero once it passed):
 /// its stages (closures, sources, the HTTP exchange) share one timeout instead of each
 /// getting it whole.

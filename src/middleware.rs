@@ -5,7 +5,9 @@ use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderValue, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 
-use crate::cache::{report_rejected, Chosen, PerRequestCaches, RequestHead};
+use std::sync::Arc;
+
+use crate::cache::{Chosen, Kept, PerRequestCaches, RequestHead};
 use crate::TokenCache;
 
 /// Adds `Authorization: Bearer …` to every request of a [`reqwest_middleware`] client, from
@@ -28,9 +30,10 @@ use crate::TokenCache;
 ///
 /// **Turn reqwest's redirects off for a DPoP client** (`reqwest::redirect::Policy::none()`):
 /// reqwest follows a redirect inside the middleware, so the redirected request carries the
-/// proof made for the first URL, which a server checking `htu` refuses. Such a `401` (from a
-/// URL other than the one the proof named) keeps the token, and is not replayed; follow the
-/// redirect yourself to send it with a proof of its own.
+/// proof made for the first URL, which a server checking `htu` refuses (or, for a redirect to
+/// the same path with another query, a server refusing a replayed `jti`). Such a `401` (from a
+/// URL other than the whole URL the proof was made for) keeps the token, and is not replayed;
+/// follow the redirect yourself to send it with a proof of its own.
 ///
 /// ```no_run
 /// use tower_oauth2::{BearerAuthMiddleware, ClientCredentials};
@@ -114,23 +117,27 @@ impl BearerAuthMiddleware {
         self
     }
 
-    /// The cache `request` takes its token from, if any; an error when the user's code
-    /// choosing it failed.
-    fn cache_for(&self, request: &reqwest::Request) -> Result<Option<TokenCache>, crate::Error> {
+    /// The cache `request` takes its token from, if any, and for a per-request key the key
+    /// the request holds until it is answered (so that eviction sees it in use); an error when
+    /// the user's code choosing it failed.
+    fn cache_for(&self, request: &reqwest::Request) -> Result<Option<Using>, crate::Error> {
         match &self.caches {
-            Caches::One(cache) => Ok(Some(cache.clone())),
+            Caches::One(cache) => Ok(Some((cache.clone(), None))),
             Caches::PerRequest(caches) => {
                 let snapshot = caches.snapshot();
                 match caches.choose(&snapshot, &RequestHead::of_reqwest(request)) {
                     Chosen::NoKey => Ok(None),
-                    Chosen::Known(cache) => Ok(Some(cache.clone())),
-                    Chosen::Made(cache) => Ok(Some(cache)),
+                    Chosen::Known(kept) => Ok(Some((kept.cache().clone(), Some(kept.clone())))),
+                    Chosen::Made(kept) => Ok(Some((kept.cache().clone(), Some(kept)))),
                     Chosen::Failed(error) => Err(error),
                 }
             }
         }
     }
 }
+
+/// The cache a request takes its token from, and for a per-request key the key it holds.
+type Using = (TokenCache, Option<Arc<Kept>>);
 
 /// What goes on a request: the `Authorization` header, the generation of its token, and for
 /// a DPoP token the proof and what to watch in the answer.
@@ -174,16 +181,18 @@ fn authorize(
     })
 }
 
-/// Whether `response` comes from the URL `watch`'s proof named: not when reqwest followed a
-/// redirect (its proof then named the first URL).
-fn answers_its_proof(watch: &crate::dpop::DpopWatch, response: &reqwest::Response) -> bool {
-    response
-        .url()
-        .as_str()
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|uri| crate::dpop::Target::of(&uri).ok())
-        .is_some_and(|answered| answered == watch.target)
+/// Whether `response` answers the request that was sent (`sent`, its whole URL), with the
+/// proof made for it: not when reqwest followed a redirect, whose request carried the first
+/// URL's proof again. The whole URL, query included: a redirect to the same path with another
+/// query (pagination, a login step) names the same `htu`, but its proof is a replay all the
+/// same, which a server refusing replayed `jti`s refuses.
+fn answers_its_proof(sent: &str, response: &reqwest::Response) -> bool {
+    before_fragment(response.url().as_str()) == before_fragment(sent)
+}
+
+/// A URL without its fragment (which is never sent; `#` appears nowhere else in a URL).
+fn before_fragment(url: &str) -> &str {
+    url.split_once('#').map_or(url, |(before, _)| before)
 }
 
 #[async_trait::async_trait]
@@ -200,7 +209,7 @@ impl Middleware for BearerAuthMiddleware {
         let chosen = self
             .cache_for(&request)
             .map_err(reqwest_middleware::Error::middleware)?;
-        let Some(cache) = chosen else {
+        let Some((cache, _held)) = chosen else {
             return next.run(request, extensions).await;
         };
         let authorization = header_from(&cache, &request)
@@ -214,11 +223,13 @@ impl Middleware for BearerAuthMiddleware {
         } else {
             None
         };
+        // The URL this request's proof was made for (reqwest may answer from another).
+        let sent = dpop.then(|| request.url().as_str().to_owned());
         let watch = authorize(&mut request, authorization);
         cache.count_attached();
         let response = next.clone().run(request, extensions).await?;
         if let Some(watch) = &watch {
-            if !answers_its_proof(watch, &response) {
+            if !answers_its_proof(sent.as_deref().unwrap_or_default(), &response) {
                 // reqwest followed a redirect and sent the first URL's proof again: a refusal
                 // says the proof was stale, not that the token was bad. Keep the token.
                 return Ok(response);
@@ -237,17 +248,18 @@ impl Middleware for BearerAuthMiddleware {
                     .await
                     .map_err(reqwest_middleware::Error::middleware)?;
                 let generation = authorization.1;
+                let sent = replay.url().as_str().to_owned();
                 let watch = authorize(&mut replay, authorization);
-                crate::cache::count_replay(cache.slot(), true);
+                cache.count_replay(true);
                 cache.count_attached();
                 drop(response);
                 let response = next.run(replay, extensions).await?;
-                if let Some(watch) = watch.filter(|watch| answers_its_proof(watch, &response)) {
+                if let Some(watch) = watch.filter(|_| answers_its_proof(&sent, &response)) {
                     crate::dpop::remember_nonce(&*watch.key, &watch.target, response.headers());
                     if response.status() == StatusCode::UNAUTHORIZED
                         && !crate::dpop::asks_for_nonce(response.headers())
                     {
-                        report_rejected(cache.slot(), generation);
+                        cache.reject(generation);
                     }
                 }
                 return Ok(response);
@@ -256,7 +268,7 @@ impl Middleware for BearerAuthMiddleware {
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
-        report_rejected(cache.slot(), generation);
+        cache.reject(generation);
         let Some(mut replay) = replay.filter(|_| self.replay) else {
             return Ok(response);
         };
@@ -269,7 +281,7 @@ impl Middleware for BearerAuthMiddleware {
             return Ok(response);
         }
         authorize(&mut replay, authorization);
-        crate::cache::count_replay(cache.slot(), false);
+        cache.count_replay(false);
         cache.count_attached();
         // The first answer is not read: its connection goes back to the pool once dropped.
         drop(response);

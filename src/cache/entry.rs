@@ -16,6 +16,11 @@ use crate::{AccessToken, Error};
 /// Generations are unique across every cache in the process.
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
+/// The generation the next entry will have (or a later one's).
+pub(crate) fn next_generation() -> u64 {
+    GENERATIONS.load(Ordering::Relaxed)
+}
+
 /// A cached token with everything the fast path needs precomputed.
 pub(crate) struct Entry {
     pub(crate) token: AccessToken,

@@ -63,10 +63,12 @@ use crate::token::now;
 use crate::{AccessToken, Error};
 pub(crate) use entry::Entry;
 use entry::Freshness;
-pub(crate) use per_request::Chosen;
+pub(crate) use per_request::{Chosen, Kept};
 pub use per_request::{PerRequestCaches, RequestHead};
+#[cfg(test)]
+use registry::report_rejected;
 use registry::slots;
-pub(crate) use registry::{count_replay, holds_generation, report_rejected};
+pub(crate) use registry::{cache_in, holds_generation};
 use single_flight::{Outcome, Owner, Stall};
 
 /// A flight of this cache: its waiters get the installed entry.
@@ -124,6 +126,9 @@ impl std::fmt::Debug for TokenCache {
 struct Inner {
     /// This cache's number in [`SLOTS`] and in every thread's copies.
     slot: usize,
+    /// The first generation this cache can hand out: a generation below it, read with this
+    /// cache's slot, is another (dropped) cache's that had the slot before.
+    born: u64,
     source: Arc<dyn TokenSource>,
     policy: CachePolicy,
     current: ArcSwapOption<Entry>,
@@ -179,6 +184,7 @@ impl TokenCache {
             .unwrap_or(slots.len());
         let inner = Arc::new(Inner {
             slot,
+            born: entry::next_generation(),
             source: Arc::new(source),
             policy: policy.clone(),
             current: ArcSwapOption::empty(),
@@ -220,13 +226,34 @@ impl TokenCache {
         }
     }
 
-    /// Whether this cache is fetching a token, or its last fetch failed (it is backing off, or
-    /// will fetch again only once its backoff is over): dropping it would lose that flight or
-    /// that backoff, and a new cache for the same credentials would fetch at once. Takes the
-    /// slow path's lock; for [`PerRequestCaches`]' eviction, never for a request.
+    /// Whether this cache is fetching a token, or backing off after a failed fetch (its next
+    /// attempt is in the future): dropping it would lose that flight or that backoff, and a
+    /// new cache for the same credentials would fetch at once. A cache whose backoff is over
+    /// has nothing to lose: its next caller would fetch at once anyway. Takes the slow path's
+    /// lock; for [`PerRequestCaches`]' eviction, never for a request.
     pub(crate) fn is_busy(&self) -> bool {
         let control = self.inner.control();
-        control.flight.is_some() || control.failures > 0
+        control.flight.is_some() || control.retry_at.is_some_and(|at| now() < at)
+    }
+
+    /// The server rejected this cache's token of `generation`: drop it if it is still the
+    /// cached one (see [`invalidate`](Self::invalidate)).
+    pub(crate) fn reject(&self, generation: u64) {
+        self.inner.invalidate(generation);
+    }
+
+    /// Whether this cache still holds the token of `generation`.
+    pub(crate) fn holds(&self, generation: u64) -> bool {
+        self.inner.holds(generation)
+    }
+
+    /// A request that carried a token of this cache's is sent again after a `401`: with a new
+    /// token, or (`nonce`) with the resource server's DPoP nonce.
+    pub(crate) fn count_replay(&self, nonce: bool) {
+        self.inner.metrics.replayed();
+        if nonce {
+            self.inner.metrics.resource_nonce_retried();
+        }
     }
 
     /// A request went out with a token of this cache's (the `tokens_attached` counter).
@@ -380,6 +407,14 @@ impl From<Box<dyn TokenSource>> for TokenCache {
 }
 
 impl Inner {
+    /// Whether the token of `generation` is the cached one.
+    fn holds(&self, generation: u64) -> bool {
+        self.current
+            .load()
+            .as_ref()
+            .is_some_and(|entry| entry.generation == generation)
+    }
+
     fn control(&self) -> MutexGuard<'_, Control> {
         // Nothing panics while holding this lock; if something did, the state is still one
         // the code handles, which beats refusing service forever.

@@ -14,10 +14,15 @@
 //! The number of live keys is bounded, least recently used first, exactly: each key holds the
 //! value of a use counter at its last use, bumped only when the key used differs from the last
 //! one (a single hot key writes nothing). Past [`max_keys`](PerRequestCaches::max_keys) a new
-//! key drops the least recently used key whose cache is idle and healthy, and its cache with it
-//! (its token zeroized once no request holds it). A cache fetching a token, or whose last fetch
-//! failed, is dropped only once the keys would pass twice `max_keys`: dropping it sooner would
-//! give its key a second cache fetching beside the first, or a new cache without its backoff.
+//! key drops the least recently used key whose cache is idle, and its cache with it (its token
+//! zeroized then). A cache in use (held by a request in flight, fetching a token, or backing off
+//! after a failed fetch) is dropped only once the keys would pass twice `max_keys`: dropping it
+//! sooner would give its key a second cache fetching beside the first, a new cache without its
+//! backoff, or a `401` that no cache hears of.
+//!
+//! A request in flight holds its key's [`Kept`] (one reference count written per request, on a
+//! cache line of its own): its `401` reaches that cache, and its replay is counted for that
+//! key, even if the key was evicted meanwhile; and eviction sees the key in use.
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, RandomState};
@@ -118,10 +123,10 @@ pub(crate) type Snapshot = arc_swap::Guard<Arc<Keys>>;
 pub(crate) enum Chosen<'s> {
     /// None: the request goes without a token.
     NoKey,
-    /// A key's cache, as it was in the snapshot.
-    Known(&'s TokenCache),
+    /// A key's cache, as it was in the snapshot: the request holds a clone until it ends.
+    Known(&'s Arc<Kept>),
     /// A new key's cache, made just now.
-    Made(TokenCache),
+    Made(Arc<Kept>),
     /// The user's `choose` or `make` failed (panicked, or `make` asked for the key it is
     /// making): the request fails with this error, unsent.
     Failed(Error),
@@ -178,6 +183,14 @@ pub(crate) enum Chosen<'s> {
 /// through other keys' `make`, it is given a cache that fails every request with an
 /// [`ErrorKind::Config`](crate::ErrorKind::Config) error instead of recursing for ever.
 ///
+/// That guard is per thread: it sees the `make` calls running on the thread that asks. A
+/// `make` that asks for its own key from another thread (a spawned or scoped thread, a
+/// blocking pool's `block_on`) while it waits for that thread is not caught, and recurses
+/// until threads run out (blocking each thread before). Telling such a wait apart from two
+/// independent first requests for the key (which may each run `make`, see below) would take
+/// a lock across `make`, which could deadlock instead. Ask for other keys only from the
+/// thread `make` runs on.
+///
 /// `make` runs with no lock held, so a slow `make` holds up no other key. Two requests that
 /// are first to ask for the same key at the same moment may each run `make`; only one cache is
 /// kept, and the other is dropped before it fetched anything.
@@ -202,14 +215,41 @@ struct Shared {
     name: Arc<str>,
 }
 
+/// A key and its cache. Requests in flight hold it (see [`in_use`]); the reference count they
+/// write sits on the allocation's first line, away from what lookups read (`fields`).
 pub(crate) struct Kept {
+    fields: OwnLine<Fields>,
+    /// [`Shared::uses`] at this key's latest use.
+    last_used: OwnLine<AtomicU64>,
+}
+
+struct Fields {
     /// Shared with a `make` running for it (see [`MAKING`]).
     key: Arc<str>,
     /// `key`'s hash by [`Shared::hasher`].
     hash: u64,
     cache: TokenCache,
-    /// [`Shared::uses`] at this key's latest use.
-    last_used: OwnLine<AtomicU64>,
+}
+
+impl Kept {
+    fn new(key: Arc<str>, hash: u64, cache: TokenCache, last_used: u64) -> Arc<Kept> {
+        Arc::new(Kept {
+            fields: OwnLine(Fields { key, hash, cache }),
+            last_used: OwnLine(AtomicU64::new(last_used)),
+        })
+    }
+
+    /// The key's cache.
+    pub(crate) fn cache(&self) -> &TokenCache {
+        &self.fields.cache
+    }
+}
+
+/// Whether a request holds `kept`, beyond the `maps` (the map being replaced and the one
+/// replacing it) that the eviction's caller holds. A reader still holding an older map counts
+/// too, for the moment it takes: that only keeps the key a little longer.
+fn in_use(kept: &Arc<Kept>, maps: usize) -> bool {
+    Arc::strong_count(kept) > maps
 }
 
 /// A value on a cache line of its own: keys taking turns write the use counters on every
@@ -286,12 +326,14 @@ impl PerRequestCaches {
     }
 
     /// Keep about `max_keys` keys (at least 1; default 64). A new key past that drops the
-    /// least recently used key whose cache is idle and healthy, and its cache (its token
-    /// zeroized once no request holds it). A cache fetching a token, or whose last fetch
-    /// failed (backing off), is kept past the bound: dropping it would give its key a second
-    /// cache fetching at the same time, or a new one without the backoff, hammering a failing
-    /// identity provider. Such caches too are dropped, least recently used first, once the
-    /// keys would pass twice `max_keys`, so that no input can grow the map without bound.
+    /// least recently used key whose cache is idle, and its cache (its token zeroized). A
+    /// cache in use is kept past the bound: one a request in flight holds (dropping it would
+    /// give its key a second cache fetching beside the first), one fetching a token, or one
+    /// backing off after a failed fetch (a new one would not wait, hammering a failing
+    /// identity provider); once its backoff is over, a failed cache is idle again. Caches in
+    /// use too are dropped, least recently used first, once the keys would pass twice
+    /// `max_keys`, so that no input can grow the map without bound; a request holding one
+    /// still hears of its `401` and has its replay counted.
     pub fn max_keys(self, max_keys: usize) -> Self {
         self.reconfigure(|shared| shared.max_keys = max_keys.max(1))
     }
@@ -309,13 +351,13 @@ impl PerRequestCaches {
             // The same caches under new bookkeeping: the clone's uses are its own.
             let mut keys = Keys::new();
             for kept in shared.caches.load().iter() {
-                let kept = Arc::new(Kept {
-                    key: kept.key.clone(),
-                    hash: kept.hash,
-                    cache: kept.cache.clone(),
-                    last_used: OwnLine(AtomicU64::new(kept.last_used.load(Ordering::Relaxed))),
-                });
-                keys.insert_unique(kept.hash, kept, |kept| kept.hash);
+                let kept = Kept::new(
+                    kept.fields.key.clone(),
+                    kept.fields.hash,
+                    kept.fields.cache.clone(),
+                    kept.last_used.load(Ordering::Relaxed),
+                );
+                keys.insert_unique(kept.fields.hash, kept, |kept| kept.fields.hash);
             }
             Shared {
                 choose: shared.choose.clone(),
@@ -351,10 +393,10 @@ impl PerRequestCaches {
     pub fn cache(&self, key: &str) -> TokenCache {
         if let Some(kept) = self.find(&self.shared.caches.load(), key) {
             self.touch(kept);
-            return kept.cache.clone();
+            return kept.fields.cache.clone();
         }
         match self.insert(key) {
-            Ok(cache) => cache,
+            Ok(kept) => kept.fields.cache.clone(),
             Err(error) => {
                 let error = error.found_locally();
                 TokenCache::new(crate::source::from_fn(move || {
@@ -381,10 +423,10 @@ impl PerRequestCaches {
         match self.find(snapshot, key) {
             Some(kept) => {
                 self.touch(kept);
-                Chosen::Known(&kept.cache)
+                Chosen::Known(kept)
             }
             None => match self.insert(key) {
-                Ok(cache) => Chosen::Made(cache),
+                Ok(kept) => Chosen::Made(kept),
                 Err(error) => Chosen::Failed(error),
             },
         }
@@ -392,10 +434,9 @@ impl PerRequestCaches {
 
     /// `key`'s cache in `keys`.
     #[inline]
-    fn find<'k>(&self, keys: &'k Keys, key: &str) -> Option<&'k Kept> {
+    fn find<'k>(&self, keys: &'k Keys, key: &str) -> Option<&'k Arc<Kept>> {
         let hash = self.shared.hasher.hash_one(key);
-        keys.find(hash, |kept| *kept.key == *key)
-            .map(|kept| &**kept)
+        keys.find(hash, |kept| *kept.fields.key == *key)
     }
 
     /// Write down a use of `kept`. A key used again while no other was used since writes
@@ -416,7 +457,7 @@ impl PerRequestCaches {
     /// Make `key`'s cache and add it, or take the one another caller added meanwhile.
     #[cold]
     #[inline(never)]
-    fn insert(&self, key: &str) -> Result<TokenCache, Error> {
+    fn insert(&self, key: &str) -> Result<Arc<Kept>, Error> {
         let key: Arc<str> = Arc::from(key);
         let hash = self.shared.hasher.hash_one(&*key);
         let made = self.make(&key)?;
@@ -428,26 +469,20 @@ impl PerRequestCaches {
         let current = self.shared.caches.load_full();
         if let Some(theirs) = self.find(&current, &key) {
             // Another caller made this key while `make` ran: theirs is the one requests share.
-            let theirs = theirs.cache.clone();
+            let theirs = theirs.clone();
             drop(writer);
-            self.touch_key(&key);
+            self.touch(&theirs);
             // Ours never fetched; it drops here, outside the lock (its drop is the user's code).
             drop(made);
             return Ok(theirs);
         }
         let mut next = Keys::with_capacity(current.len() + 1);
         for kept in current.iter() {
-            next.insert_unique(kept.hash, kept.clone(), |kept| kept.hash);
+            next.insert_unique(kept.fields.hash, kept.clone(), |kept| kept.fields.hash);
         }
-        let evicted = evict(&mut next, self.shared.max_keys);
-        let cache = made.clone();
-        let kept = Arc::new(Kept {
-            key,
-            hash,
-            cache: made,
-            last_used: OwnLine(AtomicU64::new(self.next_use())),
-        });
-        next.insert_unique(hash, kept, |kept| kept.hash);
+        let evicted = evict(&current, &mut next, self.shared.max_keys);
+        let kept = Kept::new(key, hash, made, self.next_use());
+        next.insert_unique(hash, kept.clone(), |kept| kept.fields.hash);
         self.shared.caches.store(Arc::new(next));
         drop(current);
         drop(writer);
@@ -458,14 +493,7 @@ impl PerRequestCaches {
         }
         // The evicted caches drop here, or when the last request using them ends.
         drop(evicted);
-        Ok(cache)
-    }
-
-    /// A use of `key`, found in the map as it is now.
-    fn touch_key(&self, key: &str) {
-        if let Some(kept) = self.find(&self.shared.caches.load(), key) {
-            self.touch(kept);
-        }
+        Ok(kept)
     }
 
     /// The user's `make` for `key`, with no lock held: a panic, or a `make` asking for the key
@@ -490,28 +518,29 @@ fn panicked(closure: &str) -> Error {
     Error::panicked_in(&format!("{closure} of PerRequestCaches"))
 }
 
-/// Make room in `keys` for one more, by the rule [`PerRequestCaches::max_keys`] documents;
-/// what it took out.
-fn evict(keys: &mut Keys, max_keys: usize) -> Vec<Arc<Kept>> {
+/// Make room in `keys` (a copy of `current`) for one more, by the rule
+/// [`PerRequestCaches::max_keys`] documents; what it took out.
+fn evict(current: &Keys, keys: &mut Keys, max_keys: usize) -> Vec<Arc<Kept>> {
     if keys.len() < max_keys {
         return Vec::new();
     }
     // Least recently used first. `last_used` values are distinct but for racing uses, where
-    // either order is right.
-    let mut by_age: Vec<Arc<Kept>> = keys.iter().cloned().collect();
+    // either order is right. Borrowed from `current`, so that each key's reference count is
+    // the two maps' and its requests'.
+    let mut by_age: Vec<&Arc<Kept>> = current.iter().collect();
     by_age.sort_unstable_by_key(|kept| kept.last_used.load(Ordering::Relaxed));
     let mut evicted = Vec::new();
     let mut take = |keys: &mut Keys, kept: &Arc<Kept>| {
-        if let Ok(entry) = keys.find_entry(kept.hash, |other| Arc::ptr_eq(other, kept)) {
+        if let Ok(entry) = keys.find_entry(kept.fields.hash, |other| Arc::ptr_eq(other, kept)) {
             evicted.push(entry.remove().0);
         }
     };
-    // Idle, healthy caches, down to the bound (more than one when busy ones pushed it past).
+    // Idle caches, down to the bound (more than one when busy ones pushed it past).
     for kept in &by_age {
         if keys.len() < max_keys {
             break;
         }
-        if !kept.cache.is_busy() {
+        if !in_use(kept, 2) && !kept.fields.cache.is_busy() {
             take(keys, kept);
         }
     }
@@ -561,8 +590,8 @@ mod tests {
             let snapshot = caches.snapshot();
             match caches.choose(&snapshot, &RequestHead::of(&request)) {
                 Chosen::NoKey => None,
-                Chosen::Known(cache) => Some(cache.slot()),
-                Chosen::Made(cache) => Some(cache.slot()),
+                Chosen::Known(kept) => Some(kept.cache().slot()),
+                Chosen::Made(kept) => Some(kept.cache().slot()),
                 Chosen::Failed(error) => panic!("{error}"),
             }
         };

@@ -17,45 +17,26 @@ pub(super) fn slots() -> MutexGuard<'static, Vec<Option<Weak<Inner>>>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The server rejected the token of `generation` that the cache in `slot` handed out.
-pub(crate) fn report_rejected(slot: usize, generation: u64) {
+/// The cache in `slot` that handed out the token of `generation`: none when that cache is gone,
+/// even if another cache has taken its slot since (that one was born after `generation`).
+pub(crate) fn cache_in(slot: usize, generation: u64) -> Option<super::TokenCache> {
+    // The guard is released before the upgraded reference can drop (and with it, maybe the
+    // cache, whose drop takes the same lock).
     let inner = slots()
         .get(slot)
-        .and_then(|cache| cache.as_ref()?.upgrade());
-    if let Some(inner) = inner {
-        inner.invalidate(generation);
+        .and_then(|cache| cache.as_ref()?.upgrade())?;
+    (inner.born <= generation).then_some(super::TokenCache { inner })
+}
+
+/// The server rejected the token of `generation` that the cache in `slot` handed out.
+#[cfg(test)]
+pub(crate) fn report_rejected(slot: usize, generation: u64) {
+    if let Some(cache) = cache_in(slot, generation) {
+        cache.reject(generation);
     }
 }
 
 /// Whether the cache in `slot` still holds the token of `generation`.
 pub(crate) fn holds_generation(slot: usize, generation: u64) -> bool {
-    // The guard is released before the upgraded reference can drop (and with it, maybe the
-    // cache, whose drop takes the same lock).
-    let Some(cache) = slots()
-        .get(slot)
-        .and_then(|cache| cache.as_ref()?.upgrade())
-    else {
-        return false;
-    };
-    let holds = cache
-        .current
-        .load()
-        .as_ref()
-        .is_some_and(|entry| entry.generation == generation);
-    holds
-}
-
-/// A request that carried a token of the cache in `slot` is sent again after a `401`: with a
-/// new token, or (`nonce`) with the resource server's DPoP nonce.
-pub(crate) fn count_replay(slot: usize, nonce: bool) {
-    let Some(cache) = slots()
-        .get(slot)
-        .and_then(|cache| cache.as_ref()?.upgrade())
-    else {
-        return;
-    };
-    cache.metrics.replayed();
-    if nonce {
-        cache.metrics.resource_nonce_retried();
-    }
+    cache_in(slot, generation).is_some_and(|cache| cache.holds(generation))
 }

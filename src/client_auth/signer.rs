@@ -77,6 +77,46 @@ pub trait Signer: Send + Sync + 'static {
     fn sign<'a>(&'a self, message: &'a [u8]) -> SignFuture<'a>;
 }
 
+/// A signer's future that is dropped inside `catch_unwind` however it goes: by
+/// [`drop_now`](Self::drop_now) once signed or timed out, or with the future awaiting it when
+/// that is dropped (a cancelled request): a panic in the signer's drop never unwinds into the
+/// caller's.
+struct Contained<F>(Option<F>);
+
+impl<F> Contained<F> {
+    /// Drop the signer's future now; whether that went without a panic.
+    fn drop_now(&mut self) -> bool {
+        let future = self.0.take();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(future))).is_ok()
+    }
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for Contained<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        match self.0.as_mut() {
+            Some(future) => std::pin::Pin::new(future).poll(cx),
+            // Never polled after `drop_now`, which only runs once the outcome is known.
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<F> Drop for Contained<F> {
+    fn drop(&mut self) {
+        if self.0.is_some() && !self.drop_now() {
+            tracing::error!(
+                target: "tower_oauth2::fetch",
+                "a signer's future panicked when dropped (its request was cancelled)"
+            );
+        }
+    }
+}
+
 /// `signer`'s signature of `message` within `timeout`, or an error naming `who` (`"the
 /// assertion signer"`): its failure, its hang, or its panic (in `sign`, in a poll of its
 /// future or in that future's drop). Only the signer's own code runs inside `catch_unwind`,
@@ -103,13 +143,13 @@ pub(crate) async fn signed_within(
     let Ok(signing) = catch_unwind(AssertUnwindSafe(|| signer.sign(message))) else {
         return Err(panicked());
     };
-    let mut signing = AssertUnwindSafe(signing).catch_unwind();
+    let mut signing = Contained(Some(AssertUnwindSafe(signing).catch_unwind()));
     let outcome = match select(&mut signing, futures_timer::Delay::new(timeout)).await {
         Either::Left((outcome, _)) => Some(outcome),
         Either::Right(_) => None,
     };
     // Dropping the signer's future (finished, or given up) runs its code too.
-    let dropped = catch_unwind(AssertUnwindSafe(move || drop(signing))).is_ok();
+    let dropped = signing.drop_now();
     match outcome {
         Some(Ok(Ok(signature))) if dropped => Ok(signature),
         Some(Ok(Err(source))) if dropped => Err(Error::credential_from(

@@ -337,7 +337,7 @@ impl Endpoint {
     async fn fetch_once(&self, url: &Uri) -> Result<AccessToken, Error> {
         // One timeout for the whole fetch: what the closures, sources and signers take, and a
         // nonce retry, are not given it again.
-        let deadline = tokio::time::Instant::now() + self.transport.timeout;
+        let deadline = crate::clock::deadline_in(self.transport.timeout);
         let mut nonce_retried = false;
         loop {
             let (result, new_nonce) = self.attempt(url, deadline).await;

@@ -108,6 +108,18 @@ fn config(message: impl Into<String>) -> ConfigError {
     ConfigError::new("dpop", message)
 }
 
+/// `pem` with each line's leading and trailing blanks taken off: a PEM pasted indented (in a
+/// YAML or TOML string, a Rust literal) is still the key. Only for a public key (no secret is
+/// copied).
+fn unindented(pem: &[u8]) -> Vec<u8> {
+    let mut lines = Vec::with_capacity(pem.len());
+    for line in pem.split(|byte| *byte == b'\n') {
+        lines.extend_from_slice(line.trim_ascii());
+        lines.push(b'\n');
+    }
+    lines
+}
+
 impl DpopKey {
     /// A new key for `algorithm`: `ES256` (P-256, what every DPoP server accepts), `ES384`
     /// (P-384) or `EdDSA` (Ed25519). Made by aws-lc-rs or ring (whichever the crate's features
@@ -148,9 +160,10 @@ impl DpopKey {
 
     /// A key held elsewhere: `signer` signs (see [`Signer`]; ECDSA signatures may be DER or
     /// `r || s`), and `public_key` is its public key as a SubjectPublicKeyInfo, in DER or PEM
-    /// (`BEGIN PUBLIC KEY`), as KMS APIs return it: exactly that structure for a P-256, P-384
-    /// or Ed25519 key (not a certificate, nothing after it). Processes using the same key may
-    /// share its tokens. The signer's algorithm must be the key's.
+    /// (`BEGIN PUBLIC KEY`, its lines indented or not), as KMS APIs return it: exactly that
+    /// structure for a P-256, P-384 or Ed25519 key (not a certificate, nothing after it).
+    /// Processes using the same key may share its tokens. The signer's algorithm must be the
+    /// key's.
     ///
     /// The signer's first signature is verified with `public_key`, and a proof that does not
     /// verify is an error rather than a request: a signer of another key fails the first
@@ -160,7 +173,9 @@ impl DpopKey {
         public_key: impl AsRef<[u8]>,
     ) -> Result<DpopKey, ConfigError> {
         let public_key = public_key.as_ref();
-        let spki = match SubjectPublicKeyInfoDer::from_pem_slice(public_key) {
+        let spki = match SubjectPublicKeyInfoDer::from_pem_slice(public_key)
+            .or_else(|_| SubjectPublicKeyInfoDer::from_pem_slice(&unindented(public_key)))
+        {
             Ok(spki) => spki.as_ref().to_vec(),
             Err(_) if public_key.trim_ascii_start().starts_with(b"-----BEGIN") => {
                 return Err(config(

@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode, Version};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::cache::{holds_generation, report_rejected, Entry};
+use crate::cache::{cache_in, Entry, Kept};
 use crate::dpop::{self, DpopWatch};
 use crate::error::BoxError;
 use crate::{Error, TokenCache};
@@ -30,6 +30,9 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody>,
+        // For a key of `PerRequestCaches`: held until the response, so that a `401` reaches
+        // the key's cache even if it was evicted meanwhile, and eviction sees it in use.
+        held: Option<Arc<Kept>>,
     }
 }
 
@@ -60,7 +63,8 @@ pin_project! {
 }
 
 /// Which cache handed out the token a request carries, and which token it was. Plain numbers,
-/// so that the fast path writes no shared reference count.
+/// so that `BearerAuth`'s fast path writes no shared reference count (its service holds the
+/// cache; a slot taken over by another cache since is told apart by the generation).
 #[derive(Clone, Copy)]
 struct Watch {
     cache: usize,
@@ -91,6 +95,7 @@ where
                 watch: None,
                 dpop: None,
             },
+            held: None,
         }
     }
 
@@ -98,6 +103,7 @@ where
     pub(crate) fn failed(error: Error) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
+            held: None,
         }
     }
 
@@ -106,6 +112,7 @@ where
         cache: &TokenCache,
         generation: u64,
         version: Version,
+        held: Option<Arc<Kept>>,
     ) -> Self {
         ResponseFuture {
             state: State::Called {
@@ -117,10 +124,16 @@ where
                 }),
                 dpop: None,
             },
+            held,
         }
     }
 
-    pub(crate) fn waiting(cache: TokenCache, service: S, request: Request<ReqBody>) -> Self {
+    pub(crate) fn waiting(
+        cache: TokenCache,
+        service: S,
+        request: Request<ReqBody>,
+        held: Option<Arc<Kept>>,
+    ) -> Self {
         let waiting_on = cache.clone();
         let method = request.method().clone();
         let uri = request.uri().clone();
@@ -137,6 +150,7 @@ where
                     request,
                 })),
             },
+            held,
         }
     }
 }
@@ -149,7 +163,9 @@ where
     type Output = Result<Response<ResBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let this = self.project();
+        let mut state = this.state;
+        let held: &Option<Arc<Kept>> = this.held;
         loop {
             match state.as_mut().project() {
                 StateProj::Called {
@@ -170,27 +186,16 @@ where
                             // next proof to this origin carries (HTTP 401, or gRPC
                             // UNAUTHENTICATED, which has no other way to ask).
                             let mut response = response;
-                            let cache = watch.map(|watch| watch.cache);
+                            let cache = watch.and_then(|watch| the_cache(held, watch));
                             response
                                 .extensions_mut()
                                 .insert(NonceRequested { cache, fresh });
                             return Poll::Ready(Ok(response));
                         }
                     }
-                    if let Some(Watch {
-                        cache,
-                        generation,
-                        http2,
-                    }) = watch.take()
-                    {
-                        if rejects_token(&response, http2) {
-                            let mut response = response;
-                            report_rejected(cache, generation);
-                            response.extensions_mut().insert(TokenRejected {
-                                still_cached: holds_generation(cache, generation),
-                                cache,
-                            });
-                            return Poll::Ready(Ok(response));
+                    if let Some(watch) = watch.take() {
+                        if rejects_token(&response, watch.http2) {
+                            return Poll::Ready(Ok(rejected(response, held, watch)));
                         }
                     }
                     return Poll::Ready(Ok(response));
@@ -256,21 +261,49 @@ where
     Poll::Ready(Ok(()))
 }
 
+/// The cache that handed out the token `watch` names: the one the request holds, or the one
+/// in its slot if that is still it. Only on a refusal: it writes a reference count.
+#[cold]
+fn the_cache(held: &Option<Arc<Kept>>, watch: Watch) -> Option<TokenCache> {
+    match held {
+        Some(kept) => Some(kept.cache().clone()),
+        None => cache_in(watch.cache, watch.generation),
+    }
+}
+
+/// `response` rejected the token `watch` names: drop it from its cache, and say so on the
+/// response for [`RetryOnUnauthorized`](super::RetryOnUnauthorized).
+#[cold]
+#[inline(never)]
+fn rejected<B>(mut response: Response<B>, held: &Option<Arc<Kept>>, watch: Watch) -> Response<B> {
+    let cache = the_cache(held, watch);
+    if let Some(cache) = &cache {
+        cache.reject(watch.generation);
+    }
+    response.extensions_mut().insert(TokenRejected {
+        still_cached: cache
+            .as_ref()
+            .is_some_and(|cache| cache.holds(watch.generation)),
+        cache,
+    });
+    response
+}
+
 /// Put on a response that rejected the token the layer sent: whether the cache still holds
 /// that token (its invalidation was rate-limited), so that a replay would carry it again.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct TokenRejected {
     pub(crate) still_cached: bool,
-    /// The cache's slot, to count a replay.
-    pub(crate) cache: usize,
+    /// The cache, to count a replay for it (none if it is gone).
+    pub(crate) cache: Option<TokenCache>,
 }
 
 /// Put on a refusal that asked for the resource server's DPoP nonce: the token was kept, and
 /// the next proof to that origin carries the nonce.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct NonceRequested {
-    /// The cache's slot, to count the retry.
-    pub(crate) cache: Option<usize>,
+    /// The cache, to count the retry.
+    pub(crate) cache: Option<TokenCache>,
     /// Whether the nonce was kept and is not the one the refused proof carried: only then is
     /// a replay worth it.
     pub(crate) fresh: bool,

@@ -142,16 +142,18 @@ where
         if request.headers().contains_key(AUTHORIZATION) {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        authorize(&self.cache, &mut self.inner, request)
+        authorize(&self.cache, &mut self.inner, request, None)
     }
 }
 
 /// Send `request` through `inner` with a token from `cache`: from this thread's copy of the
-/// header when it is fresh, otherwise after waiting for the cache.
+/// header when it is fresh, otherwise after waiting for the cache. `held`, a per-request key,
+/// goes along until the response.
 fn authorize<S, ReqBody, ResBody>(
     cache: &TokenCache,
     inner: &mut S,
     mut request: Request<ReqBody>,
+    held: Option<std::sync::Arc<crate::cache::Kept>>,
 ) -> ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -160,10 +162,10 @@ where
         request.headers_mut().insert(AUTHORIZATION, header);
         cache.count_attached();
         let version = request.version();
-        return ResponseFuture::sent(inner.call(request), cache, generation, version);
+        return ResponseFuture::sent(inner.call(request), cache, generation, version, held);
     }
     // `poll_ready` readied `inner`; take that one along and leave a clone behind.
     let clone = inner.clone();
     let ready = std::mem::replace(inner, clone);
-    ResponseFuture::waiting(cache.clone(), ready, request)
+    ResponseFuture::waiting(cache.clone(), ready, request, held)
 }

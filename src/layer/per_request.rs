@@ -133,8 +133,12 @@ where
         }
         let snapshot = self.caches.snapshot();
         match self.caches.choose(&snapshot, &RequestHead::of(&request)) {
-            Chosen::Known(cache) => authorize(cache, &mut self.inner, request),
-            Chosen::Made(cache) => authorize(&cache, &mut self.inner, request),
+            Chosen::Known(kept) => {
+                authorize(kept.cache(), &mut self.inner, request, Some(kept.clone()))
+            }
+            Chosen::Made(kept) => {
+                authorize(kept.cache(), &mut self.inner, request, Some(kept.clone()))
+            }
             Chosen::NoKey => ResponseFuture::passthrough(self.inner.call(request)),
             Chosen::Failed(error) => ResponseFuture::failed(error),
         }

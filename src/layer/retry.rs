@@ -7,21 +7,22 @@ use http::{Request, Response};
 use tower::retry::Policy;
 
 use super::future::{rejects_token, NonceRequested, TokenRejected};
+use crate::TokenCache;
 
-/// Whether a replay is worth it, and the slot of the cache whose token the request carried:
+/// Whether a replay is worth it, and the cache whose token the request carried:
 /// the layer dropped the rejected token, so that a replay carries another one; or the
 /// resource server asked for a new DPoP nonce, which the replay's proof carries (a nonce the
 /// layer could not keep, or the one the request already sent, is not worth a replay). A
 /// response the layer did not mark carried no token of ours.
-fn worth_replaying<B>(response: &Response<B>) -> Option<(Option<usize>, bool)> {
+fn worth_replaying<B>(response: &Response<B>) -> Option<(Option<&TokenCache>, bool)> {
     if let Some(asked) = response.extensions().get::<NonceRequested>() {
-        return asked.fresh.then_some((asked.cache, true));
+        return asked.fresh.then_some((asked.cache.as_ref(), true));
     }
     response
         .extensions()
         .get::<TokenRejected>()
         .filter(|rejected| !rejected.still_cached)
-        .map(|rejected| (Some(rejected.cache), false))
+        .map(|rejected| (rejected.cache.as_ref(), false))
 }
 
 /// A [`tower::retry::Policy`] that replays a request once when the response says its token was
@@ -83,7 +84,7 @@ where
         let (cache, nonce) = worth_replaying(response)?;
         self.retried = true;
         if let Some(cache) = cache {
-            crate::cache::count_replay(cache, nonce);
+            cache.count_replay(nonce);
         }
         Some(ready(()))
     }

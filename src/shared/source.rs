@@ -203,7 +203,7 @@ impl Inner {
         // The lease outlasts any one fetch, so a wait longer than that means holders keep
         // failing or dying; and past our patience, our own fetch would not end within the
         // cache's fetch timeout: fetch alone rather than wait on.
-        let give_up_at = Instant::now() + self.patience;
+        let give_up_at = crate::clock::far_as_possible(Instant::now(), self.patience);
         // A foreign lease is reported once per fetch, not at every round.
         let mut warned = false;
         loop {

@@ -57,3 +57,23 @@ async fn fetch_bypasses_the_cache() {
         "fetch does not update the cache"
     );
 }
+
+/// `timeout(Duration::MAX)` (a user's "no timeout") is a deadline that never comes: a token
+/// is had (repro: the deadline `now + timeout` overflowed and every token request panicked).
+#[tokio::test]
+async fn a_timeout_of_duration_max_is_no_timeout() {
+    let tokens = support::issuing(3600).await;
+    let built = ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("client")
+        .client_secret("secret")
+        .timeout(std::time::Duration::MAX)
+        .build();
+    let credentials = built.expect("Duration::MAX is accepted: no timeout");
+    let outcome = credentials.token().await;
+    assert!(
+        outcome.is_ok(),
+        "Duration::MAX as the timeout: {:?}",
+        outcome.map(|_| ()).map_err(|e| e.to_string())
+    );
+}

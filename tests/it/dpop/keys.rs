@@ -90,6 +90,37 @@ fn from_signer_refuses_a_certificate_or_trailing_bytes_as_the_public_key() {
     assert!(accepted.is_empty(), "{accepted:#?}");
 }
 
+/// A public key PEM pasted indented (in a YAML or TOML string, a Rust literal: spaces before
+/// the BEGIN line, tabs before the base64 lines) is the same key, with the same thumbprint
+/// (it was refused as "a PEM without `BEGIN PUBLIC KEY` (a certificate?)").
+#[test]
+fn from_signer_takes_an_indented_public_key_pem() {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let kms = || {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        Ed25519Kms {
+            pair: Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap(),
+            behaviour: Behaviour::Remote,
+        }
+    };
+    let pem = pair.public_key_pem();
+    let indented: String = pem
+        .lines()
+        .map(|line| {
+            if line.starts_with("-----") {
+                format!("   {line}  \r\n")
+            } else {
+                format!("\t\t{line}\n")
+            }
+        })
+        .collect();
+    let plain = DpopKey::from_signer(kms(), &pem).unwrap();
+    let key = DpopKey::from_signer(kms(), &indented)
+        .unwrap_or_else(|error| panic!("{error}\n{indented}"));
+    assert_eq!(key.thumbprint(), plain.thumbprint());
+}
+
 #[test]
 fn a_public_key_that_is_not_the_signers_kind_is_refused() {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();

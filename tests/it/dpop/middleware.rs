@@ -139,3 +139,79 @@ async fn a_reqwest_redirect_with_a_stale_proof_keeps_the_token() {
     assert_eq!(followed.status(), 200);
     assert_eq!(tokens.requests(), 1);
 }
+
+/// A redirect reqwest follows to the same path with another query (`/page?step=1` to
+/// `?step=2`: pagination, a login step) carries the first request's proof again, which a
+/// server refusing replayed `jti`s refuses: the middleware compares the whole URL, so that
+/// `401` keeps the token, as for a redirect to another path (repro: only `htu` was compared,
+/// and the good token was dropped).
+#[tokio::test]
+async fn a_reqwest_redirect_to_the_same_path_with_another_query_keeps_the_token() {
+    let tokens = token_server(None).await.0;
+    let checker = Arc::new(ProofChecker::default());
+    let validator = tokens.clone();
+    let addr = serve(move |request: Request<Incoming>| {
+        let (checker, tokens) = (checker.clone(), validator.clone());
+        async move {
+            let headers = request.headers();
+            let token = headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("DPoP "))
+                .unwrap_or_default();
+            let proof = headers
+                .get("dpop")
+                .map(|p| p.to_str().unwrap())
+                .unwrap_or_default();
+            let htu = url_of(headers, request.uri().path());
+            let expect = Expect {
+                htm: "GET",
+                htu: &htu,
+                token: Some(token),
+                nonce: None,
+            };
+            match checker.check(proof, &expect) {
+                Ok(checked) if tokens.cnf_jkt(token).as_deref() == Some(checked.jkt.as_str()) => {
+                    if request.uri().query() == Some("step=1") {
+                        let mut response = raw(StatusCode::FOUND, "", "");
+                        response
+                            .headers_mut()
+                            .insert(http::header::LOCATION, "/page?step=2".parse().unwrap());
+                        return response;
+                    }
+                    raw(StatusCode::OK, "text/plain", "ok")
+                }
+                _ => {
+                    let mut response = raw(StatusCode::UNAUTHORIZED, "", "");
+                    response.headers_mut().insert(
+                        WWW_AUTHENTICATE,
+                        "DPoP error=\"invalid_dpop_proof\"".parse().unwrap(),
+                    );
+                    response
+                }
+            }
+        }
+    })
+    .await;
+    let credentials = credentials(&tokens, DpopKey::generate(JwsAlgorithm::ES256).unwrap());
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tower_oauth2::BearerAuthMiddleware::new(credentials.clone()))
+        .build();
+    let redirected = client
+        .get(format!("http://{addr}/page?step=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirected.status(), 401, "the replayed proof is refused");
+    let direct = client
+        .get(format!("http://{addr}/page?step=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 200);
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "a proof replayed by reqwest's redirect was taken for a rejected token"
+    );
+}

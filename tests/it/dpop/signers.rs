@@ -351,3 +351,81 @@ async fn a_signer_of_another_key_fails_the_first_request_saying_so() {
     );
     assert_eq!(tokens.requests(), 0, "no proof by the wrong key was sent");
 }
+
+/// A P-256 "KMS": its first signature (the token request's proof) is a real one; every later
+/// `sign` returns a future that never answers and panics when dropped (a KMS client whose
+/// cancellation path is buggy), telling the test once it was polled.
+struct DropBombKms {
+    key: aws_lc_rs::signature::EcdsaKeyPair,
+    calls: AtomicUsize,
+    asked: Arc<tokio::sync::Notify>,
+}
+
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("KMS client bug in drop");
+    }
+}
+
+impl Signer for DropBombKms {
+    fn algorithm(&self) -> JwsAlgorithm {
+        JwsAlgorithm::ES256
+    }
+
+    fn sign<'a>(&'a self, message: &'a [u8]) -> SignFuture<'a> {
+        let first = self.calls.fetch_add(1, Ordering::SeqCst) == 0;
+        let asked = self.asked.clone();
+        Box::pin(async move {
+            if first {
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                let signature = self.key.sign(&rng, message).map_err(|_| "KMS failed")?;
+                return Ok(signature.as_ref().to_vec());
+            }
+            let _bomb = Bomb;
+            asked.notify_one();
+            std::future::pending::<()>().await;
+            Ok(Vec::new())
+        })
+    }
+}
+
+/// A cancelled request (a caller's timeout, `select!`, a client going away) whose signer's
+/// future panics when dropped: the panic is contained, as when the signer's future is dropped
+/// after signing or timing out (repro: it unwound out of the caller's drop).
+#[tokio::test]
+async fn a_cancelled_requests_signer_panicking_in_drop_is_contained() {
+    let tokens = token_server(None).await.0;
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pair.serialize_der()).unwrap();
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let kms = DropBombKms {
+        key,
+        calls: AtomicUsize::new(0),
+        asked: asked.clone(),
+    };
+    let dpop = DpopKey::from_signer(kms, pair.public_key_pem()).unwrap();
+    let credentials = credentials(&tokens, dpop);
+    credentials.token().await.expect("the first proof is real");
+    let mut client = ServiceBuilder::new()
+        .layer(BearerAuthLayer::new(credentials))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri("http://127.0.0.1:9/never-sent")
+        .body(Full::default())
+        .unwrap();
+    let mut call = Box::pin(client.ready().await.unwrap().call(request));
+    tokio::select! {
+        _ = &mut call => panic!("the signer never answers"),
+        _ = asked.notified() => {}
+    }
+    // The caller gives up on the request.
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(call)));
+    assert!(
+        dropped.is_ok(),
+        "the signer's panic in drop unwound out of the cancelled request's drop"
+    );
+}
