@@ -200,3 +200,80 @@ async fn a_reqwest_redirect_chain_back_to_the_same_url_drops_a_good_dpop_token()
          dropped a good token: the middleware took it for a token rejection"
     );
 }
+
+/// reqwest follows a redirect to another origin inside the middleware's `next.run`, and strips
+/// `Authorization` from it (it is sensitive). That origin (a storage host, another tenant's
+/// API) answers `401` to a request that never carried our token; the middleware checks the
+/// final URL only for DPoP tokens, so for a Bearer token it takes that `401` as the resource
+/// server rejecting the token: the good token is dropped and a new one fetched, on every call.
+/// A `401` from a URL the token was not sent to says nothing about the token.
+#[tokio::test]
+async fn a_401_from_another_origin_reqwest_redirected_to_drops_a_good_bearer_token() {
+    let tokens = TokenServer::start().await.unwrap();
+    // The other origin: wants credentials of its own, and never saw ours.
+    let elsewhere = serve(|request: Request<Incoming>| async move {
+        let status = if request.headers().contains_key(AUTHORIZATION) {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        let mut response = raw(status, "", "");
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, "Bearer realm=\"storage\"".parse().unwrap());
+        response
+    })
+    .await;
+    let validator = tokens.validator();
+    let api = serve(move |request: Request<Incoming>| {
+        let validator = validator.clone();
+        async move {
+            let token = request
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .to_owned();
+            if !validator(&token) {
+                return raw(StatusCode::UNAUTHORIZED, "", "");
+            }
+            if request.uri().path() == "/download" {
+                let mut response = raw(StatusCode::FOUND, "", "");
+                response.headers_mut().insert(
+                    LOCATION,
+                    format!("http://{elsewhere}/blob").parse().unwrap(),
+                );
+                return response;
+            }
+            raw(StatusCode::OK, "text/plain", "ok")
+        }
+    })
+    .await;
+    let credentials = ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("test-client")
+        .client_secret("test-secret")
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tower_oauth2::BearerAuthMiddleware::new(credentials))
+        .build();
+    let ok = client.get(format!("http://{api}/items")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let download = client
+        .get(format!("http://{api}/download"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(download, 401, "the other origin refuses a request without credentials");
+    let again = client.get(format!("http://{api}/items")).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "a 401 from another origin, to a request reqwest had stripped our token from, dropped \
+         the token (and the middleware replayed the download with a new one)"
+    );
+}
