@@ -105,7 +105,10 @@ async fn a_reqwest_redirect_chain_back_to_the_same_url_drops_a_good_dpop_token()
                     token: None,
                     nonce: None,
                 };
-                verifying.check(proof, &expect).ok().map(|checked| checked.jkt)
+                verifying
+                    .check(proof, &expect)
+                    .ok()
+                    .map(|checked| checked.jkt)
             })
             .start()
             .await
@@ -218,9 +221,10 @@ async fn a_401_from_another_origin_reqwest_redirected_to_drops_a_good_bearer_tok
             StatusCode::UNAUTHORIZED
         };
         let mut response = raw(status, "", "");
-        response
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, "Bearer realm=\"storage\"".parse().unwrap());
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            "Bearer realm=\"storage\"".parse().unwrap(),
+        );
         response
     })
     .await;
@@ -259,7 +263,11 @@ async fn a_401_from_another_origin_reqwest_redirected_to_drops_a_good_bearer_tok
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(tower_oauth2::BearerAuthMiddleware::new(credentials))
         .build();
-    let ok = client.get(format!("http://{api}/items")).send().await.unwrap();
+    let ok = client
+        .get(format!("http://{api}/items"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let download = client
         .get(format!("http://{api}/download"))
@@ -267,13 +275,74 @@ async fn a_401_from_another_origin_reqwest_redirected_to_drops_a_good_bearer_tok
         .await
         .unwrap()
         .status();
-    assert_eq!(download, 401, "the other origin refuses a request without credentials");
-    let again = client.get(format!("http://{api}/items")).send().await.unwrap();
+    assert_eq!(
+        download, 401,
+        "the other origin refuses a request without credentials"
+    );
+    let again = client
+        .get(format!("http://{api}/items"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 200);
     assert_eq!(
         tokens.requests(),
         1,
         "a 401 from another origin, to a request reqwest had stripped our token from, dropped \
          the token (and the middleware replayed the download with a new one)"
+    );
+}
+
+/// A later middleware adds a query parameter (an `api-version`, a tracing id) after
+/// `BearerAuthMiddleware` made its proof: the proof is still right (`htu` has no query), but
+/// the second pass's whole-URL check (`answers_its_proof`, query included) sees the answer come
+/// from "another URL" and returns before remembering the resource server's `DPoP-Nonce` or
+/// retrying with it. A server that requires nonces then refuses every request for good: each
+/// proof goes without the nonce, each `use_dpop_nonce` answer is ignored. (Before the second
+/// pass, comparing the proof's target, this worked.)
+#[tokio::test]
+async fn a_query_added_by_a_later_middleware_makes_the_resource_servers_nonce_ignored_for_ever() {
+    struct ApiVersion;
+    #[async_trait::async_trait]
+    impl reqwest_middleware::Middleware for ApiVersion {
+        async fn handle(
+            &self,
+            mut request: reqwest::Request,
+            extensions: &mut http::Extensions,
+            next: reqwest_middleware::Next<'_>,
+        ) -> reqwest_middleware::Result<reqwest::Response> {
+            request
+                .url_mut()
+                .query_pairs_mut()
+                .append_pair("api-version", "2024-01-01");
+            next.run(request, extensions).await
+        }
+    }
+    let (tokens, _) = crate::dpop::token_server(None).await;
+    let resource = crate::dpop::Resource::start(tokens.clone(), Some("rs-nonce-21c")).await;
+    let credentials =
+        crate::dpop::credentials(&tokens, DpopKey::generate(JwsAlgorithm::ES256).unwrap());
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tower_oauth2::BearerAuthMiddleware::new(credentials))
+        .with(ApiVersion)
+        .build();
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let response = client
+            .get(resource.url(&format!("/items/{i}")))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200],
+        "the nonce the resource server asked for was never remembered nor retried: {:?}",
+        resource
+            .log()
+            .into_iter()
+            .map(|(_, refused)| refused)
+            .collect::<Vec<_>>()
     );
 }

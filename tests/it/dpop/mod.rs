@@ -71,7 +71,7 @@ fn decode(proof: &str) -> (Value, Value) {
 
 /// A token endpoint that issues DPoP tokens to verified proofs (and asks for `nonce`, if
 /// given), with the verifier it used.
-async fn token_server(nonce: Option<&str>) -> (Arc<TokenServer>, Arc<ProofChecker>) {
+pub(crate) async fn token_server(nonce: Option<&str>) -> (Arc<TokenServer>, Arc<ProofChecker>) {
     let checker = Arc::new(ProofChecker::default());
     let verifying = checker.clone();
     let mut builder = TokenServer::builder().dpop_proofs(move |proof, request: &Received| {
@@ -105,7 +105,7 @@ async fn lenient_token_server() -> Arc<TokenServer> {
     )
 }
 
-fn credentials(server: &TokenServer, key: DpopKey) -> ClientCredentials {
+pub(crate) fn credentials(server: &TokenServer, key: DpopKey) -> ClientCredentials {
     ClientCredentials::builder()
         .token_url(server.url())
         .client_id("test-client")
@@ -116,19 +116,19 @@ fn credentials(server: &TokenServer, key: DpopKey) -> ClientCredentials {
 }
 
 /// Every proof a resource server received, and why each was refused (`None`: accepted).
-type ProofLog = Vec<(String, Option<String>)>;
+pub(crate) type ProofLog = Vec<(String, Option<String>)>;
 
 /// A resource server that accepts only DPoP tokens the token server issued, with a valid
 /// proof by the key each is bound to; with `nonce`, proofs must carry it.
 #[derive(Clone)]
-struct Resource {
+pub(crate) struct Resource {
     addr: std::net::SocketAddr,
     log: Arc<Mutex<ProofLog>>,
-    hits: Arc<AtomicUsize>,
+    pub(crate) hits: Arc<AtomicUsize>,
 }
 
 impl Resource {
-    async fn start(tokens: Arc<TokenServer>, nonce: Option<&'static str>) -> Resource {
+    pub(crate) async fn start(tokens: Arc<TokenServer>, nonce: Option<&'static str>) -> Resource {
         let checker = Arc::new(ProofChecker::default());
         let log = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicUsize::new(0));
@@ -172,11 +172,11 @@ impl Resource {
         Resource { addr, log, hits }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    fn log(&self) -> ProofLog {
+    pub(crate) fn log(&self) -> ProofLog {
         self.log.lock().unwrap().clone()
     }
 }
