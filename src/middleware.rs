@@ -30,10 +30,15 @@ use crate::TokenCache;
 ///
 /// **Turn reqwest's redirects off for a DPoP client** (`reqwest::redirect::Policy::none()`):
 /// reqwest follows a redirect inside the middleware, so the redirected request carries the
-/// proof made for the first URL, which a server checking `htu` refuses (or, for a redirect to
-/// the same path with another query, a server refusing a replayed `jti`). Such a `401` (from a
-/// URL other than the whole URL the proof was made for) keeps the token, and is not replayed;
-/// follow the redirect yourself to send it with a proof of its own.
+/// proof made for the first URL, which a server checking `htu` refuses. Such a `401` (from a
+/// scheme, host, port or path other than the proof's) keeps the token, and is not replayed;
+/// follow the redirect yourself to send it with a proof of its own. A redirect that ends where
+/// it began (the same path with another query, or `/a` → `/login` → `/a`) cannot be told from
+/// a direct answer: a server refusing the replayed proof's `jti` there makes the middleware
+/// drop a good token (one more token request).
+///
+/// For bearer tokens too, a `401` from another origin than the request's (reqwest followed a
+/// redirect there, without `Authorization`) keeps the token: it says nothing of it.
 ///
 /// ```no_run
 /// use tower_oauth2::{BearerAuthMiddleware, ClientCredentials};
@@ -181,18 +186,22 @@ fn authorize(
     })
 }
 
-/// Whether `response` answers the request that was sent (`sent`, its whole URL), with the
-/// proof made for it: not when reqwest followed a redirect, whose request carried the first
-/// URL's proof again. The whole URL, query included: a redirect to the same path with another
-/// query (pagination, a login step) names the same `htu`, but its proof is a replay all the
-/// same, which a server refusing replayed `jti`s refuses.
-fn answers_its_proof(sent: &str, response: &reqwest::Response) -> bool {
-    before_fragment(response.url().as_str()) == before_fragment(sent)
-}
-
-/// A URL without its fragment (which is never sent; `#` appears nowhere else in a URL).
-fn before_fragment(url: &str) -> &str {
-    url.split_once('#').map_or(url, |(before, _)| before)
+/// Where a request went, as far as its credentials are concerned: the scheme, host and port
+/// (reqwest sends `Authorization` only there, across redirects) and, for a DPoP proof, the path
+/// too (its `htu`). Compared between the request sent and the URL the response came from, to
+/// tell a followed redirect from a direct answer. Not the query: a later middleware may add one
+/// (an `api-version`), and the answer to a nonce request must still be heard. A hash, so that
+/// a bearer request allocates nothing for it.
+fn place(url: &reqwest::Url, with_path: bool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    url.scheme().hash(&mut hasher);
+    url.host_str().hash(&mut hasher);
+    url.port_or_known_default().hash(&mut hasher);
+    if with_path {
+        url.path().hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 #[async_trait::async_trait]
@@ -223,17 +232,18 @@ impl Middleware for BearerAuthMiddleware {
         } else {
             None
         };
-        // The URL this request's proof was made for (reqwest may answer from another).
-        let sent = dpop.then(|| request.url().as_str().to_owned());
+        // Where this request and its proof went (reqwest may answer from elsewhere).
+        let sent = place(request.url(), dpop);
         let watch = authorize(&mut request, authorization);
         cache.count_attached();
         let response = next.clone().run(request, extensions).await?;
+        if place(response.url(), dpop) != sent {
+            // reqwest followed a redirect: to another origin, where it sent no `Authorization`,
+            // or (DPoP) with the first URL's proof again. A refusal there says nothing of the
+            // token: keep it, replay nothing.
+            return Ok(response);
+        }
         if let Some(watch) = &watch {
-            if !answers_its_proof(sent.as_deref().unwrap_or_default(), &response) {
-                // reqwest followed a redirect and sent the first URL's proof again: a refusal
-                // says the proof was stale, not that the token was bad. Keep the token.
-                return Ok(response);
-            }
             let kept = crate::dpop::remember_nonce(&*watch.key, &watch.target, response.headers());
             let fresh = crate::dpop::is_new_nonce(kept, watch.nonce.as_deref());
             if response.status() == StatusCode::UNAUTHORIZED
@@ -248,13 +258,13 @@ impl Middleware for BearerAuthMiddleware {
                     .await
                     .map_err(reqwest_middleware::Error::middleware)?;
                 let generation = authorization.1;
-                let sent = replay.url().as_str().to_owned();
+                let sent = place(replay.url(), true);
                 let watch = authorize(&mut replay, authorization);
                 cache.count_replay(true);
                 cache.count_attached();
                 drop(response);
                 let response = next.run(replay, extensions).await?;
-                if let Some(watch) = watch.filter(|_| answers_its_proof(&sent, &response)) {
+                if let Some(watch) = watch.filter(|_| place(response.url(), true) == sent) {
                     crate::dpop::remember_nonce(&*watch.key, &watch.target, response.headers());
                     if response.status() == StatusCode::UNAUTHORIZED
                         && !crate::dpop::asks_for_nonce(response.headers())

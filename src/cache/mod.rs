@@ -229,11 +229,26 @@ impl TokenCache {
     /// Whether this cache is fetching a token, or backing off after a failed fetch (its next
     /// attempt is in the future): dropping it would lose that flight or that backoff, and a
     /// new cache for the same credentials would fetch at once. A cache whose backoff is over
-    /// has nothing to lose: its next caller would fetch at once anyway. Takes the slow path's
+    /// loses only its failure count, which [`PerRequestCaches`] keeps for the key. Takes the slow path's
     /// lock; for [`PerRequestCaches`]' eviction, never for a request.
     pub(crate) fn is_busy(&self) -> bool {
         let control = self.inner.control();
         control.flight.is_some() || control.retry_at.is_some_and(|at| now() < at)
+    }
+
+    /// How many token requests in a row have failed (0 after a success).
+    pub(crate) fn failures(&self) -> u32 {
+        self.inner.control().failures
+    }
+
+    /// Count `failures` failed token requests before this cache's first, so that its backoff
+    /// goes on from where an earlier cache for the same credentials left it (a per-request key
+    /// made again after eviction). Nothing waits for it: the next caller fetches at once.
+    pub(crate) fn resume_failures(&self, failures: u32) {
+        let mut control = self.inner.control();
+        if control.failures == 0 {
+            control.failures = failures;
+        }
     }
 
     /// The server rejected this cache's token of `generation`: drop it if it is still the

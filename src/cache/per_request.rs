@@ -18,7 +18,8 @@
 //! zeroized then). A cache in use (held by a request in flight, fetching a token, or backing off
 //! after a failed fetch) is dropped only once the keys would pass twice `max_keys`: dropping it
 //! sooner would give its key a second cache fetching beside the first, a new cache without its
-//! backoff, or a `401` that no cache hears of.
+//! backoff, or a `401` that no cache hears of. A key evicted after failures keeps their count
+//! (for the last `max_keys` such keys), so that made again its backoff goes on where it stood.
 //!
 //! A request in flight holds its key's [`Kept`] (one reference count written per request, on a
 //! cache line of its own): its `401` reaches that cache, and its replay is counted for that
@@ -206,8 +207,9 @@ struct Shared {
     caches: ArcSwap<Keys>,
     /// Hashes keys, once for a key in the map and once per lookup.
     hasher: RandomState,
-    /// Serializes inserting keys (readers never take it; `make` runs outside it).
-    writer: Mutex<()>,
+    /// Serializes inserting keys (readers never take it; `make` runs outside it), and guards
+    /// the failure counts of evicted keys.
+    writer: Mutex<Failed>,
     /// Counts uses that changed which key was used last: a key's `last_used` is the count at
     /// its latest use, which orders keys exactly by their last use.
     uses: OwnLine<AtomicU64>,
@@ -318,7 +320,7 @@ impl PerRequestCaches {
                 max_keys: Self::DEFAULT_MAX_KEYS,
                 caches: ArcSwap::from_pointee(HashTable::new()),
                 hasher: RandomState::new(),
-                writer: Mutex::new(()),
+                writer: Mutex::new(Failed::default()),
                 uses: OwnLine::default(),
                 name: Arc::from("per-request"),
             }),
@@ -330,7 +332,8 @@ impl PerRequestCaches {
     /// cache in use is kept past the bound: one a request in flight holds (dropping it would
     /// give its key a second cache fetching beside the first), one fetching a token, or one
     /// backing off after a failed fetch (a new one would not wait, hammering a failing
-    /// identity provider); once its backoff is over, a failed cache is idle again. Caches in
+    /// identity provider); once its backoff is over, a failed cache is idle again, and the key
+    /// keeps its count of failures: made again, its cache backs off from where it stood. Caches in
     /// use too are dropped, least recently used first, once the keys would pass twice
     /// `max_keys`, so that no input can grow the map without bound; a request holding one
     /// still hears of its `401` and has its replay counted.
@@ -365,7 +368,7 @@ impl PerRequestCaches {
                 max_keys: shared.max_keys,
                 caches: ArcSwap::from_pointee(keys),
                 hasher: shared.hasher.clone(),
-                writer: Mutex::new(()),
+                writer: Mutex::new(Failed::default()),
                 uses: OwnLine(AtomicU64::new(shared.uses.load(Ordering::Relaxed))),
                 name: shared.name.clone(),
             }
@@ -461,7 +464,7 @@ impl PerRequestCaches {
         let key: Arc<str> = Arc::from(key);
         let hash = self.shared.hasher.hash_one(&*key);
         let made = self.make(&key)?;
-        let writer = self
+        let mut writer = self
             .shared
             .writer
             .lock()
@@ -481,6 +484,10 @@ impl PerRequestCaches {
             next.insert_unique(kept.fields.hash, kept.clone(), |kept| kept.fields.hash);
         }
         let evicted = evict(&current, &mut next, self.shared.max_keys);
+        writer.remember(&evicted, self.shared.max_keys);
+        if let Some(failures) = writer.take(&key) {
+            made.resume_failures(failures);
+        }
         let kept = Kept::new(key, hash, made, self.next_use());
         next.insert_unique(hash, kept.clone(), |kept| kept.fields.hash);
         self.shared.caches.store(Arc::new(next));
@@ -516,6 +523,33 @@ impl PerRequestCaches {
 fn panicked(closure: &str) -> Error {
     tracing::error!(target: "tower_oauth2::cache", "{closure} of PerRequestCaches panicked");
     Error::panicked_in(&format!("{closure} of PerRequestCaches"))
+}
+
+/// How many token requests in a row failed for keys evicted while their caches were failing,
+/// newest last, at most `max_keys` of them: a key made again resumes its backoff where it
+/// stood, so keys taking turns through the bound cannot restart a failing identity provider's
+/// backoff at its first step.
+#[derive(Default)]
+struct Failed(std::collections::VecDeque<(Arc<str>, u32)>);
+
+impl Failed {
+    fn remember(&mut self, evicted: &[Arc<Kept>], max_keys: usize) {
+        for kept in evicted {
+            let failures = kept.fields.cache.failures();
+            if failures > 0 {
+                self.0.retain(|(key, _)| *key != kept.fields.key);
+                self.0.push_back((kept.fields.key.clone(), failures));
+            }
+        }
+        while self.0.len() > max_keys {
+            self.0.pop_front();
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<u32> {
+        let at = self.0.iter().position(|(failed, _)| **failed == *key)?;
+        self.0.remove(at).map(|(_, failures)| failures)
+    }
 }
 
 /// Make room in `keys` (a copy of `current`) for one more, by the rule

@@ -8,8 +8,6 @@
 
 mod support;
 
-#[cfg(all(feature = "test-util", feature = "reqwest"))]
-mod adversary_21c;
 #[cfg(feature = "redis")]
 mod adversary_fleet;
 #[cfg(feature = "test-util")]

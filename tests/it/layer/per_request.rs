@@ -19,12 +19,12 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_oauth2::cache::{CachePolicy, PerRequestCaches};
 use tower_oauth2::layer::PerRequestLayer;
 use tower_oauth2::source::StaticToken;
-use tower_oauth2::test_util::TokenServer;
+use tower_oauth2::test_util::{Received, TokenServer};
 #[cfg(feature = "reqwest")]
 use tower_oauth2::BearerAuthMiddleware;
 use tower_oauth2::{AccessToken, ClientCredentials, TokenSource};
 
-use crate::support::{json, scripted, scripted_async, Api};
+use crate::support::{json, raw, scripted, scripted_async, Api};
 
 /// A token endpoint whose tokens name the audience they were asked for.
 async fn audience_tokens() -> TokenServer {
@@ -1304,4 +1304,55 @@ async fn the_reqwest_middleware_holds_its_requests_key_until_the_answer() {
         .unwrap();
     assert_eq!(again.status(), 200);
     assert_eq!(asked_for(&tokens, "a"), 1, "`a` was evicted while in use");
+}
+
+/// A key evicted after failures keeps their count: made again, its cache backs off from where
+/// the evicted one stood, not from the first step (keys taking turns through the bound would
+/// otherwise ask a failing identity provider at every first step). Here `a` failed 3 times,
+/// one request for `b` evicts it (its backoff over: idle), and `a`'s 4th failure backs off at
+/// least 160 ms: a request 60 ms later is answered from the backoff, not the endpoint.
+#[tokio::test]
+async fn a_key_evicted_after_failures_resumes_its_backoff_when_made_again() {
+    let tokens = scripted(|_: &Received, n| {
+        raw(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("down {n}"),
+        )
+    })
+    .await;
+    let credentials = ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("client")
+        .client_secret("secret")
+        .cache_policy(
+            CachePolicy::default().backoff(Duration::from_millis(40), Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    let caches = PerRequestCaches::new(
+        |head| head.host(),
+        move |aud| credentials.with_audience(aud),
+    )
+    .max_keys(1);
+    // Three failures for `a`, each after the previous backoff (at most 40, 80, 160 ms) ended.
+    // Real time: no signal exists for "a backoff ended", as in the crate's own test.
+    for wait in [45, 85, 165] {
+        caches.cache("a").token().await.unwrap_err();
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+    assert_eq!(asked_for(&tokens, "a"), 3);
+    // One request for another key: `a`'s backoff is over, so it counts as idle and is evicted.
+    caches.cache("b").token().await.unwrap_err();
+    // `a`'s 4th failure: its own schedule (failures = 4) would wait 160-320 ms before a 5th.
+    caches.cache("a").token().await.unwrap_err();
+    assert_eq!(asked_for(&tokens, "a"), 4);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let _ = caches.cache("a").token().await;
+    assert_eq!(
+        asked_for(&tokens, "a"),
+        4,
+        "60 ms after a's 4th consecutive failure its cache asked the failing endpoint again: \
+         eviction made it anew and its backoff restarted at the first step"
+    );
 }

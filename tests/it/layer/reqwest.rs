@@ -3,8 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::support::{self, json, Api};
-use http::StatusCode;
+use crate::support::{self, json, raw, serve, Api};
+use http::header::{AUTHORIZATION, LOCATION, WWW_AUTHENTICATE};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
 use tower_oauth2::test_util::TokenServer;
 use tower_oauth2::{BearerAuthMiddleware, ClientCredentials, ErrorKind};
 
@@ -265,4 +267,90 @@ async fn no_replay_when_the_cache_kept_the_rejected_token() {
         ["Bearer token-1", "Bearer token-2", "Bearer token-2"]
     );
     assert_eq!(tokens.requests(), 2);
+}
+
+/// reqwest follows a redirect to another origin inside the middleware and strips
+/// `Authorization` from it: that origin's `401` answers a request that never carried our
+/// token, and says nothing of it. The token is kept, and nothing is replayed.
+#[tokio::test]
+async fn a_401_from_another_origin_reqwest_was_redirected_to_keeps_the_bearer_token() {
+    let tokens = TokenServer::start().await.unwrap();
+    // The other origin: wants credentials of its own, and never saw ours.
+    let elsewhere = serve(|request: Request<Incoming>| async move {
+        let status = if request.headers().contains_key(AUTHORIZATION) {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        let mut response = raw(status, "", "");
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            "Bearer realm=\"storage\"".parse().unwrap(),
+        );
+        response
+    })
+    .await;
+    let validator = tokens.validator();
+    let api = serve(move |request: Request<Incoming>| {
+        let validator = validator.clone();
+        async move {
+            let token = request
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .to_owned();
+            if !validator(&token) {
+                return raw(StatusCode::UNAUTHORIZED, "", "");
+            }
+            if request.uri().path() == "/download" {
+                let mut response = raw(StatusCode::FOUND, "", "");
+                response.headers_mut().insert(
+                    LOCATION,
+                    format!("http://{elsewhere}/blob").parse().unwrap(),
+                );
+                return response;
+            }
+            raw(StatusCode::OK, "text/plain", "ok")
+        }
+    })
+    .await;
+    let credentials = ClientCredentials::builder()
+        .token_url(tokens.url())
+        .client_id("test-client")
+        .client_secret("test-secret")
+        .build()
+        .unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tower_oauth2::BearerAuthMiddleware::new(credentials))
+        .build();
+    let ok = client
+        .get(format!("http://{api}/items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let download = client
+        .get(format!("http://{api}/download"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(
+        download, 401,
+        "the other origin refuses a request without credentials"
+    );
+    let again = client
+        .get(format!("http://{api}/items"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        tokens.requests(),
+        1,
+        "a 401 from another origin, to a request reqwest had stripped our token from, dropped \
+         the token (and the middleware replayed the download with a new one)"
+    );
 }
