@@ -1310,7 +1310,8 @@ async fn the_reqwest_middleware_holds_its_requests_key_until_the_answer() {
 /// the evicted one stood, not from the first step (keys taking turns through the bound would
 /// otherwise ask a failing identity provider at every first step). Here `a` failed 3 times,
 /// one request for `b` evicts it (its backoff over: idle), and `a`'s 4th failure backs off at
-/// least 160 ms: a request 60 ms later is answered from the backoff, not the endpoint.
+/// least 400 ms (100 ms steps, wide margins for a busy machine): a request 200 ms later is
+/// answered from the backoff, not the endpoint (made anew, `a` would back off 50-100 ms).
 #[tokio::test]
 async fn a_key_evicted_after_failures_resumes_its_backoff_when_made_again() {
     let tokens = scripted(|_: &Received, n| {
@@ -1326,7 +1327,7 @@ async fn a_key_evicted_after_failures_resumes_its_backoff_when_made_again() {
         .client_id("client")
         .client_secret("secret")
         .cache_policy(
-            CachePolicy::default().backoff(Duration::from_millis(40), Duration::from_secs(10)),
+            CachePolicy::default().backoff(Duration::from_millis(100), Duration::from_secs(10)),
         )
         .build()
         .unwrap();
@@ -1335,24 +1336,24 @@ async fn a_key_evicted_after_failures_resumes_its_backoff_when_made_again() {
         move |aud| credentials.with_audience(aud),
     )
     .max_keys(1);
-    // Three failures for `a`, each after the previous backoff (at most 40, 80, 160 ms) ended.
+    // Three failures for `a`, each after the previous backoff (at most 100, 200, 400 ms) ended.
     // Real time: no signal exists for "a backoff ended", as in the crate's own test.
-    for wait in [45, 85, 165] {
+    for wait in [105, 205, 405] {
         caches.cache("a").token().await.unwrap_err();
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
     assert_eq!(asked_for(&tokens, "a"), 3);
     // One request for another key: `a`'s backoff is over, so it counts as idle and is evicted.
     caches.cache("b").token().await.unwrap_err();
-    // `a`'s 4th failure: its own schedule (failures = 4) would wait 160-320 ms before a 5th.
+    // `a`'s 4th failure: its own schedule (failures = 4) would wait 400-800 ms before a 5th.
     caches.cache("a").token().await.unwrap_err();
     assert_eq!(asked_for(&tokens, "a"), 4);
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = caches.cache("a").token().await;
     assert_eq!(
         asked_for(&tokens, "a"),
         4,
-        "60 ms after a's 4th consecutive failure its cache asked the failing endpoint again: \
+        "200 ms after a's 4th consecutive failure its cache asked the failing endpoint again: \
          eviction made it anew and its backoff restarted at the first step"
     );
 }
