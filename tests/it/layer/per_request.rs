@@ -1021,23 +1021,27 @@ fn a_make_asking_for_its_own_key_from_another_thread_is_not_caught() {
     );
 }
 
-/// A `401` for a token of a key whose cache a request holds reaches that cache, and through it
-/// the fleet's Redis, even with `max_keys(1)` and another key used meanwhile: the key's next
-/// cache does not adopt the token the server just rejected (repro: the 401 named the cache by a
-/// slot that was empty by then, and `a-token-1` was served again).
+/// Through the fleet's Redis, with `max_keys` keys at most: `a` gets `a-token-1` (which the API
+/// has revoked), a request for `/a/1` takes it from the fast path, `b` is used while that
+/// request is in flight (past the bound when `max_keys` is 1), and the request is answered
+/// `401`. What the key's caches and the fleet make of it is the caller's to check.
 #[cfg(feature = "redis")]
-#[tokio::test]
-async fn a_401_for_a_key_pushed_past_the_bound_in_flight_reaches_its_cache_and_the_fleet() {
+async fn a_rejected_while_b_is_used(
+    max_keys: usize,
+) -> (
+    PerRequestCaches,
+    TokenServer,
+    tower_oauth2::test_util::RedisServer,
+) {
     let redis = crate::support::fleet::redis_server();
     let tokens = audience_tokens().await;
-    // The API has revoked `a-token-1`.
     let api = Api::start(|token| token != "a-token-1").await;
     let base = crate::support::fleet::client(&tokens, &redis.url(), CachePolicy::default());
     let caches = PerRequestCaches::new(
         |head| head.path().trim_start_matches('/').split('/').next(),
         move |aud| base.with_audience(aud),
     )
-    .max_keys(1);
+    .max_keys(max_keys);
     let mut client = ServiceBuilder::new()
         .layer(PerRequestLayer::new(caches.clone()))
         .service(http_client());
@@ -1051,12 +1055,22 @@ async fn a_401_for_a_key_pushed_past_the_bound_in_flight_reaches_its_cache_and_t
         .body(Full::default())
         .unwrap();
     let in_flight = client.ready().await.unwrap().call(request);
-    // Another key is used while R1 is in flight, past `max_keys(1)`.
     caches.cache("b").token().await.unwrap();
     let response = in_flight.await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     // Let the shared store hear of the rejection, if anyone told it.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    (caches, tokens, redis)
+}
+
+/// A `401` for a token of a key whose cache a request holds reaches that cache, and through it
+/// the fleet's Redis, even with `max_keys(1)` and another key used meanwhile: the key's next
+/// cache does not adopt the token the server just rejected (repro: the 401 named the cache by a
+/// slot that was empty by then, and `a-token-1` was served again).
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_401_for_a_key_pushed_past_the_bound_in_flight_reaches_its_cache_and_the_fleet() {
+    let (caches, _tokens, _redis) = a_rejected_while_b_is_used(1).await;
     let next = caches.cache("a").token().await.unwrap();
     assert_ne!(
         next.secret(),
@@ -1070,35 +1084,7 @@ async fn a_401_for_a_key_pushed_past_the_bound_in_flight_reaches_its_cache_and_t
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn held_without_eviction_a_401_reaches_the_fleet() {
-    let redis = crate::support::fleet::redis_server();
-    let tokens = audience_tokens().await;
-    // The API has revoked `a-token-1`.
-    let api = Api::start(|token| token != "a-token-1").await;
-    let base = crate::support::fleet::client(&tokens, &redis.url(), CachePolicy::default());
-    let caches = PerRequestCaches::new(
-        |head| head.path().trim_start_matches('/').split('/').next(),
-        move |aud| base.with_audience(aud),
-    )
-    .max_keys(4);
-    let mut client = ServiceBuilder::new()
-        .layer(PerRequestLayer::new(caches.clone()))
-        .service(http_client());
-
-    assert_eq!(
-        caches.cache("a").token().await.unwrap().secret(),
-        "a-token-1"
-    );
-    // R1 takes `a-token-1` from the fast path; not polled yet, so nothing is sent.
-    let request = Request::get(format!("http://{}/a/1", api.addr))
-        .body(Full::default())
-        .unwrap();
-    let in_flight = client.ready().await.unwrap().call(request);
-    // Another key is used while R1 is in flight; `a` stays (room for four).
-    caches.cache("b").token().await.unwrap();
-    let response = in_flight.await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    // Let the shared store hear of the rejection, if anyone told it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_caches, tokens, redis) = a_rejected_while_b_is_used(4).await;
     let other = crate::support::fleet::client(&tokens, &redis.url(), CachePolicy::default())
         .with_audience("a");
     let next = other.token().await.unwrap();
